@@ -1,0 +1,76 @@
+# vmceph: the two commands a newcomer needs are `make demo` and `make test` (see README.md).
+# Everything runs with Debian's /usr/bin/python3: the rados/rbd bindings exist only there.
+PY      ?= /usr/bin/python3
+PYTEST  := PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m pytest
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Debian 12 packages: Ceph, libvirt/QEMU, Pacemaker and the tools the tests drive.
+DEB_RUNTIME := ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd \
+	python3-libvirt python3-lxml libvirt-daemon libvirt-daemon-system libvirt-clients \
+	qemu-system-x86 qemu-block-extra qemu-utils pacemaker pacemaker-cli-utils corosync \
+	pcs crmsh resource-agents fence-agents libxml2-utils
+DEB_TEST := python3-pytest iproute2 uuid-runtime procps psmisc bc util-linux
+DEB_PACKAGE := build-essential debhelper dh-python python3-all python3-setuptools \
+	lintian rpm fakeroot devscripts
+
+.PHONY: help deps deps-package test unit offline integration e2e ocf-tester demo bench \
+	package lab-up lab-down lab-status clean
+
+help:
+	@echo "make demo     bring up the three-node lab and play the story (installs what it needs)"
+	@echo "make test     every test: unit, Pacemaker offline, real Ceph+libvirt, ocf-tester, e2e"
+	@echo "make bench    benchmarks vs ocf:heartbeat:VirtualDomain (writes docs/benchmarks.md)"
+	@echo "make package  build the .deb (and the .rpm) under packaging/out/"
+
+deps:
+	@missing=$$(for p in $(DEB_RUNTIME) $(DEB_TEST); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing; \
+	fi
+
+deps-package:
+	@missing=$$(for p in $(DEB_PACKAGE); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing; \
+	fi
+
+test: deps
+	$(PYTEST) -v tests/unit tests/pacemaker tests/integration tests/e2e
+
+unit:
+	$(PYTEST) -q tests/unit
+
+offline: deps
+	$(PYTEST) -q tests/pacemaker
+
+integration: deps
+	$(PYTEST) -v tests/integration
+
+e2e: deps
+	$(PYTEST) -v tests/e2e
+
+demo: deps
+	cd tests && $(PY) -m vmlab demo
+
+lab-up: deps
+	cd tests && $(PY) -m vmlab up
+lab-status:
+	cd tests && $(PY) -m vmlab status
+lab-down:
+	cd tests && $(PY) -m vmlab down
+
+bench: deps
+	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench
+
+package: deps deps-package
+	packaging/build-deb
+	packaging/build-rpm
+
+clean:
+	rm -rf build dist packaging/out lib/*.egg-info .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,367 @@
+"""The Ceph adapter: a bounded librados/librbd session and the facts the agents need.
+
+Boundaries (CEPH-FACTS.md):
+- The Python binding ignores ``connect(timeout=)`` and ``mon_command(..., timeout=)``
+  (Ceph PR #40932), so every session is bounded through Ceph's own settings, set from what
+  is left of the action's deadline: ``client_mount_timeout`` (connect; default 300 s),
+  ``rados_mon_op_timeout`` and ``rados_osd_op_timeout`` (default 0 = wait forever). On top,
+  ``bounded.call`` stops waiting at the deadline whatever librados does.
+- mon_command reports errors as return codes, not exceptions: ``(-110, b'', 'timed out')``,
+  ``(-13, b'', 'access denied')``. They become CephUnavailable / CephPermission here.
+- Images are opened **read-only** for inspection: a read-only open registers no watch, so
+  we never appear as a writer, and ``list_lockers()``/``watchers_list()`` work on it.
+  Breaking a lock needs a read-write handle (``lock_break`` raises ReadOnlyImage
+  otherwise), opened only for that, after the holder is blocklisted.
+- We never take a lock ourselves: ``lock_acquire`` makes QEMU's writes fail with EROFS and an
+  advisory lock makes them hang (CEPH-FACTS.md, "Never take a lock yourself").
+- ``Rados.shutdown()`` can hang with an op queued for a dead OSD: closing is bounded too.
+
+``rados`` and ``rbd`` are imported lazily (17-26 ms each) and are injectable for tests.
+"""
+
+import json
+
+from vmceph import bounded
+from vmceph.safety import ImageFacts, Locker, Watcher
+
+# errno values as librados returns them (negative)
+ETIMEDOUT = 110
+EACCES = 13
+EPERM = 1
+ENOENT = 2
+EINTR = 4
+
+
+class CephError(Exception):
+    """Base of the adapter's errors; ``str()`` is a sentence for an administrator."""
+
+
+class CephUnavailable(CephError):
+    """No monitor quorum, monitors unreachable, or a call that did not finish in time."""
+
+
+class CephPermission(CephError):
+    """The Ceph user's caps do not allow the call."""
+
+
+class CephConfigError(CephError):
+    """The client configuration is unusable: conf or keyring missing, pool missing."""
+
+
+def split_spec(spec):
+    """'pool/image' -> (pool, None, image); 'pool/ns/image' -> (pool, ns, image)."""
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts):
+        return parts[0], None, parts[1]
+    if len(parts) == 3 and all(parts):
+        return parts[0], parts[1], parts[2]
+    raise ValueError("not an RBD image spec (pool/image or pool/namespace/image): %r" % spec)
+
+
+class CephSession:
+    """One connection to the cluster, bounded by a deadline. Use as a context manager."""
+
+    # Caps per call: a healthy monitor answers in milliseconds, an OSD op in well under a
+    # second; when they do not, the answer "unavailable" is more useful early than late.
+    MON_OP_CAP = 10.0
+    OSD_OP_CAP = 15.0
+    MOUNT_CAP = 30.0
+
+    def __init__(self, conffile, user=None, keyring=None, deadline=None, log=None,
+                 rados_mod=None, rbd_mod=None):
+        self.conffile = conffile
+        self.user = user or None
+        self.keyring = keyring or None
+        self.deadline = deadline
+        self.log = log
+        self._rados_mod = rados_mod
+        self._rbd_mod = rbd_mod
+        self.cluster = None
+
+    # -------------------------------------------------------------- modules and budget
+    @property
+    def rados(self):
+        if self._rados_mod is None:
+            import rados
+            self._rados_mod = rados
+        return self._rados_mod
+
+    @property
+    def rbd(self):
+        if self._rbd_mod is None:
+            import rbd
+            self._rbd_mod = rbd
+        return self._rbd_mod
+
+    def _left(self, cap):
+        if self.deadline is None:
+            return cap
+        left = self.deadline.remaining()
+        if left <= 0.2:
+            raise CephUnavailable("no time left in this action for a Ceph call")
+        return min(cap, left)
+
+    def _debug(self, msg, *args):
+        if self.log is not None:
+            self.log.debug(msg, *args)
+
+    # -------------------------------------------------------------- connection
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def connect(self):
+        mount = self._left(self.MOUNT_CAP)
+        conf = {
+            "client_mount_timeout": "%d" % max(1, int(mount)),
+            "rados_mon_op_timeout": "%d" % max(1, int(self._left(self.MON_OP_CAP))),
+            "rados_osd_op_timeout": "%d" % max(1, int(self._left(self.OSD_OP_CAP))),
+            # an agent must never wait on the admin socket or log to files of its own
+            "admin_socket": "",
+            "log_to_stderr": "false",
+            "err_to_stderr": "false",
+        }
+        if self.keyring:
+            conf["keyring"] = self.keyring
+        rados = self.rados
+        try:
+            cluster = rados.Rados(conffile=self.conffile, rados_id=self.user, conf=conf)
+        except rados.ObjectNotFound:
+            raise CephConfigError("Ceph configuration %s not found" % self.conffile) from None
+        except rados.Error as e:
+            raise CephConfigError("cannot read Ceph configuration %s: %s"
+                                  % (self.conffile, e)) from None
+        self._debug("connecting to Ceph (%s, user %s, mount timeout %s s)",
+                    self.conffile, self.user or "admin", conf["client_mount_timeout"])
+        try:
+            bounded.call(cluster.connect, mount + 1.0, "Ceph connect")
+        except bounded.Timeout:
+            raise CephUnavailable("no Ceph monitor answered within %.0f s (no quorum, or "
+                                  "monitors unreachable from this node)" % mount) from None
+        except rados.TimedOut:
+            raise CephUnavailable("no Ceph monitor quorum reachable within %.0f s (connect "
+                                  "timed out)" % mount) from None
+        except (rados.PermissionDeniedError, rados.PermissionError):
+            raise CephPermission("Ceph refused the credentials of client.%s (check "
+                                 "ceph_user/ceph_keyring)" % (self.user or "admin")) from None
+        except rados.ObjectNotFound:
+            raise CephConfigError("keyring for client.%s not found (set ceph_keyring)"
+                                  % (self.user or "admin")) from None
+        except rados.Error as e:
+            raise CephUnavailable("cannot connect to Ceph: %s" % e) from None
+        self.cluster = cluster
+
+    def close(self):
+        cluster, self.cluster = self.cluster, None
+        if cluster is None:
+            return
+        try:
+            bounded.call(cluster.shutdown, 3.0, "Ceph shutdown")
+        except bounded.Timeout:
+            self._debug("librados shutdown did not finish in 3 s; abandoning it")
+        except Exception as e:  # closing must never mask the action's result
+            self._debug("librados shutdown: %s", e)
+
+    # -------------------------------------------------------------- monitor commands
+    def mon(self, prefix, **args):
+        """JSON answer of a monitor command; raises on error codes."""
+        args.update(prefix=prefix, format="json")
+        cmd = json.dumps(args)
+        budget = self._left(self.MON_OP_CAP) + 1.0
+        try:
+            ret, out, err = bounded.call(lambda: self.cluster.mon_command(cmd, b""), budget,
+                                         "Ceph '%s'" % prefix)
+        except bounded.Timeout:
+            raise CephUnavailable("Ceph monitors did not answer '%s' within %.0f s"
+                                  % (prefix, budget)) from None
+        except self.rados.Error as e:
+            raise CephUnavailable("Ceph '%s' failed: %s" % (prefix, e)) from None
+        return self._answer(prefix, ret, out, err)
+
+    def mgr(self, prefix, **args):
+        args.update(prefix=prefix, format="json")
+        cmd = json.dumps(args)
+        budget = self._left(self.MON_OP_CAP) + 1.0
+        try:
+            ret, out, err = bounded.call(lambda: self.cluster.mgr_command(cmd, b""), budget,
+                                         "Ceph mgr '%s'" % prefix)
+        except bounded.Timeout:
+            raise CephUnavailable("Ceph manager did not answer '%s' within %.0f s"
+                                  % (prefix, budget)) from None
+        except self.rados.Error as e:
+            raise CephUnavailable("Ceph mgr '%s' failed: %s" % (prefix, e)) from None
+        return self._answer(prefix, ret, out, err)
+
+    @staticmethod
+    def _answer(prefix, ret, out, err):
+        if ret == -ETIMEDOUT:
+            raise CephUnavailable("Ceph '%s' timed out (no monitor quorum?)" % prefix)
+        if ret in (-EACCES, -EPERM):
+            raise CephPermission("Ceph refused '%s': %s" % (prefix, err or "access denied"))
+        if ret != 0:
+            raise CephUnavailable("Ceph '%s' failed (%d): %s" % (prefix, ret, err))
+        if not out:
+            return None
+        try:
+            return json.loads(out)
+        except ValueError:
+            # 'osd blocklist ls' prints two JSON arrays back to back (CEPH-FACTS.md)
+            return out.decode("utf-8", "replace") if isinstance(out, bytes) else out
+
+    def quorum(self):
+        """(ok, detail, quorum_names, all mon names). Checked explicitly: an already
+        connected client's health stays HEALTH_OK after quorum is lost (LAB.md)."""
+        import time
+        t0 = time.monotonic()
+        try:
+            q = self.mon("quorum_status")
+        except CephUnavailable as e:
+            return False, "%s (after %.1f s)" % (e, time.monotonic() - t0), [], []
+        names = list(q.get("quorum_names") or [])
+        mons = [m.get("name") for m in (q.get("monmap") or {}).get("mons", [])]
+        if not mons or len(names) * 2 <= len(mons):
+            return False, "monitor quorum lost: %d of %d monitors in quorum (%s)" % (
+                len(names), len(mons), ",".join(names) or "none"), names, mons
+        return True, "quorum %s of %s" % (",".join(names), ",".join(mons)), names, mons
+
+    def health(self):
+        """{'status': 'HEALTH_OK'|..., 'checks': {CODE: {'severity', 'summary'}}}"""
+        h = self.mon("health", detail="detail") or {}
+        checks = {}
+        for code, c in (h.get("checks") or {}).items():
+            summary = c.get("summary")
+            if isinstance(summary, dict):
+                summary = summary.get("message")
+            checks[code] = {"severity": c.get("severity"), "summary": summary}
+        return {"status": h.get("status", "HEALTH_UNKNOWN"), "checks": checks}
+
+    def pool_pgs(self, pool):
+        """(number of PGs, PGs not active) of ``pool``, from the manager."""
+        out = self.mgr("pg ls-by-pool", poolstr=pool)
+        stats = out.get("pg_stats", []) if isinstance(out, dict) else (out or [])
+        inactive = [s.get("pgid") for s in stats if "active" not in (s.get("state") or "")]
+        return len(stats), inactive
+
+    def client_addrs(self):
+        """Addresses this client is seen at by the cluster, e.g. ['10.252.0.1']."""
+        from vmceph.safety import ip_of
+        raw = self.cluster.get_addrs()
+        text = raw if isinstance(raw, str) else str(raw)
+        parts = [p for p in text.strip("[]").split(",") if p]
+        return sorted({ip_of(p) for p in parts if ip_of(p) not in ("", "0.0.0.0", "::")})
+
+    # -------------------------------------------------------------- images
+    def _ioctx(self, pool, ns):
+        rados = self.rados
+        try:
+            ioctx = self.cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            raise CephConfigError("Ceph pool %s does not exist" % pool) from None
+        except (rados.PermissionDeniedError, rados.PermissionError):
+            raise CephPermission("client.%s may not open pool %s" % (self.user or "admin", pool))
+        if ns:
+            ioctx.set_namespace(ns)
+        return ioctx
+
+    def inspect(self, spec):
+        """ImageFacts of one image: who holds its exclusive lock, who watches it."""
+        pool, ns, name = split_spec(spec)
+        rbd, rados = self.rbd, self.rados
+        try:
+            ioctx = self._ioctx(pool, ns)
+        except CephConfigError as e:
+            return ImageFacts(spec, exists=False, error=str(e))
+        except CephPermission:
+            return ImageFacts(spec, permission_denied=True)
+
+        def work():
+            with rbd.Image(ioctx, name, read_only=True) as img:
+                lk = img.list_lockers()
+                ws = list(img.watchers_list())
+            return lk, ws
+        try:
+            lk, ws = bounded.call(work, self._left(self.OSD_OP_CAP) + 1.0, "inspect " + spec)
+        except rbd.ImageNotFound:
+            return ImageFacts(spec, exists=False)
+        except (rbd.PermissionError, rados.PermissionDeniedError, rados.PermissionError):
+            return ImageFacts(spec, permission_denied=True)
+        except bounded.Timeout as e:
+            return ImageFacts(spec, error=str(e))
+        except (rbd.Error, rados.Error) as e:
+            return ImageFacts(spec, error="%s: %s" % (type(e).__name__, e))
+        finally:
+            ioctx.close()
+        return image_facts(spec, lk, ws)
+
+    def blocklist_add(self, addr, expire_s):
+        """Fence one client instance ('ip:port/nonce') for ``expire_s`` seconds."""
+        self.mon("osd blocklist", blocklistop="add", addr=addr, expire=float(expire_s))
+
+    def blocklist_ls(self):
+        """Entries as 'addr' strings (the JSON is two arrays back to back: parse both)."""
+        out = self.mon("osd blocklist", blocklistop="ls")
+        if isinstance(out, list):
+            return [e.get("addr") for e in out if isinstance(e, dict)]
+        entries = []
+        dec = json.JSONDecoder()
+        text, i = (out or "").strip(), 0
+        while i < len(text):
+            obj, j = dec.raw_decode(text, i)
+            entries += [e.get("addr") for e in obj if isinstance(e, dict) and e.get("addr")]
+            i = j
+            while i < len(text) and text[i].isspace():
+                i += 1
+        return entries
+
+    def break_lock(self, spec, locker):
+        """Break the exclusive lock ``locker`` holds on ``spec`` (blocklist it first!).
+        Returns True if a lock was broken, False if it was already gone."""
+        pool, ns, name = split_spec(spec)
+        rbd = self.rbd
+        ioctx = self._ioctx(pool, ns)
+
+        def work():
+            # read-write handle: lock_get_owners()/lock_break() fail on a read-only one
+            with rbd.Image(ioctx, name) as img:
+                owners = img.lock_get_owners()
+                broken = False
+                for o in owners:
+                    if o.get("owner") == locker.entity or not locker.entity:
+                        img.lock_break(o["mode"], o["owner"])
+                        broken = True
+                return broken
+        try:
+            return bounded.call(work, self._left(self.OSD_OP_CAP) + 1.0, "lock_break " + spec)
+        except bounded.Timeout as e:
+            raise CephUnavailable(str(e)) from None
+        except (rbd.PermissionError, self.rados.PermissionDeniedError):
+            raise CephPermission("client.%s may not break the lock on %s"
+                                 % (self.user or "admin", spec)) from None
+        except rbd.ImageNotFound:
+            return False
+        except (rbd.Error, self.rados.Error) as e:
+            raise CephUnavailable("lock_break on %s failed: %s" % (spec, e)) from None
+        finally:
+            ioctx.close()
+
+
+def image_facts(spec, lockers_answer, watchers):
+    """Build ImageFacts from librbd's raw answers.
+
+    list_lockers(): [] when unlocked, else
+        {'tag': 'internal', 'exclusive': True,
+         'lockers': [('client.4235', 'auto 94823928102912', '10.252.0.1:0/3154213287')]}
+    watchers_list(): [{'addr': '10.252.0.1:0/3154213287', 'id': 4235, 'cookie': 94823928102912}]
+    """
+    lockers, tag = (), None
+    if lockers_answer:
+        tag = lockers_answer.get("tag")
+        lockers = tuple(Locker(str(c), str(k), str(a))
+                        for c, k, a in lockers_answer.get("lockers", []))
+    ws = tuple(Watcher(str(w["addr"]), int(w.get("id", 0)), int(w.get("cookie", 0)))
+               for w in watchers)
+    return ImageFacts(spec, lock_tag=tag, lockers=lockers, watchers=ws)

@@ -1,0 +1,282 @@
+"""ocf:vmceph:CephHealth: tells Pacemaker, per node, whether this node can use Ceph.
+
+Run as a clone. Its monitor checks, from this node and within its deadline, monitor quorum
+(explicitly: an already connected client's ``health`` stays HEALTH_OK after quorum is lost),
+the health status and checks, and optionally that the configured pools have every PG active
+(I/O to an inactive PG hangs). The verdict goes into a node-health attribute (``#health-ceph``
+by default) as green / yellow / red, with attrd dampening, so that Pacemaker's
+``node-health-strategy`` keeps VMs off nodes that cannot reach their disks. It also
+publishes the addresses this node's Ceph clients use (``vmceph-ceph-addrs``), which
+RBDVirtualDomain uses to tell which node holds or watches an image.
+
+The monitor fails only for the agent's own problems (misconfiguration, attrd unreachable),
+never because Ceph is unhealthy: that is what the attribute says.
+"""
+
+import os
+
+from vmceph import ocf
+from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, Action, AgentSpec, ConfigError,
+                        GenericError, InstalledError, Param)
+
+GREEN, YELLOW, RED = "green", "yellow", "red"
+COLORS = (GREEN, YELLOW, RED)
+_RANK = {GREEN: 0, YELLOW: 1, RED: 2}
+
+
+def parse_check_colors(text):
+    """'OSD_DOWN=yellow PG_AVAILABILITY=red' -> dict; ValueError on a bad entry."""
+    out = {}
+    for item in text.split():
+        code, sep, color = item.partition("=")
+        if not sep or not code or color not in COLORS:
+            raise ValueError("entry %r is not CHECK=green|yellow|red" % item)
+        out[code] = color
+    return out
+
+
+def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YELLOW,
+              check_colors=None):
+    """(color, reason). Pure: unit tests cover it.
+
+    - Ceph unreachable or no monitor quorum: red (nothing can be started or recovered).
+    - PGs not active in a configured pool: red (I/O to them hangs).
+    - HEALTH_OK: green. Otherwise each raised check counts with the color ``check_colors``
+      gives it, else by severity: HEALTH_WARN -> ``warn_color``, HEALTH_ERR -> red; the
+      node's color is the worst of them.
+    """
+    if not reachable:
+        return RED, "Ceph unreachable from this node"
+    if not quorum_ok:
+        return RED, "no monitor quorum"
+    if inactive_pgs:
+        return RED, "PGs not active: %s" % ", ".join(inactive_pgs[:5])
+    check_colors = check_colors or {}
+    if status == "HEALTH_OK" and not checks:
+        return GREEN, "HEALTH_OK"
+    worst, why = GREEN, []
+    for code, c in sorted((checks or {}).items()):
+        sev = c.get("severity") if isinstance(c, dict) else c
+        color = check_colors.get(code) or (RED if sev == "HEALTH_ERR" else warn_color)
+        why.append("%s=%s" % (code, color))
+        if _RANK[color] > _RANK[worst]:
+            worst = color
+    if not checks:
+        worst = RED if status == "HEALTH_ERR" else (warn_color if status == "HEALTH_WARN"
+                                                    else GREEN)
+    return worst, "%s (%s)" % (status, ", ".join(why) or "no checks")
+
+
+def _dampen_ok(v):
+    ocf.parse_duration(v)
+
+
+def _positive(v):
+    if v < 1:
+        raise ValueError("must be at least 1")
+
+
+PARAMS = [
+    Param("ceph_conf", default="/etc/ceph/ceph.conf",
+          shortdesc="Ceph configuration file",
+          longdesc="Ceph configuration used to reach the cluster."),
+    Param("ceph_user", default="",
+          shortdesc="Ceph client id",
+          longdesc="Ceph client id, without 'client.' (e.g. vmceph). Empty: librados' "
+                   "default (admin). mon 'profile rbd' caps are enough; the PG check of "
+                   "'pools' also needs mgr 'profile rbd'."),
+    Param("ceph_keyring", default="",
+          shortdesc="Ceph keyring",
+          longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
+    Param("attribute", default="#health-ceph",
+          shortdesc="Node health attribute",
+          longdesc="Name of the node attribute that gets green, yellow or red. Pacemaker's "
+                   "node-health-strategy acts on every attribute whose name starts with "
+                   "#health-."),
+    Param("address_attribute", default="vmceph-ceph-addrs",
+          shortdesc="Node attribute for this node's Ceph client addresses",
+          longdesc="Node attribute that gets the addresses (space-separated) this node's Ceph "
+                   "clients are seen at; RBDVirtualDomain maps lock holders and watchers to "
+                   "nodes with it. Empty: not published."),
+    Param("pools", default="",
+          shortdesc="Pools whose PGs must all be active",
+          longdesc="Space-separated pools; the node is red while any of their PGs is not "
+                   "active (I/O to it would hang). Needs a running ceph-mgr. Empty: no PG "
+                   "check."),
+    Param("warn_color", default=YELLOW, choices=COLORS,
+          shortdesc="Color of HEALTH_WARN",
+          longdesc="Color of a health check of severity HEALTH_WARN not listed in "
+                   "check_colors."),
+    Param("check_colors", default="",
+          shortdesc="Colors of chosen health checks",
+          longdesc="Per health check code: 'OSD_DOWN=yellow PG_AVAILABILITY=red "
+                   "MON_DOWN=green'. Checks not listed count by severity (HEALTH_ERR = red, "
+                   "HEALTH_WARN = warn_color)."),
+    Param("dampen", default="5s", check=_dampen_ok,
+          shortdesc="Dampening of attribute changes",
+          longdesc="attrd waits this long after a change before writing it, so a short blip "
+                   "does not move VMs (attrd_updater --delay)."),
+    Param("ceph_timeout", type="integer", default=10,
+          check=lambda v: _positive(v),
+          shortdesc="Seconds a Ceph check may take",
+          longdesc="Longest time the monitor waits for Ceph (connect, quorum, health, PGs), "
+                   "within the monitor's own timeout. No answer in time = red."),
+]
+
+ACTIONS = [
+    Action("start", "30s"),
+    Action("stop", "30s"),
+    Action("monitor", "30s", interval="10s", depth=0),
+    Action("meta-data", "5s"),
+    Action("validate-all", "10s"),
+]
+
+SPEC = AgentSpec(
+    name="CephHealth",
+    shortdesc="Publishes whether this node can use Ceph, as a node-health attribute",
+    longdesc=__doc__.split("\n\n", 1)[1].strip().replace("``", "'") + """
+
+Run it as a clone with meta allow-unhealthy-nodes=true, so that it keeps running on a red \
+node and can turn it green again, and set node-health-strategy (migrate-on-red, \
+only-green, progressive or custom) so VMs are placed only where Ceph is usable.""",
+    params=PARAMS,
+    actions=ACTIONS,
+)
+
+
+class CephHealth:
+    spec = SPEC
+
+    def validate(self, ctx):
+        p = ctx.params
+        p.validate()
+        if not p.attribute:
+            raise ConfigError("attribute must not be empty")
+        try:
+            parse_check_colors(p.check_colors)
+        except ValueError as e:
+            raise ConfigError("check_colors: %s" % e) from None
+        if not os.path.isfile(p.ceph_conf):
+            raise InstalledError("ceph_conf %s does not exist on this node" % p.ceph_conf)
+        if p.ceph_keyring and not os.path.isfile(p.ceph_keyring):
+            raise InstalledError("ceph_keyring %s does not exist on this node" % p.ceph_keyring)
+        for mod in ("rados",):
+            try:
+                __import__(mod)
+            except ImportError:
+                raise InstalledError("Python module rados is missing (install python3-rados)")
+
+    def degraded(self, ctx, error):
+        if ctx.action == "stop":
+            self._unpublish(ctx)
+            _mark(ctx, False)
+            return OCF_SUCCESS
+        return OCF_SUCCESS if _marked(ctx) else OCF_NOT_RUNNING
+
+    def start(self, ctx):
+        _mark(ctx, True)
+        self._check_and_publish(ctx)
+        return OCF_SUCCESS
+
+    def stop(self, ctx):
+        self._unpublish(ctx)
+        _mark(ctx, False)
+        return OCF_SUCCESS
+
+    def monitor(self, ctx):
+        if not _marked(ctx):
+            return OCF_NOT_RUNNING
+        if ctx.is_probe:
+            return OCF_SUCCESS
+        self._check_and_publish(ctx)
+        return OCF_SUCCESS
+
+    # -------------------------------------------------------------------------
+    def evaluate(self, ctx):
+        """(color, reason, client addresses or None)."""
+        from vmceph.ceph import CephError, CephPermission, CephSession, CephConfigError
+        from vmceph.ocf import Deadline
+        p = ctx.params
+        budget = Deadline(min(float(p.ceph_timeout), ctx.deadline.remaining()), margin_s=0)
+        session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, budget, ctx.log)
+        try:
+            session.connect()
+        except CephPermission as e:
+            raise GenericError("CephHealth cannot log in to Ceph: %s" % e) from None
+        except CephConfigError as e:
+            raise InstalledError(str(e)) from None
+        except CephError as e:
+            return RED, str(e), None
+        try:
+            addrs = session.client_addrs()
+            ok, detail, _, _ = session.quorum()
+            if not ok:
+                return RED, detail, addrs
+            h = session.health()
+            inactive = []
+            for pool in p.pools.split():
+                try:
+                    _total, bad = session.pool_pgs(pool)
+                    inactive += ["%s:%s" % (pool, b) for b in bad]
+                except CephError as e:
+                    inactive.append("%s (PG state unknown: %s)" % (pool, e))
+            color, why = color_for(True, True, h["status"], h["checks"], inactive,
+                                   p.warn_color, parse_check_colors(p.check_colors))
+            return color, why, addrs
+        except CephError as e:
+            return RED, str(e), None
+        finally:
+            session.close()
+
+    def _check_and_publish(self, ctx):
+        from vmceph.cluster import Cluster, ClusterError
+        from vmceph import bounded
+        color, why, addrs = self.evaluate(ctx)
+        (ctx.log.info if color == GREEN else ctx.log.warning)(
+            "Ceph seen from this node: %s (%s)", color, why)
+        cl = Cluster(ctx.deadline, ctx.log)
+        p = ctx.params
+        try:
+            cl.set_attribute(p.attribute, color, p.dampen)
+            if p.address_attribute and addrs:
+                cl.set_attribute(p.address_attribute, " ".join(addrs))
+        except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+            raise GenericError("cannot publish node attribute %s: %s" % (p.attribute, e)) from None
+
+    def _unpublish(self, ctx):
+        from vmceph.cluster import Cluster, ClusterError
+        from vmceph import bounded
+        cl = Cluster(ctx.deadline, ctx.log)
+        for name in (ctx.params.raw("attribute") or "#health-ceph",
+                     ctx.params.raw("address_attribute") or "vmceph-ceph-addrs"):
+            try:
+                cl.delete_attribute(name)
+            except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+                ctx.log.warning("could not remove node attribute %s: %s", name, e)
+
+
+def _mark_path(ctx):
+    return os.path.join(ctx.state_dir, "vmceph-CephHealth-%s.started"
+                        % ctx.instance.replace("/", "_"))
+
+
+def _mark(ctx, on):
+    path = _mark_path(ctx)
+    if on:
+        os.makedirs(ctx.state_dir, exist_ok=True)
+        with open(path, "w"):
+            pass
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _marked(ctx):
+    return os.path.exists(_mark_path(ctx))
+
+
+def main():
+    import sys
+    sys.exit(ocf.run(CephHealth()))

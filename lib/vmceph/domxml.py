@@ -1,0 +1,219 @@
+"""Hardened parsing of libvirt domain XML: name, UUID and the RBD disks.
+
+The file comes from the resource's ``config`` parameter, so it is trusted only so far:
+the parser resolves no entities, loads no DTD, touches no network, refuses any DOCTYPE
+(libvirt never writes one; a DOCTYPE is where entity bombs and external entities live)
+and refuses files larger than MAX_BYTES. Errors are ``DomainXMLError`` with a message an
+administrator can act on.
+
+RBD disks in libvirt (formatdomain.html, "disk" / "source"):
+    <disk type='network' device='disk'>
+      <source protocol='rbd' name='pool/image'>      (or 'pool/namespace/image')
+        <host name='10.0.0.1' port='6789'/>
+        <snapshot name='snap'/>                       (optional: a read-only snapshot)
+        <config file='/etc/ceph/ceph.conf'/>          (optional)
+      </source>
+      <auth username='vmceph'><secret type='ceph' uuid='...'/></auth>
+      <readonly/> | <shareable/>                      (optional)
+      <target dev='vda' bus='virtio'/>
+    </disk>
+A disk is *guarded* (exactly one writer allowed) unless it is read-only, shareable, a
+snapshot, or not a disk/lun device (a cdrom is read-only by nature).
+"""
+
+from dataclasses import dataclass, asdict
+from typing import Optional, Tuple
+
+MAX_BYTES = 4 * 1024 * 1024
+
+
+class DomainXMLError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RBDDisk:
+    target: Optional[str]
+    pool: str
+    namespace: Optional[str]
+    image: str
+    snapshot: Optional[str]
+    device: str
+    readonly: bool
+    shareable: bool
+    hosts: Tuple[str, ...]
+    auth_user: Optional[str]
+    config_file: Optional[str]
+
+    @property
+    def guarded(self) -> bool:
+        return not (self.readonly or self.shareable or self.snapshot
+                    or self.device not in ("disk", "lun"))
+
+    @property
+    def spec(self) -> str:
+        """'pool/image' or 'pool/namespace/image' (the form ``rbd`` commands take)."""
+        if self.namespace:
+            return "%s/%s/%s" % (self.pool, self.namespace, self.image)
+        return "%s/%s" % (self.pool, self.image)
+
+    def as_json(self):
+        d = asdict(self)
+        d["hosts"] = list(self.hosts)
+        d["guarded"] = self.guarded
+        d["spec"] = self.spec
+        return d
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: Optional[str]
+    domain_type: Optional[str]
+    rbd_disks: Tuple[RBDDisk, ...]
+    other_disks: Tuple[str, ...]          # targets of non-RBD disks (reported, not guarded)
+    memory_kib: Optional[int]
+    vcpus: Optional[int]
+    networks: Tuple[str, ...]             # libvirt networks used by interfaces
+    pools: Tuple[str, ...]                # libvirt storage pools used by volume disks
+
+    @property
+    def guarded_disks(self):
+        return tuple(d for d in self.rbd_disks if d.guarded)
+
+
+def _parser():
+    from lxml import etree
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           dtd_validation=False, huge_tree=False, remove_comments=True)
+
+
+def read_domain_file(path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise DomainXMLError("domain configuration %s does not exist" % path) from None
+    except IsADirectoryError:
+        raise DomainXMLError("domain configuration %s is a directory" % path) from None
+    except PermissionError:
+        raise DomainXMLError("domain configuration %s is not readable" % path) from None
+    if len(data) > MAX_BYTES:
+        raise DomainXMLError("domain configuration %s is larger than %d bytes: refusing to parse"
+                             % (path, MAX_BYTES))
+    return data
+
+
+def parse_domain(data: bytes, source="domain XML") -> Domain:
+    from lxml import etree
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > MAX_BYTES:
+        raise DomainXMLError("%s is larger than %d bytes: refusing to parse" % (source, MAX_BYTES))
+    if not data.strip():
+        raise DomainXMLError("%s is empty" % source)
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as e:
+        raise DomainXMLError("%s is not well-formed XML: %s" % (source, e)) from None
+    tree = root.getroottree()
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise DomainXMLError("%s contains a DOCTYPE (entity declarations): libvirt domain XML "
+                             "never has one; refusing it" % source)
+    for e in root.iter():
+        if not isinstance(e.tag, str):  # an unresolved entity reference or a PI
+            if isinstance(e, etree._Entity):
+                raise DomainXMLError("%s uses an XML entity (&%s;): refusing it"
+                                     % (source, e.name))
+    if root.tag != "domain":
+        raise DomainXMLError("%s is not a libvirt domain (root element <%s>, expected <domain>)"
+                             % (source, root.tag))
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise DomainXMLError("%s has no <name>" % source)
+    uuid = (root.findtext("uuid") or "").strip() or None
+    disks, others, pools = [], [], []
+    for disk in root.iterfind("devices/disk"):
+        d = _rbd_disk(disk, source)
+        if d is not None:
+            disks.append(d)
+        else:
+            t = disk.find("target")
+            others.append(t.get("dev") if t is not None and t.get("dev") else "?")
+            src = disk.find("source")
+            if disk.get("type") == "volume" and src is not None and src.get("pool"):
+                pools.append(src.get("pool"))
+    nets = tuple(s.get("network") for s in root.iterfind("devices/interface/source")
+                 if s.get("network"))
+    return Domain(name=name, uuid=uuid, domain_type=root.get("type"), rbd_disks=tuple(disks),
+                  other_disks=tuple(others), memory_kib=_memory_kib(root),
+                  vcpus=_int(root.findtext("vcpu")), networks=nets, pools=tuple(pools))
+
+
+def load_domain(path) -> Domain:
+    return parse_domain(read_domain_file(path), source="domain configuration %s" % path)
+
+
+def _rbd_disk(disk, source):
+    src = disk.find("source")
+    if src is None or src.get("protocol") != "rbd" or disk.get("type") != "network":
+        return None
+    name = (src.get("name") or "").strip()
+    snapshot = None
+    if "@" in name:  # qemu-style 'pool/image@snap'
+        name, snapshot = name.split("@", 1)
+    snap_el = src.find("snapshot")
+    if snap_el is not None and snap_el.get("name"):
+        snapshot = snap_el.get("name")
+    parts = name.split("/")
+    if len(parts) == 2:
+        pool, ns, image = parts[0], None, parts[1]
+    elif len(parts) == 3:
+        pool, ns, image = parts
+    else:
+        raise DomainXMLError("%s: RBD disk source name %r is not 'pool/image' or "
+                             "'pool/namespace/image'" % (source, src.get("name")))
+    if not pool or not image or (ns is not None and not ns):
+        raise DomainXMLError("%s: RBD disk source name %r has an empty part"
+                             % (source, src.get("name")))
+    hosts = []
+    for h in src.iterfind("host"):
+        if h.get("name"):
+            hosts.append("%s:%s" % (h.get("name"), h.get("port")) if h.get("port")
+                         else h.get("name"))
+    auth = disk.find("auth")
+    cfg = src.find("config")
+    target = disk.find("target")
+    return RBDDisk(
+        target=target.get("dev") if target is not None else None,
+        pool=pool, namespace=ns, image=image, snapshot=snapshot,
+        device=disk.get("device") or "disk",
+        readonly=disk.find("readonly") is not None,
+        shareable=disk.find("shareable") is not None,
+        hosts=tuple(hosts),
+        auth_user=auth.get("username") if auth is not None else None,
+        config_file=cfg.get("file") if cfg is not None else None,
+    )
+
+
+_UNITS = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
+          "m": 1024, "mib": 1024, "mb": 1000 ** 2 / 1024, "g": 1024 ** 2, "gib": 1024 ** 2,
+          "gb": 1000 ** 3 / 1024, "t": 1024 ** 3, "tib": 1024 ** 3}
+
+
+def _memory_kib(root):
+    e = root.find("memory")
+    if e is None or not (e.text or "").strip():
+        return None
+    n = _int(e.text)
+    if n is None:
+        return None
+    scale = _UNITS.get((e.get("unit") or "KiB").lower(), 1)
+    return int(n * scale)
+
+
+def _int(text):
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None

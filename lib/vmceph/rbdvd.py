@@ -1,0 +1,678 @@
+"""ocf:vmceph:RBDVirtualDomain: the actions.
+
+Each action gathers facts through the adapters (virt, ceph, cluster), decides with
+safety.py, then acts. The monitor at depth 0 imports only this module, ocf, virt and
+libvirt: domain XML, Ceph and the decision code are imported inside the actions that need
+them (see the import-time figures in ocf.py).
+"""
+
+import os
+
+from vmceph import ocf
+from vmceph.ocf import (OCF_ERR_GENERIC, OCF_NOT_RUNNING, OCF_SUCCESS, ConfigError,
+                        GenericError, InstalledError, OCFError, PermError)
+from vmceph.rbdvd_params import SPEC
+from vmceph import virt
+
+STATE_PREFIX = "vmceph-RBDVirtualDomain-"
+
+SHUTDOWN_MODES = {  # virDomainShutdownFlagValues
+    "acpi": 1, "agent": 2, "initctl": 4, "signal": 8, "paravirt": 16,
+}
+
+MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
+    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192, "--postcopy": 32768,
+    "--tls": 65536, "--abort-on-error": 4096, "--persistent": 8, "--undefinesource": 16,
+}
+VIR_MIGRATE_LIVE = 1
+VIR_MIGRATE_PEER2PEER = 2
+
+
+# ------------------------------------------------------------------ remembered identity
+
+class Identity:
+    """Name and UUID of the domain, remembered at start so that stop and monitor find it
+    without the config file (which may be missing, or changed, on this node)."""
+    __slots__ = ("name", "uuid", "config")
+
+    def __init__(self, name, uuid=None, config=None):
+        self.name, self.uuid, self.config = name, uuid, config
+
+
+def state_path(ctx):
+    return os.path.join(ctx.state_dir, STATE_PREFIX + ctx.instance.replace("/", "_") + ".state")
+
+
+def remember(ctx, ident):
+    os.makedirs(ctx.state_dir, exist_ok=True)
+    path = state_path(ctx)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("name=%s\nuuid=%s\nconfig=%s\n" % (ident.name, ident.uuid or "", ident.config or ""))
+    os.replace(tmp, path)
+
+
+def recall(ctx):
+    try:
+        with open(state_path(ctx)) as f:
+            kv = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+    except OSError:
+        return None
+    if not kv.get("name"):
+        return None
+    return Identity(kv["name"], kv.get("uuid") or None, kv.get("config") or None)
+
+
+def forget(ctx):
+    try:
+        os.unlink(state_path(ctx))
+    except FileNotFoundError:
+        pass
+
+
+def identify(ctx, allow_config=True):
+    """Identity from the state file, else from the config file; None if neither."""
+    ident = recall(ctx)
+    if ident is not None or not allow_config:
+        return ident
+    config = ctx.params.raw("config")
+    if not config or not os.path.isfile(config):
+        return None
+    from vmceph.domxml import DomainXMLError, load_domain
+    try:
+        dom = load_domain(config)
+    except DomainXMLError:
+        return None
+    return Identity(dom.name, dom.uuid, config)
+
+
+# ------------------------------------------------------------------ the agent
+
+class RBDVirtualDomain:
+    spec = SPEC
+
+    # ---------------------------------------------------------------- validation
+    def validate(self, ctx):
+        """Cheap checks for every action; the full set for start, migrate and validate-all.
+        Missing things on this node -> OCF_ERR_INSTALLED; wrong values -> OCF_ERR_CONFIGURED."""
+        p = ctx.params
+        config = p.raw("config")
+        if not config:
+            raise ConfigError("required parameter config is not set")
+        if ctx.action in ("monitor", "status", "stop"):
+            p.config  # type/shape check of the one parameter these actions need
+            if not os.path.isfile(config) and recall(ctx) is None:
+                raise InstalledError("domain configuration %s does not exist on this node"
+                                     % config)
+            return
+        p.validate()
+        if p.snapshot and p.force_stop:
+            raise ConfigError("snapshot and force_stop exclude each other: a forced stop "
+                              "cannot save the guest's memory")
+        _parse_migrate_options(p.migrate_options or "")
+        if not os.path.isfile(config):
+            raise InstalledError("domain configuration %s does not exist on this node" % config)
+        for name in ("ceph_conf", "ceph_keyring"):
+            path = getattr(p, name)
+            if path and not os.path.isfile(path):
+                raise InstalledError("%s %s does not exist on this node" % (name, path))
+        if p.sync_config_on_stop and not _which("csync2"):
+            raise InstalledError("sync_config_on_stop is set but csync2 is not installed")
+        for mod in ("rados", "rbd", "libvirt", "lxml"):
+            try:
+                __import__(mod)
+            except ImportError:
+                raise InstalledError("Python module %s is missing (install python3-%s)"
+                                     % (mod, "lxml" if mod == "lxml" else mod)) from None
+        from vmceph.cluster import parse_membership, parse_node_addresses
+        try:
+            parse_node_addresses(p.node_addresses)
+            parse_membership(p.membership)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self._domain(ctx)  # the XML must parse, and its disks must be understood
+
+    def _domain(self, ctx):
+        from vmceph.domxml import DomainXMLError, load_domain
+        try:
+            return load_domain(ctx.params.config)
+        except DomainXMLError as e:
+            raise ConfigError(str(e)) from None
+
+    def degraded(self, ctx, error):
+        """stop or probe with an environment that failed validation (ocf-rarun's rules)."""
+        ident = identify(ctx)
+        if ident is None:
+            ctx.log.info("%s: %s; no domain of this resource is known on this node",
+                         ctx.action, error.reason)
+            return OCF_SUCCESS if ctx.action == "stop" else OCF_NOT_RUNNING
+        ctx.log.warning("%s of domain %s despite an invalid configuration: %s",
+                        ctx.action, ident.name, error.reason)
+        if ctx.action == "stop":
+            return self._stop(ctx, ident, uri=ctx.params.raw("hypervisor") or "qemu:///system")
+        return self._monitor_state(ctx, ident, uri=ctx.params.raw("hypervisor") or
+                                   "qemu:///system")
+
+    # ---------------------------------------------------------------- monitor
+    def monitor(self, ctx):
+        ident = identify(ctx)
+        if ident is None:
+            if ctx.is_probe:
+                return OCF_NOT_RUNNING
+            raise InstalledError("domain configuration %s cannot be read and no running "
+                                 "domain is remembered" % ctx.params.config)
+        rc = self._monitor_state(ctx, ident, ctx.params.hypervisor)
+        if rc != OCF_SUCCESS or ctx.is_probe:
+            return rc
+        if ctx.params.monitor_scripts:
+            _run_monitor_scripts(ctx, once=True)
+        if ctx.depth >= 10:
+            self._deep_check(ctx, ident, sole_writer=ctx.depth >= 20)
+        return OCF_SUCCESS
+
+    def _monitor_state(self, ctx, ident, uri):
+        hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
+        try:
+            state, reason = hv.state(ident.name, ident.uuid)
+        except virt.LibvirtUnreachable as e:
+            return self._libvirt_down(ctx, ident, e)
+        except virt.VirtError as e:
+            raise GenericError("cannot query domain %s: %s" % (ident.name, e)) from None
+        finally:
+            hv.close()
+        if state in virt.ACTIVE_STATES:
+            if state == virt.PAUSED and reason == virt.PAUSED_IOERROR:
+                raise GenericError("domain %s is paused on an I/O error (its disks are "
+                                   "unreachable, or its Ceph client was blocklisted)"
+                                   % ident.name)
+            return OCF_SUCCESS
+        if not ctx.is_probe and state == virt.CRASHED:
+            ctx.log.warning("domain %s crashed", ident.name)
+        return OCF_NOT_RUNNING
+
+    def _libvirt_down(self, ctx, ident, error):
+        """libvirtd cannot be asked. A recurring monitor fails; a probe answers from the
+        QEMU process itself; never "not running" on a guess."""
+        if not ctx.is_probe:
+            raise GenericError("libvirt unreachable, state of domain %s unknown: %s"
+                               % (ident.name, error))
+        pid = virt.qemu_pid_of(ident.name)
+        if pid is not None:
+            ctx.log.warning("libvirt unreachable (%s); QEMU of domain %s runs (pid %d)",
+                            error, ident.name, pid)
+            return OCF_SUCCESS
+        ctx.log.warning("libvirt unreachable (%s); no QEMU process of domain %s on this node",
+                        error, ident.name)
+        return OCF_NOT_RUNNING
+
+    def _deep_check(self, ctx, ident, sole_writer):
+        from vmceph import facts
+        dom = self._domain(ctx)
+        with facts.gather(ctx, dom, domain_active=True, images=sole_writer) as g:
+            if not g.facts.quorum_ok:
+                raise GenericError("Ceph: %s" % g.facts.quorum_detail)
+            if sole_writer:
+                from vmceph.safety import check_sole_writer
+                result = check_sole_writer(g.facts)
+                if not result.ok:
+                    raise GenericError("; ".join(result.problems))
+
+    # ---------------------------------------------------------------- start
+    def start(self, ctx):
+        from vmceph import facts, safety
+        dom = self._domain(ctx)
+        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
+        hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
+        try:
+            try:
+                state, _ = hv.state(dom.name, dom.uuid)
+            except virt.VirtError as e:
+                raise GenericError("libvirt: %s" % e) from None
+            active = state in virt.ACTIVE_STATES
+            with facts.gather(ctx, dom, domain_active=active) as g:
+                verdict = safety.decide_start(g.facts)
+                ctx.log.info("start decision for %s: %s (%s)", dom.name, verdict.kind,
+                             verdict.summary())
+                _raise_for(verdict)
+                if verdict.recoveries:
+                    facts.recover(ctx, g.session, verdict.recoveries)
+            if not active:
+                self._create(ctx, hv, dom)
+        finally:
+            hv.close()
+        if ctx.params.monitor_scripts:
+            _run_monitor_scripts(ctx, once=False)
+        _utilization(ctx, dom)
+        return OCF_SUCCESS
+
+    def _create(self, ctx, hv, dom):
+        p = ctx.params
+        try:
+            if hv.undefine_if_inactive(dom.name):
+                ctx.log.warning("removed an inactive persistent definition of %s, which libvirt "
+                                "could have started outside the cluster's control", dom.name)
+            if p.start_resources:
+                _start_resources(ctx, hv, dom)
+            saved = _snapshot_file(p, dom.name)
+            if saved and os.path.exists(saved):
+                conn = hv.open()
+                hv._call(lambda: conn.restore(saved), "restore " + saved, cap=120.0)
+                os.unlink(saved)
+                ctx.log.info("domain %s restored from %s", dom.name, saved)
+            else:
+                with open(p.config) as f:
+                    xml = f.read()
+                hv.create(xml)
+        except virt.LibvirtUnreachable as e:
+            raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
+        except virt.VirtError as e:
+            raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
+        ctx.log.info("domain %s started", dom.name)
+
+    # ---------------------------------------------------------------- stop
+    def stop(self, ctx):
+        ident = identify(ctx)
+        if ident is None:
+            return OCF_SUCCESS
+        return self._stop(ctx, ident, ctx.params.hypervisor)
+
+    def _stop(self, ctx, ident, uri):
+        hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
+        try:
+            try:
+                dom = hv.lookup(ident.name, ident.uuid)
+            except virt.DomainNotFound:
+                forget(ctx)
+                return OCF_SUCCESS
+            except virt.LibvirtUnreachable as e:
+                return self._stop_without_libvirt(ctx, ident, e)
+            rc = self._stop_domain(ctx, hv, dom, ident)
+        except virt.LibvirtUnreachable as e:
+            return self._stop_without_libvirt(ctx, ident, e)
+        except virt.VirtError as e:
+            raise GenericError("stop of %s failed: %s" % (ident.name, e)) from None
+        finally:
+            hv.close()
+        if rc == OCF_SUCCESS:
+            forget(ctx)
+        return rc
+
+    def _stop_domain(self, ctx, hv, dom, ident):
+        p = _LenientParams(ctx)
+        try:
+            state = hv._call(dom.state, "state")[0]
+        except virt.DomainNotFound:
+            return OCF_SUCCESS
+        if state not in virt.ACTIVE_STATES:
+            return OCF_SUCCESS
+        if p.get("save_config_on_stop") or p.get("sync_config_on_stop"):
+            _save_config(ctx, hv, dom, ident)
+        saved = _snapshot_file_raw(p.get("snapshot"), ident.name)
+        if saved:
+            os.makedirs(os.path.dirname(saved), exist_ok=True)
+            hv._call(lambda: dom.save(saved), "save to " + saved, cap=ctx.deadline.remaining())
+            ctx.log.info("domain %s saved to %s", ident.name, saved)
+            return OCF_SUCCESS
+        if not p.get("force_stop"):
+            if self._graceful(ctx, hv, dom, ident, p.get("shutdown_mode") or ""):
+                return OCF_SUCCESS
+        ctx.log.info("destroying domain %s", ident.name)
+        try:
+            hv.destroy(dom)
+        except virt.DomainNotFound:
+            return OCF_SUCCESS
+        except virt.VirtOperationFailed as e:
+            ctx.log.warning("destroy of %s: %s", ident.name, e)
+        return self._wait_inactive(ctx, hv, dom, ident, ctx.deadline.remaining())
+
+    def _graceful(self, ctx, hv, dom, ident, mode):
+        """Ask the guest to shut down; wait for 2/3 of what is left (the rest is for
+        destroy). True if it went down."""
+        import time
+        flags = 0
+        for m in mode.split(","):
+            if m.strip():
+                flags |= SHUTDOWN_MODES[m.strip()]
+        try:
+            hv.shutdown(dom, flags)
+        except virt.DomainNotFound:
+            return True
+        except virt.VirtOperationFailed as e:
+            ctx.log.warning("graceful shutdown of %s refused: %s", ident.name, e)
+            return False
+        grace = ctx.deadline.remaining() * 2 / 3
+        ctx.log.info("asked %s to shut down (mode %s); waiting up to %.0f s", ident.name,
+                     mode or "default", grace)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            if not _active(hv, dom):
+                return True
+            time.sleep(0.5)
+        ctx.log.warning("%s did not shut down within %.0f s", ident.name, grace)
+        return False
+
+    def _wait_inactive(self, ctx, hv, dom, ident, seconds):
+        import time
+        end = time.monotonic() + seconds
+        while True:
+            if not _active(hv, dom):
+                return OCF_SUCCESS
+            if time.monotonic() >= end:
+                raise GenericError("domain %s is still running after destroy; the node must "
+                                   "be fenced" % ident.name)
+            time.sleep(0.1)
+
+    def _stop_without_libvirt(self, ctx, ident, error):
+        """libvirtd is down: stop the QEMU process itself rather than fail (which fences the
+        node) or succeed on a guess (which risks two writers)."""
+        import signal
+        pid = virt.qemu_pid_of(ident.name)
+        if pid is None:
+            ctx.log.warning("libvirt unreachable (%s); no QEMU process of %s: stopped",
+                            error, ident.name)
+            forget(ctx)
+            return OCF_SUCCESS
+        ctx.log.warning("libvirt unreachable (%s); terminating QEMU of %s (pid %d) directly",
+                        error, ident.name, pid)
+        for sig, wait in ((signal.SIGTERM, min(10.0, ctx.deadline.remaining() / 2)),
+                          (signal.SIGKILL, ctx.deadline.remaining())):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            if virt.wait_gone(pid, wait):
+                break
+        if virt.qemu_pid_of(ident.name) is not None and not virt.wait_gone(pid, 0.5):
+            raise GenericError("libvirt unreachable and QEMU of %s (pid %d) survived SIGKILL"
+                               % (ident.name, pid))
+        forget(ctx)
+        return OCF_SUCCESS
+
+    # ---------------------------------------------------------------- migration
+    def migrate_to(self, ctx):
+        from vmceph import facts, safety
+        target = ctx.meta("migrate_target")
+        if not target:
+            raise ConfigError("migrate_to needs the target node "
+                              "(OCF_RESKEY_CRM_meta_migrate_target); Pacemaker sets it")
+        dom = self._domain(ctx)
+        p = ctx.params
+        hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)
+        try:
+            try:
+                vdom = hv.lookup(dom.name, dom.uuid)
+                state = hv._call(vdom.state, "state")[0]
+            except virt.DomainNotFound:
+                state = virt.SHUTOFF
+            except virt.VirtError as e:
+                raise GenericError("libvirt: %s" % e) from None
+            if state not in virt.ACTIVE_STATES:
+                raise GenericError("domain %s is not running on this node: nothing to migrate"
+                                   % dom.name)
+            with facts.gather(ctx, dom, domain_active=True) as g:
+                health = g.node_attribute(target, p.health_attribute)
+                verdict = safety.decide_migrate(g.facts, target, health)
+            ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
+                         verdict.summary())
+            _raise_for(verdict)
+            if p.start_resources:
+                _start_resources(ctx, hv, dom)
+            dconnuri, params, flags = migration_args(p, target, hv.mod)
+            ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, dconnuri)
+            try:
+                stats = virt.migrate(hv, vdom, dconnuri, params, flags,
+                                     p.migration_downtime, ctx.log)
+            except virt.MigrationTimeout as e:
+                raise GenericError(str(e)) from None
+            except virt.VirtError as e:
+                raise GenericError("live migration of %s to %s failed: %s"
+                                   % (dom.name, target, e)) from None
+            if stats:
+                ctx.log.info("migration of %s done: %s", dom.name, _job_summary(stats))
+        finally:
+            hv.close()
+        return OCF_SUCCESS
+
+    def migrate_from(self, ctx):
+        import time
+        source = ctx.meta("migrate_source")
+        if not source:
+            raise ConfigError("migrate_from needs the source node "
+                              "(OCF_RESKEY_CRM_meta_migrate_source); Pacemaker sets it")
+        dom = self._domain(ctx)
+        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
+        hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
+        try:
+            while True:
+                try:
+                    state, _ = hv.state(dom.name, dom.uuid)
+                except virt.VirtError as e:
+                    raise GenericError("libvirt: %s" % e) from None
+                if state in (virt.RUNNING, virt.BLOCKED):
+                    break
+                if ctx.deadline.expired():
+                    raise GenericError("domain %s did not arrive running from %s (state %s)"
+                                       % (dom.name, source, virt.STATE_NAMES.get(state, state)))
+                time.sleep(0.2)
+            try:
+                vdom = hv.lookup(dom.name, dom.uuid)
+                stats = vdom.jobStats(hv.mod.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                if stats:
+                    ctx.log.info("migration of %s from %s: %s", dom.name, source,
+                                 _job_summary(stats))
+            except Exception as e:  # statistics are informational only
+                ctx.log.debug("no completed job statistics: %s", e)
+        finally:
+            hv.close()
+        if ctx.params.monitor_scripts:
+            _run_monitor_scripts(ctx, once=False)
+        _utilization(ctx, dom)
+        return OCF_SUCCESS
+
+
+# ------------------------------------------------------------------ helpers
+
+def _raise_for(verdict):
+    from vmceph import safety
+    if verdict.may_start:
+        return
+    reason = verdict.summary()
+    if verdict.kind == safety.CONFIG:
+        raise ConfigError(reason)
+    if verdict.kind == safety.PERM:
+        raise PermError(reason)
+    raise GenericError(reason)
+
+
+def _active(hv, dom):
+    try:
+        return hv._call(dom.state, "state")[0] in virt.ACTIVE_STATES
+    except virt.DomainNotFound:
+        return False
+
+
+class _LenientParams:
+    """Parameter values for stop, which must work with a partly invalid configuration:
+    a value that does not parse counts as its default."""
+
+    def __init__(self, ctx):
+        self.p = ctx.params
+
+    def get(self, name):
+        try:
+            return getattr(self.p, name)
+        except OCFError:
+            return self.p._spec.param_index[name].default
+
+
+def _snapshot_file(p, name):
+    return _snapshot_file_raw(p.snapshot, name)
+
+
+def _snapshot_file_raw(directory, name):
+    return os.path.join(directory, name + ".state") if directory else None
+
+
+def _save_config(ctx, hv, dom, ident):
+    config = ident.config or ctx.params.raw("config")
+    if not config:
+        return
+    xml = hv.xml_desc(dom, hv.mod.VIR_DOMAIN_XML_SECURE | hv.mod.VIR_DOMAIN_XML_INACTIVE)
+    tmp = config + ".vmceph-tmp"
+    with open(tmp, "w") as f:
+        f.write(xml)
+    os.replace(tmp, config)
+    ctx.log.info("saved the running configuration of %s to %s", ident.name, config)
+    if _LenientParams(ctx).get("sync_config_on_stop"):
+        from vmceph import bounded
+        try:
+            r = bounded.command(["csync2", "-x"], ctx.deadline.at_most(20.0), log=ctx.log)
+            if r.rc != 0:
+                ctx.log.warning("csync2 -x failed (rc %d): %s", r.rc, r.err.strip()[:200])
+        except (FileNotFoundError, bounded.Timeout) as e:
+            ctx.log.warning("csync2 -x: %s", e)
+
+
+def _parse_migrate_options(text):
+    """(flags, migrateuri) from the migrate_options parameter; ConfigError on anything
+    this agent cannot honour."""
+    flags, uri = 0, None
+    words = text.split()
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in MIGRATE_OPTIONS:
+            flags |= MIGRATE_OPTIONS[w]
+        elif w == "--migrateuri" and i + 1 < len(words):
+            uri = words[i + 1]
+            i += 1
+        elif w.startswith("--migrateuri="):
+            uri = w.split("=", 1)[1]
+        elif w in ("--live", "--p2p", "--peer2peer"):
+            pass  # always done
+        else:
+            raise ConfigError("migrate_options: %r is not supported by RBDVirtualDomain "
+                              "(supported: %s, --migrateuri URI)"
+                              % (w, " ".join(sorted(MIGRATE_OPTIONS))))
+        i += 1
+    return flags, uri
+
+
+def target_host(p, target):
+    """The host name of the target for URIs, with migration_network_suffix applied before
+    the first dot of a fully qualified name."""
+    suffix = p.migration_network_suffix or ""
+    if not suffix:
+        return target
+    head, dot, rest = target.partition(".")
+    return head + suffix + dot + rest
+
+
+def migration_args(p, target, mod):
+    """(destination libvirt URI, typed params, flags) for migrateToURI3."""
+    host = target_host(p, target)
+    if p.remoteuri:
+        dconnuri = p.remoteuri.replace("%n", target)
+    elif p.migration_transport:
+        user = (p.migration_user + "@") if p.migration_user else ""
+        dconnuri = "qemu+%s://%s%s/system" % (p.migration_transport, user, host)
+    else:
+        base = p.hypervisor
+        user = (p.migration_user + "@") if p.migration_user else ""
+        if ":///" in base:
+            dconnuri = base.replace(":///", "://%s%s/" % (user, host), 1)
+        else:
+            dconnuri = "qemu://%s%s/system" % (user, host)
+    flags, opt_uri = _parse_migrate_options(p.migrate_options or "")
+    flags |= VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER
+    params = {}
+    migrateuri = p.migrateuri or opt_uri
+    if migrateuri:
+        params[mod.VIR_MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
+    elif p.migrateport:
+        params[mod.VIR_MIGRATE_PARAM_URI] = "tcp://%s:%d" % (host, p.migrateport)
+    if p.migration_speed:
+        params[mod.VIR_MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
+    return dconnuri, params, flags
+
+
+def _job_summary(stats):
+    parts = []
+    for key, label, scale, unit in (("time_elapsed", "took", 1, "ms"),
+                                    ("downtime", "downtime", 1, "ms"),
+                                    ("memory_processed", "memory sent", 1 / 1048576.0, "MiB")):
+        if key in stats:
+            parts.append("%s %.0f %s" % (label, stats[key] * scale, unit))
+    return ", ".join(parts) or "no statistics"
+
+
+def _which(prog):
+    for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        if os.access(os.path.join(d, prog), os.X_OK):
+            return True
+    return False
+
+
+def _run_monitor_scripts(ctx, once):
+    """Run every monitor script; with ``once`` a failure fails, otherwise retry until they
+    all pass or the deadline."""
+    import time
+    from vmceph import bounded
+    scripts = ctx.params.monitor_scripts.split()
+    while True:
+        failed = []
+        for s in scripts:
+            try:
+                r = bounded.command([s], ctx.deadline.at_most(30.0), log=ctx.log)
+                if r.rc != 0:
+                    failed.append("%s (rc %d)" % (s, r.rc))
+            except (OSError, bounded.Timeout) as e:
+                failed.append("%s (%s)" % (s, e))
+        if not failed:
+            return
+        if once or ctx.deadline.remaining() < 1.0:
+            raise GenericError("monitor script failed: %s" % ", ".join(failed))
+        time.sleep(1.0)
+
+
+def _start_resources(ctx, hv, dom):
+    conn = hv.open()
+    for net in dom.networks:
+        n = hv._call(lambda: conn.networkLookupByName(net), "network " + net)
+        if not hv._call(n.isActive, "network active"):
+            hv._call(n.create, "start network " + net)
+            ctx.log.info("started libvirt network %s", net)
+    for pool in dom.pools:
+        sp = hv._call(lambda: conn.storagePoolLookupByName(pool), "pool " + pool)
+        if not hv._call(sp.isActive, "pool active"):
+            hv._call(lambda: sp.create(0), "start pool " + pool)
+            ctx.log.info("started libvirt storage pool %s", pool)
+
+
+def _utilization(ctx, dom):
+    """autoset_/unset_utilization_* at start and migrate_from (see the parameters)."""
+    p = ctx.params
+    if ctx.env.get("OCF_RESOURCE_INSTANCE") is None or not _which("crm_resource"):
+        return
+    from vmceph import bounded
+    from vmceph.cluster import Cluster, ClusterError
+    cl = Cluster(ctx.deadline, ctx.log)
+    mem_mib = (dom.memory_kib or 0) // 1024
+    wanted = [("cpu", p.autoset_utilization_cpu, p.unset_utilization_cpu, dom.vcpus or 1),
+              ("host_memory", p.autoset_utilization_host_memory,
+               p.unset_utilization_host_memory, mem_mib),
+              ("hv_memory", p.autoset_utilization_hv_memory,
+               p.unset_utilization_hv_memory, mem_mib)]
+    for name, autoset, unset, value in wanted:
+        try:
+            if unset:
+                cl.delete_utilization(ctx.instance, name)
+            elif autoset and value:
+                cl.set_utilization(ctx.instance, name, value)
+        except (ClusterError, bounded.Timeout, OSError) as e:  # advisory: never fail start
+            ctx.log.warning("utilization %s: %s", name, e)
+
+
+def main():
+    import sys
+    sys.exit(ocf.run(RBDVirtualDomain()))

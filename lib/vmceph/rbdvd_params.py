@@ -1,0 +1,238 @@
+"""Parameters and actions of ocf:vmceph:RBDVirtualDomain, declared once.
+
+The first 27 are the parameters of ocf:heartbeat:VirtualDomain (resource-agents 4.12) with
+the same names, types, defaults and meaning, so a resource can switch its type and keep its
+instance attributes. Those that make no sense for RBD-backed domains (the local qcow2
+copy-on-write options) are accepted and documented, and validation refuses a non-default
+value with the reason: never silently ignored. The rest are vmceph's own.
+"""
+
+from vmceph.ocf import Action, AgentSpec, Param
+
+_QCOW = ("it creates local qcow2 copy-on-write files; an RBD-backed domain gets the same "
+         "from an RBD clone of a protected snapshot (rbd clone), which every node can reach")
+
+
+def _nonneg(v):
+    if v < 0:
+        raise ValueError("must not be negative")
+
+
+def _at_least(v, low):
+    if v < low:
+        raise ValueError("must be at least %d" % low)
+
+
+def _abs_path(v):
+    if v and not v.startswith("/"):
+        raise ValueError("must be an absolute path")
+
+
+INHERITED = [
+    Param("config", required=True, unique=True, inherited=True, check=_abs_path,
+          shortdesc="Virtual domain configuration file",
+          longdesc="Absolute path of the libvirt domain XML of this virtual machine. It must "
+                   "be the same on every node that may run it (shared storage or config "
+                   "management). Its RBD disks are the ones the agent guards."),
+    Param("hypervisor", default="qemu:///system", inherited=True,
+          shortdesc="Hypervisor URI",
+          longdesc="libvirt URI of the local hypervisor (see 'virsh uri')."),
+    Param("force_stop", type="boolean", default=False, inherited=True,
+          shortdesc="Always force shutdown on stop",
+          longdesc="Destroy the domain on stop at once, instead of asking the guest to shut "
+                   "down first and destroying it only when the graceful part of the stop "
+                   "timeout has run out."),
+    Param("migration_transport", default="", inherited=True,
+          shortdesc="Remote hypervisor transport",
+          longdesc="Transport of the URI of the target's libvirtd during a live migration, "
+                   "e.g. ssh, tcp or tls: qemu+TRANSPORT://TARGET/system. Empty: the "
+                   "hypervisor URI with the target's host name inserted (libvirt's default "
+                   "transport)."),
+    Param("migration_user", inherited=True,
+          shortdesc="Remote username for the remoteuri",
+          longdesc="User name placed in the computed remote URI (USER@TARGET). Ignored when "
+                   "remoteuri is set."),
+    Param("migration_downtime", type="integer", default=0, inherited=True, check=_nonneg,
+          shortdesc="Live migration downtime",
+          longdesc="Maximum tolerated downtime of the guest at the end of a live migration, "
+                   "in milliseconds (0 = libvirt's default)."),
+    Param("migration_speed", type="integer", default=0, inherited=True, check=_nonneg,
+          shortdesc="Live migration speed",
+          longdesc="Bandwidth cap of a live migration in MiB/s (0 = unlimited)."),
+    Param("migration_network_suffix", default="", inherited=True,
+          shortdesc="Migration network host name suffix",
+          longdesc="Migrate over a dedicated network: the suffix is appended to the target's "
+                   "node name (before the first dot of a fully qualified name) to form the "
+                   "host name used for the remote URI and the migration URI. That name must "
+                   "resolve on every node."),
+    Param("migrateuri", inherited=True,
+          shortdesc="Custom migrateuri for migration state transfer",
+          longdesc="URI over which QEMU sends the migration stream, e.g. tcp://%n-mig:49152. "
+                   "%n is replaced by the target node's name. Overrides "
+                   "migration_network_suffix and migrateport for the stream."),
+    Param("migrate_options", inherited=True,
+          shortdesc="live migrate options",
+          longdesc="Extra options of the live migration, in virsh's spelling. This agent "
+                   "drives libvirt's API directly and understands: --unsafe, --compressed, "
+                   "--auto-converge, --postcopy, --tls, --abort-on-error, --persistent, "
+                   "--undefinesource, --migrateuri URI (%n = target node). Anything else is "
+                   "refused by validation rather than ignored."),
+    Param("monitor_scripts", default="", inherited=True,
+          shortdesc="space-separated list of monitor scripts",
+          longdesc="Programs that check services inside the guest; each must exit 0. They run "
+                   "at every recurring monitor, and start and migrate_from wait (within "
+                   "their timeout) until they all succeed."),
+    Param("autoset_utilization_cpu", type="boolean", default=True, inherited=True,
+          shortdesc="Enable auto-setting the CPU utilization of the resource",
+          longdesc="Set the resource's 'cpu' utilization to the domain's vCPU count. Done at "
+                   "start and migrate_from (the values cannot change while the domain runs), "
+                   "not at every monitor."),
+    Param("autoset_utilization_host_memory", type="boolean", default=True, inherited=True,
+          shortdesc="Enable auto-setting the host_memory utilization of the resource",
+          longdesc="Set the resource's 'host_memory' utilization (MiB) from the domain's "
+                   "maximum memory, at start and migrate_from."),
+    Param("autoset_utilization_hv_memory", type="boolean", default=True, inherited=True,
+          shortdesc="Enable auto-setting the hv_memory utilization of the resource",
+          longdesc="Set the resource's 'hv_memory' utilization (MiB) from the domain's maximum "
+                   "memory, at start and migrate_from."),
+    Param("unset_utilization_cpu", type="boolean", default=False, inherited=True,
+          shortdesc="Enable auto-removing the CPU utilization of the resource",
+          longdesc="Remove the resource's 'cpu' utilization at start and migrate_from."),
+    Param("unset_utilization_host_memory", type="boolean", default=False, inherited=True,
+          shortdesc="Enable auto-removing the host_memory utilization of the resource",
+          longdesc="Remove the resource's 'host_memory' utilization at start and migrate_from."),
+    Param("unset_utilization_hv_memory", type="boolean", default=False, inherited=True,
+          shortdesc="Enable auto-removing the hv_memory utilization of the resource",
+          longdesc="Remove the resource's 'hv_memory' utilization at start and migrate_from."),
+    Param("migrateport", type="integer", inherited=True, check=_nonneg,
+          shortdesc="Port for migrateuri",
+          longdesc="Port of the migration stream in the computed migration URI (tcp://TARGET:"
+                   "PORT). Unset: libvirt picks a port."),
+    Param("remoteuri", inherited=True,
+          shortdesc="Custom remoteuri to communicate with a remote hypervisor",
+          longdesc="URI of the target's libvirtd for a live migration, e.g. "
+                   "qemu+tls://%n/system (%n = target node name). Overrides "
+                   "migration_transport, migration_user and migration_network_suffix."),
+    Param("save_config_on_stop", type="boolean", default=False, inherited=True,
+          shortdesc="Save running VM's config back to its config file",
+          longdesc="At stop, write the running domain's XML back to the config file "
+                   "(atomically), so changes made while it ran survive."),
+    Param("sync_config_on_stop", type="boolean", default=False, inherited=True,
+          shortdesc="Save running VM's config back to its config file",
+          longdesc="Like save_config_on_stop (which it implies), then run 'csync2 -x' to copy "
+                   "the file to the other nodes. csync2 must be installed and set up."),
+    Param("snapshot", default="", inherited=True, check=_abs_path,
+          shortdesc="Restore state on start/stop",
+          longdesc="Directory for the guest's memory state: stop saves the running domain "
+                   "there (libvirt save) instead of shutting it down, and start restores it "
+                   "when a state file exists. Incompatible with force_stop. On a cluster, the "
+                   "directory must be shared, or a restore on another node starts the guest "
+                   "from scratch."),
+    Param("backingfile", default="", inherited=True, unsupported=_QCOW,
+          shortdesc="Backing file of a copy-on-write image",
+          longdesc="ocf:heartbeat:VirtualDomain's local copy-on-write mode."),
+    Param("stateless", type="boolean", default=False, inherited=True, unsupported=_QCOW,
+          shortdesc="Recreate the copy-on-write image at each start",
+          longdesc="ocf:heartbeat:VirtualDomain's stateless mode, built on backingfile."),
+    Param("copyindirs", default="", inherited=True, unsupported=_QCOW,
+          shortdesc="Directories to copy into a stateless image",
+          longdesc="ocf:heartbeat:VirtualDomain's virt-copy-in for the stateless mode."),
+    Param("shutdown_mode", default="", inherited=True,
+          choices=("", "acpi", "agent", "initctl", "signal", "paravirt"),
+          shortdesc="Instruct virsh to use specific shutdown mode",
+          longdesc="How stop asks the guest to shut down (virsh shutdown --mode): acpi, agent "
+                   "(QEMU guest agent), initctl, signal or paravirt; several may be given "
+                   "comma-separated. Empty: the hypervisor's default. Unlike "
+                   "ocf:heartbeat:VirtualDomain 4.12, which reads another variable, this "
+                   "setting is applied."),
+    Param("start_resources", type="boolean", default=False, inherited=True,
+          shortdesc="Ensure the needed virtual storage pools and networks are started",
+          longdesc="Before start and before a live migration, start the libvirt networks and "
+                   "storage pools the domain uses, if they are inactive."),
+]
+
+OWN = [
+    Param("ceph_conf", default="/etc/ceph/ceph.conf", check=_abs_path,
+          shortdesc="Ceph configuration file",
+          longdesc="Ceph configuration the agent uses to reach the cluster of the domain's "
+                   "RBD disks (monitor addresses, keyring path)."),
+    Param("ceph_user", default="",
+          shortdesc="Ceph client id",
+          longdesc="Ceph client id of the agent, without 'client.' (e.g. vmceph). Empty: "
+                   "librados' default (admin). The agent needs mon 'profile rbd' and osd "
+                   "'profile rbd pool=...' caps: enough to list lockers and watchers, add "
+                   "blocklist entries and break locks; it never takes a lock."),
+    Param("ceph_keyring", default="", check=_abs_path,
+          shortdesc="Ceph keyring",
+          longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
+    Param("node_addresses", default="",
+          shortdesc="Node names to Ceph client addresses",
+          longdesc="Maps the addresses Ceph clients of each node use to the node: "
+                   "'node1=10.0.0.1,10.0.1.1 node2=10.0.0.2'. The agent tells from this which "
+                   "node holds or watches an image. Other sources, used after this one: the "
+                   "addresses each node's CephHealth publishes (node attribute "
+                   "vmceph-ceph-addrs) and name resolution of the node names."),
+    Param("unknown_client_policy", default="refuse", choices=("refuse", "blocklist"),
+          shortdesc="Policy for writers at unknown addresses",
+          longdesc="What start does when an image is open read-write by a client at an "
+                   "address no source maps to a cluster node: refuse (default) fails the "
+                   "start and names the client; blocklist fences that client off the image "
+                   "and starts. Choose blocklist only if no system outside this cluster may "
+                   "legitimately write these images."),
+    Param("blocklist_expire", type="integer", default=3600,
+          check=lambda v: _at_least(v, 60),
+          shortdesc="Blocklist expiry (s)",
+          longdesc="Lifetime in seconds of the blocklist entries the agent adds for dead or "
+                   "fenced clients. A blocklisted QEMU can never write again, even after the "
+                   "entry expires (its session is gone); the entry only has to outlive the "
+                   "client's process, which the fencing of its node ends."),
+    Param("membership", default="",
+          shortdesc="Static membership (testing, no Pacemaker)",
+          longdesc="Only for running the agent outside a Pacemaker cluster (tests, 'vmceph "
+                   "check'): the state of each node, 'node1=member node2=fenced "
+                   "node3=unclean'. Empty (always, in a cluster): asked from Pacemaker "
+                   "(crm_mon)."),
+    Param("health_attribute", default="#health-ceph",
+          shortdesc="Node health attribute",
+          longdesc="Node attribute CephHealth publishes; migrate_to refuses a target where it "
+                   "is red."),
+]
+
+PARAMS = INHERITED + OWN
+
+ACTIONS = [
+    Action("start", "90s"),
+    Action("stop", "90s"),
+    Action("monitor", "30s", interval="10s", depth=0),
+    Action("status", "30s", interval="10s", depth=0),
+    Action("migrate_to", "120s"),
+    Action("migrate_from", "60s"),
+    Action("meta-data", "5s"),
+    Action("validate-all", "10s"),
+]
+
+LONGDESC = """\
+Runs a libvirt/KVM virtual machine whose disks are Ceph RBD images, as \
+ocf:heartbeat:VirtualDomain does and with the same parameters, and makes sure no two nodes \
+ever write the same image.
+
+Before start and live migration it checks Ceph monitor quorum and, for every RBD disk \
+that is neither read-only nor shareable, which clients hold the image's exclusive lock \
+and watch it. It refuses to start a second writer (on a live cluster member, a lost node \
+not yet fenced, this node, or an unknown address), naming the image, client, address and \
+node. A writer left by a node Pacemaker has fenced, or a lock holder whose client is gone, \
+is blocklisted and its lock broken at once, so the new VM does not stall ~30 s on its \
+first write. The agent never takes an RBD lock of its own.
+
+Stop needs no Ceph. Monitor at depth 0 asks libvirt only; OCF_CHECK_LEVEL 10 adds Ceph \
+quorum, 20 adds a check that this node's QEMU is the only writer of each guarded image \
+(a second one is reported as split brain). A monitor never answers "not running" when \
+libvirt cannot be asked."""
+
+SPEC = AgentSpec(
+    name="RBDVirtualDomain",
+    shortdesc="Manages virtual domains on Ceph RBD, refusing a second writer",
+    longdesc=LONGDESC,
+    params=PARAMS,
+    actions=ACTIONS,
+)

@@ -1,0 +1,279 @@
+"""The libvirt adapter: connection, domain state, start, shutdown/destroy, live migration.
+
+libvirt errors become our own exceptions here, classified by error code *and* domain:
+a ``VIR_FROM_REMOTE``/``VIR_FROM_RPC`` error or a failed connect means "libvirtd cannot be
+reached", never "the domain is gone"; only ``VIR_ERR_NO_DOMAIN`` means the domain does not
+exist. Every call is bounded by the action's deadline (``bounded.call``): libvirt-python has
+no per-call timeout.
+
+This module is on the monitor hot path: it imports only ``libvirt`` (lazily) and the
+standard library pieces it needs.
+"""
+
+import os
+import time
+
+from vmceph import bounded
+
+# virDomainState
+NOSTATE, RUNNING, BLOCKED, PAUSED, SHUTDOWN, SHUTOFF, CRASHED, PMSUSPENDED = range(8)
+STATE_NAMES = {NOSTATE: "no state", RUNNING: "running", BLOCKED: "blocked", PAUSED: "paused",
+               SHUTDOWN: "shutting down", SHUTOFF: "shut off", CRASHED: "crashed",
+               PMSUSPENDED: "suspended by guest power management"}
+# paused reasons (virDomainPausedReason)
+PAUSED_IOERROR = 5
+PAUSED_MIGRATION = 2
+PAUSED_POSTCOPY_FAILED = 13
+ACTIVE_STATES = (RUNNING, BLOCKED, PAUSED, SHUTDOWN, PMSUSPENDED)
+
+# virErrorNumber / virErrorDomain values we classify on (libvirt's virterror.h)
+VIR_ERR_NO_DOMAIN = 42
+VIR_ERR_OPERATION_INVALID = 55
+VIR_ERR_NO_CONNECT = 5
+VIR_ERR_SYSTEM_ERROR = 38
+VIR_ERR_RPC = 39
+VIR_ERR_AUTH_FAILED = 45
+VIR_ERR_OPERATION_TIMEOUT = 68
+VIR_FROM_REMOTE = 13
+VIR_FROM_RPC = 7
+
+
+class VirtError(Exception):
+    pass
+
+
+class LibvirtUnreachable(VirtError):
+    """libvirtd could not be asked: the domain's state is unknown, not 'stopped'."""
+
+
+class DomainNotFound(VirtError):
+    pass
+
+
+class VirtOperationFailed(VirtError):
+    pass
+
+
+def _libvirt():
+    import libvirt
+    return libvirt
+
+
+def classify(err, what):
+    """Our exception for a libvirtError raised by ``what``."""
+    code = err.get_error_code()
+    domain = err.get_error_domain()
+    msg = err.get_error_message() or str(err)
+    if code == VIR_ERR_NO_DOMAIN:
+        return DomainNotFound("%s: %s" % (what, msg))
+    if domain in (VIR_FROM_REMOTE, VIR_FROM_RPC) or code in (
+            VIR_ERR_NO_CONNECT, VIR_ERR_RPC, VIR_ERR_SYSTEM_ERROR, VIR_ERR_AUTH_FAILED,
+            VIR_ERR_OPERATION_TIMEOUT):
+        return LibvirtUnreachable("%s: %s" % (what, msg))
+    return VirtOperationFailed("%s: %s" % (what, msg))
+
+
+class Hypervisor:
+    """One libvirt connection for one action."""
+
+    def __init__(self, uri, deadline, log=None, libvirt_mod=None):
+        self.uri = uri
+        self.deadline = deadline
+        self.log = log
+        self._mod = libvirt_mod
+        self.conn = None
+
+    @property
+    def mod(self):
+        if self._mod is None:
+            self._mod = _libvirt()
+        return self._mod
+
+    def _call(self, fn, what, cap=30.0):
+        budget = self.deadline.at_most(cap)
+        try:
+            return bounded.call(fn, budget, what)
+        except bounded.Timeout:
+            raise LibvirtUnreachable("libvirt did not answer %s within %.1f s" % (what, budget))
+        except self.mod.libvirtError as e:
+            raise classify(e, what) from None
+
+    def open(self):
+        if self.conn is None:
+            mod = self.mod
+            # libvirt prints every error to stderr by default; we report them ourselves
+            mod.registerErrorHandler(lambda *_: None, None)
+            self.conn = self._call(lambda: mod.open(self.uri), "connect to %s" % self.uri,
+                                   cap=15.0)
+        return self.conn
+
+    def close(self):
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                bounded.call(conn.close, 2.0, "close")
+            except Exception:
+                pass
+
+    def lookup(self, name=None, uuid=None):
+        conn = self.open()
+        if uuid:
+            try:
+                return self._call(lambda: conn.lookupByUUIDString(uuid), "lookup " + uuid)
+            except DomainNotFound:
+                if not name:
+                    raise
+        return self._call(lambda: conn.lookupByName(name), "lookup " + str(name))
+
+    def state(self, name=None, uuid=None):
+        """(state, reason) of the domain, (SHUTOFF, 0) if libvirt does not know it."""
+        try:
+            dom = self.lookup(name, uuid)
+        except DomainNotFound:
+            return SHUTOFF, 0
+        try:
+            st = self._call(dom.state, "state of " + str(name or uuid))
+        except DomainNotFound:
+            return SHUTOFF, 0
+        return st[0], st[1]
+
+    def create(self, xml, flags=0):
+        conn = self.open()
+        return self._call(lambda: conn.createXML(xml, flags), "create domain", cap=120.0)
+
+    def undefine_if_inactive(self, name):
+        """A persistent, inactive definition of the same name would be started by libvirt's
+        autostart or by a person's 'virsh start': remove it (ocf:heartbeat:VirtualDomain
+        does the same). Returns True if one was removed."""
+        try:
+            dom = self.lookup(name)
+        except DomainNotFound:
+            return False
+        active = self._call(dom.isActive, "isActive")
+        persistent = self._call(dom.isPersistent, "isPersistent")
+        if persistent and not active:
+            self._call(dom.undefine, "undefine " + name)
+            return True
+        return False
+
+    def shutdown(self, dom, flags=0):
+        self._call(lambda: dom.shutdownFlags(flags), "shutdown")
+
+    def destroy(self, dom, graceful=False):
+        flags = self.mod.VIR_DOMAIN_DESTROY_GRACEFUL if graceful else 0
+        self._call(lambda: dom.destroyFlags(flags), "destroy")
+
+    def xml_desc(self, dom, flags=0):
+        return self._call(lambda: dom.XMLDesc(flags), "XMLDesc")
+
+
+def qemu_pid_of(name, run_dir="/run/libvirt/qemu"):
+    """PID of the QEMU running domain ``name`` on this node, or None.
+
+    Used when libvirtd cannot be asked: a probe must not answer "not running" on a guess.
+    libvirt's pid file is checked against the process's command line (``-name guest=NAME``)
+    and its network namespace (a node has one; the lab's nodes share a kernel)."""
+    try:
+        with open(os.path.join(run_dir, name + ".pid")) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    want = ("guest=" + name).encode()
+    if not any(a == want or a.startswith(want + b",") for a in args):
+        return None
+    try:
+        if os.readlink("/proc/%d/ns/net" % pid) != os.readlink("/proc/self/ns/net"):
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def wait_gone(pid, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class MigrationTimeout(VirtError):
+    pass
+
+
+def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=0.25):
+    """Live-migrate ``dom`` with ``migrateToURI3`` and a deadline.
+
+    The blocking call runs in a worker thread; this thread watches ``jobStats()`` (progress
+    goes to the log), applies ``migrateSetMaxDowntime`` once the job exists (libvirt-python
+    9.0 takes no downtime parameter in migrateToURI3, CEPH-FACTS.md), and at the deadline
+    calls ``abortJob()``: the guest keeps running here and the action fails.
+    Returns the completed job's statistics (downtime, time) when libvirt reports them.
+    """
+    import threading
+    mod = hv.mod
+    box = {}
+
+    def work():
+        try:
+            dom.migrateToURI3(dconnuri, params, flags)
+        except BaseException as e:
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="migrate", daemon=True)
+    t0 = time.monotonic()
+    worker.start()
+    downtime_set = not max_downtime_ms
+    last_log = 0.0
+    while worker.is_alive():
+        if hv.deadline.expired():
+            if log:
+                log.warning("migration to %s exceeded its deadline after %.1f s: aborting it",
+                            dconnuri, time.monotonic() - t0)
+            try:
+                dom.abortJob()
+            except mod.libvirtError as e:
+                if log:
+                    log.warning("abortJob: %s", e)
+            worker.join(10.0)
+            raise MigrationTimeout("live migration to %s did not finish within the %.0f s "
+                                   "timeout of migrate_to; aborted, the domain still runs on "
+                                   "this node" % (dconnuri, hv.deadline.timeout))
+        try:
+            stats = dom.jobStats()
+        except mod.libvirtError:
+            stats = {}
+        if stats and not downtime_set:
+            try:
+                dom.migrateSetMaxDowntime(int(max_downtime_ms), 0)
+                downtime_set = True
+            except mod.libvirtError as e:
+                if log:
+                    log.debug("migrateSetMaxDowntime not yet possible: %s", e)
+        now = time.monotonic()
+        if log and stats and now - last_log >= 2.0:
+            last_log = now
+            log.info("migration progress: %.0f s, %s MiB remaining of %s MiB, iteration %s",
+                     now - t0, _mib(stats.get("memory_remaining")),
+                     _mib(stats.get("memory_total")), stats.get("memory_iteration", "?"))
+        worker.join(poll)
+    if "error" in box:
+        e = box["error"]
+        if isinstance(e, mod.libvirtError):
+            raise classify(e, "migrate to %s" % dconnuri)
+        raise e
+    try:
+        return dom.jobStats(mod.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except (mod.libvirtError, AttributeError):
+        return {}
+
+
+def _mib(n):
+    return "?" if n is None else "%.1f" % (n / 1048576.0)
