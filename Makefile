@@ -13,7 +13,7 @@ DEB_TEST := python3-pytest iproute2 uuid-runtime procps psmisc bc util-linux
 DEB_PACKAGE := build-essential debhelper dh-python python3-all python3-setuptools \
 	lintian rpm fakeroot devscripts
 
-.PHONY: help deps deps-package test unit offline integration e2e ocf-tester demo bench \
+.PHONY: docs help deps deps-package test unit offline integration e2e ocf-tester demo bench \
 	package lab-up lab-down lab-status clean
 
 help:
@@ -74,3 +74,6 @@ package: deps deps-package
 clean:
 	rm -rf build dist packaging/out lib/*.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+docs:
+	PYTHONPATH=$(CURDIR)/lib $(PY) -m vmceph.paramdoc > docs/parameters.md
