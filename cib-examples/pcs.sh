@@ -1,0 +1,203 @@
+#!/bin/bash
+# vmceph example: a three-node hyperconverged cluster (node1 node2 node3; every
+# node is a Ceph node *and* a hypervisor), written with pcs 0.11 against a CIB
+# *file*, never the live cluster.
+#
+#   pcs cluster cib work.xml                # copy of the live CIB
+#   CIB=work.xml ./pcs.sh                   # or: ./pcs.sh work.xml
+#   crm_verify -x work.xml -V               # let Pacemaker check it
+#   pcs cluster cib-push work.xml --config  # push the configuration section
+#
+# crmsh.crm builds the same configuration and cluster.xml is the result;
+# tests/pacemaker/test_cib_examples.py checks that all three stay equivalent.
+# Adapt before use: IPMI/PDU addresses and credentials, node capacities,
+# VM names, domain XML paths and sizes.
+set -euo pipefail
+
+CIB=${1:-${CIB:?usage: CIB=work.xml $0  (or: $0 work.xml)}}
+[ -s "$CIB" ] || { echo "$0: $CIB is missing or empty (pcs cluster cib $CIB)" >&2; exit 1; }
+
+p() { pcs -f "$CIB" "$@"; }
+
+# pcs reads every resource agent's meta-data and refuses an agent it cannot
+# find. When this script runs where the vmceph agents are not installed (an
+# admin workstation, CI), --force lets pcs write the resources anyway; the
+# cluster nodes must have /usr/lib/ocf/resource.d/vmceph/ before the push.
+FORCE=()
+for agent in CephHealth RBDVirtualDomain; do
+    if ! crm_resource --show-metadata "ocf:vmceph:$agent" >/dev/null 2>&1; then
+        echo "$0: ocf:vmceph:$agent not installed here: creating vmceph resources with --force" >&2
+        FORCE=(--force)
+    fi
+done
+
+# ---------------------------------------------------------------- properties
+# stonith-enabled: a VM whose stop failed, or that ran on a node that vanished,
+#   may still be writing its RBD images. Only fencing makes "it is not running
+#   there any more" true, so the VM may be started elsewhere. Never false.
+# node-health-strategy=migrate-on-red: every node attribute named #health-*
+#   counts. The CephHealth clone below publishes #health-ceph = green/yellow/red.
+#   migrate-on-red: red = -INFINITY for every resource on that node (VMs
+#     live-migrate away, none is placed there); yellow and green = 0.
+#   Alternatives:
+#   only-green: yellow counts as red too: a HEALTH_WARN (one OSD down, a
+#     scrub error, clock skew...) would empty the node. Too eager when every
+#     node reports the same cluster-wide Ceph state.
+#   progressive: red/yellow/green add the scores in the node-health-red,
+#     -yellow, -green properties: yellow can merely repel new VMs (say -100)
+#     while red stays -INFINITY.
+#   custom: documented as "track the attributes, leave the policy to your
+#     own rules on #health-ceph"; Pacemaker 2.1.5 nevertheless scores it like
+#     progressive (crm_simulate: a red node still gets -INFINITY).
+#   none: health attributes are ignored; only the per-VM rules below act.
+# placement-strategy=balanced: place VMs by the utilization (cpu, hv_memory)
+#   declared below and spread the load, instead of counting resources per node.
+p property set stonith-enabled=true node-health-strategy=migrate-on-red \
+    placement-strategy=balanced
+
+# ---------------------------------------------------------- resource defaults
+# resource-stickiness=100: a running VM stays where it is unless something
+#   outweighs 100; without it the scheduler may shuffle VMs (live migrations)
+#   whenever the balance changes. pcs 0.11 'resource move' refuses to work
+#   without it. It is larger than the +50 "prefer green" rule below, so that
+#   preference never moves a running VM by itself.
+# migration-threshold=3: after 3 failures on one node the resource is banned
+#   there and recovered elsewhere; a VM that keeps crashing is not restarted
+#   in place forever.
+# failure-timeout=10min: the ban above expires, so a node repaired after a
+#   transient problem is usable again without a manual 'resource cleanup'
+#   (checked at cluster-recheck-interval, 15 min by default).
+p resource defaults update resource-stickiness=100 migration-threshold=3 failure-timeout=10min
+# timeout=60s for any operation not listed on a resource (probes, the fence
+#   devices' start/stop); the vmceph operations set their own.
+p resource op defaults update timeout=60s
+
+# ------------------------------------------------------------------- fencing
+# One IPMI (BMC) device per node, level 1. pcmk_host_list + static-list: the
+# fencer knows which node each device can kill without asking the device
+# (fence_ipmilan cannot list "ports"). lanplus=1 = IPMI 2.0. In production put
+# the password in a file readable by root and use password_script=... instead.
+# 192.0.2.0/24 is a documentation network: replace with the real BMCs.
+# allow-unhealthy-nodes=true on every fence device: the fencer only uses a
+# device on a node where the device may run, and it applies node health when it
+# decides that. Without this, a node whose #health-ceph is red could not fence
+# anybody, and when Ceph is red on every node (a cluster-wide Ceph outage)
+# nobody could: fencing must not depend on Ceph.
+for n in 1 2 3; do
+    p stonith create "fence-ipmi-node$n" fence_ipmilan \
+        ip="192.0.2.1$n" username=admin password=change-me lanplus=1 \
+        pcmk_host_list="node$n" pcmk_host_check=static-list \
+        op monitor interval=60s \
+        meta allow-unhealthy-nodes=true
+    # Never where the device's own victim runs: the node being fenced may be
+    # the one that is hung, and a node asked to power itself off cannot report
+    # success. Running it on a peer also means its monitor checks that a *peer*
+    # can reach this BMC, which is what fencing needs.
+    p constraint location "fence-ipmi-node$n" avoids "node$n"
+done
+# Level 2: a switched PDU that cuts the node's power outlet. Used only when
+# level 1 fails, typically because the node lost power or its BMC died (then
+# IPMI cannot confirm "off", but the outlet can). pcmk_host_map maps node ->
+# outlet. With dual power supplies, add a second PDU device to the same level
+# (both must succeed).
+p stonith create fence-pdu fence_apc_snmp \
+    ip=192.0.2.20 community=private \
+    pcmk_host_map="node1:1;node2:2;node3:3" pcmk_host_check=static-list \
+    op monitor interval=60s \
+    meta allow-unhealthy-nodes=true
+for n in 1 2 3; do
+    p stonith level add 1 "node$n" "fence-ipmi-node$n"
+    p stonith level add 2 "node$n" fence-pdu
+done
+
+# -------------------------------------------------------- Ceph health clone
+# CephHealth runs on every node and publishes the node attribute #health-ceph
+# (green/yellow/red: can this node reach a Ceph quorum and serve I/O for the
+# listed pools?). It is the input of node-health-strategy above.
+# allow-unhealthy-nodes=true: the health strategy must not push the health
+#   agent itself off a red node, or nothing would ever turn that node green
+#   again.
+# interleave=true: any clone ordered against this one depends only on the
+#   instance on its own node, not on all of them (no effect on the primitive
+#   VMs, but keeps later clones from restarting cluster-wide).
+# --no-default-ops: only the operations written here, whether or not pcs can
+#   read the agent's meta-data (same CIB on every machine).
+# Clone meta options come right after the clone id: pcs 0.11.5 attaches a
+# 'meta' keyword written after 'clone' to the primitive, not the clone.
+p resource create ceph-health ocf:vmceph:CephHealth \
+    ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph attribute=#health-ceph pools=rbd \
+    op monitor interval=10s timeout=30s \
+       start timeout=30s \
+       stop timeout=30s \
+    clone ceph-health-clone allow-unhealthy-nodes=true interleave=true \
+    --no-default-ops "${FORCE[@]}"
+
+# ------------------------------------------------------------ node capacity
+# Hyperconverged: the Ceph daemons (mon, mgr, OSDs; osd_memory_target is 4 GiB
+# per OSD by default) and the host share the node with the VMs, but Pacemaker
+# does not manage them. So give Pacemaker only what is left for VMs: here a
+# 32-thread / 256 GiB node with 4 OSDs keeps 4 threads and 64 GiB back.
+# hv_memory in MiB.
+for n in 1 2 3; do
+    p node utilization "node$n" cpu=28 hv_memory=196608
+done
+
+# ---------------------------------------------------------------------- VMs
+# RBDVirtualDomain: a libvirt domain whose disks are RBD images, started only
+# when no other node still writes them.
+# allow-migrate=true: a move is a live migration: migrate_to on the source,
+#   migrate_from on the target, then stop on the source.
+# priority: when capacity runs short (two nodes left), higher-priority VMs are
+#   placed first and lower ones may stay stopped.
+# utilization: what the VM takes from the node capacity above (vCPUs, MiB).
+#   Keep it equal to the domain XML: the agent (autoset_utilization_cpu and
+#   _hv_memory, on by default) rewrites it from the domain at start and
+#   migrate_from; the values here size the first placement.
+# Operations (the agent's meta-data advertises the same timeouts):
+#   start 90s: includes waiting for Ceph quorum and the writer check;
+#   stop 90s: graceful shutdown, then destroy. A stop that fails (domain still
+#     there at the deadline) fences the node: by design, because only fencing
+#     makes it safe to start the VM, i.e. its RBD writer, elsewhere;
+#   monitor every 10s, 30s timeout (asks libvirt only);
+#   migrate_to 120s: the live migration itself, aborted at the deadline;
+#   migrate_from 60s: the target confirms the domain runs there.
+vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
+    p resource create "$1" ocf:vmceph:RBDVirtualDomain \
+        config="/etc/libvirt/qemu/$1.xml" hypervisor=qemu:///system \
+        migration_transport=tcp ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph \
+        meta allow-migrate=true priority="$2" \
+        op start timeout=90s \
+           stop timeout=90s \
+           monitor interval=10s timeout=30s \
+           migrate_to timeout=120s \
+           migrate_from timeout=60s \
+        --no-default-ops "${FORCE[@]}"
+    p resource utilization "$1" cpu="$3" hv_memory="$4"
+
+    # Start order: Optional, not Mandatory. Optional still orders the two
+    # when they start (or stop) in the same transition: at cluster start-up
+    # the health agents start before the VMs, at shutdown the VMs stop first.
+    # Mandatory would in addition *restart* (stop + start, no live migration)
+    # every VM on a node whenever the CephHealth instance there restarts, e.g.
+    # after one monitor timeout of the health agent: crm_simulate shows
+    # "restart vm3 ... reason=required ceph-health-clone running". A guest
+    # reboot for a hiccup of a monitoring agent is worse than the risk it
+    # guards against; the real gates are the health attribute below and the
+    # agent's own checks at start.
+    p constraint order start ceph-health-clone then start "$1" kind=Optional \
+        id="order-ceph-health-then-$1"
+
+    # Belt and braces: node-health-strategy already gives a red node
+    # -INFINITY, but that depends on one cluster-wide property staying set
+    # (someone switching it to none while debugging) and on
+    # allow-unhealthy-nodes not being set for VMs by accident (e.g. in
+    # resource defaults). This rule keeps the VM off a red node regardless.
+    # Single-quoted: a word starting with # is a shell comment.
+    p constraint location "$1" rule constraint-id="$1-avoid-red" score=-INFINITY '#health-ceph' eq red
+    # Prefer green over yellow for new placements and recoveries. 50 is below
+    # the stickiness (100), so a running VM is not moved for it.
+    p constraint location "$1" rule constraint-id="$1-prefer-green" score=50 '#health-ceph' eq green
+}
+vm vm1 10 4 8192
+vm vm2 5 2 4096
+vm vm3 1 8 16384
