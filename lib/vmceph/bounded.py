@@ -10,7 +10,6 @@ by libvirt's keepalive; this makes sure nothing outlives the action's deadline.
 a list, never a shell; output captured; killed at the timeout).
 """
 
-import subprocess
 import threading
 
 
@@ -55,6 +54,7 @@ class CommandResult:
 def command(argv, timeout, input=None, env=None, log=None):
     """Run ``argv``; return CommandResult. Raises Timeout (process killed) or
     FileNotFoundError (program missing)."""
+    import subprocess  # not at module level: the monitor hot path never runs a program (6 ms)
     if timeout <= 0:
         raise Timeout(argv[0], 0.0)
     if log is not None:

@@ -36,14 +36,18 @@ def parse_check_colors(text):
 
 
 def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YELLOW,
-              check_colors=None):
+              check_colors=None, err_color=YELLOW):
     """(color, reason). Pure: unit tests cover it.
 
     - Ceph unreachable or no monitor quorum: red (nothing can be started or recovered).
     - PGs not active in a configured pool: red (I/O to them hangs).
     - HEALTH_OK: green. Otherwise each raised check counts with the color ``check_colors``
-      gives it, else by severity: HEALTH_WARN -> ``warn_color``, HEALTH_ERR -> red; the
-      node's color is the worst of them.
+      gives it, else by severity: HEALTH_WARN -> ``warn_color``, HEALTH_ERR -> ``err_color``;
+      the node's color is the worst of them.
+
+    HEALTH_ERR is yellow by default, not red: health is cluster-wide, every node sees the
+    same, and red on every node stops every VM (crm_simulate with migrate-on-red: all nodes
+    red = all VMs stopped). Red is for what makes *this node* unable to do I/O.
     """
     if not reachable:
         return RED, "Ceph unreachable from this node"
@@ -57,13 +61,13 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
     worst, why = GREEN, []
     for code, c in sorted((checks or {}).items()):
         sev = c.get("severity") if isinstance(c, dict) else c
-        color = check_colors.get(code) or (RED if sev == "HEALTH_ERR" else warn_color)
+        color = check_colors.get(code) or (err_color if sev == "HEALTH_ERR" else warn_color)
         why.append("%s=%s" % (code, color))
         if _RANK[color] > _RANK[worst]:
             worst = color
     if not checks:
-        worst = RED if status == "HEALTH_ERR" else (warn_color if status == "HEALTH_WARN"
-                                                    else GREEN)
+        worst = err_color if status == "HEALTH_ERR" else (warn_color if status == "HEALTH_WARN"
+                                                          else GREEN)
     return worst, "%s (%s)" % (status, ", ".join(why) or "no checks")
 
 
@@ -107,10 +111,16 @@ PARAMS = [
           shortdesc="Color of HEALTH_WARN",
           longdesc="Color of a health check of severity HEALTH_WARN not listed in "
                    "check_colors."),
+    Param("err_color", default=YELLOW, choices=COLORS,
+          shortdesc="Color of HEALTH_ERR",
+          longdesc="Color of a health check of severity HEALTH_ERR not listed in "
+                   "check_colors. Yellow by default: Ceph's health is cluster-wide, every node "
+                   "reports the same, and red on every node would stop every VM; red is kept "
+                   "for what stops this node's I/O (no quorum, unreachable, inactive PGs)."),
     Param("check_colors", default="",
           shortdesc="Colors of chosen health checks",
           longdesc="Per health check code: 'OSD_DOWN=yellow PG_AVAILABILITY=red "
-                   "MON_DOWN=green'. Checks not listed count by severity (HEALTH_ERR = red, "
+                   "MON_DOWN=green'. Checks not listed count by severity (HEALTH_ERR = err_color, "
                    "HEALTH_WARN = warn_color)."),
     Param("dampen", default="5s", check=_dampen_ok,
           shortdesc="Dampening of attribute changes",
@@ -221,7 +231,8 @@ class CephHealth:
                 except CephError as e:
                     inactive.append("%s (PG state unknown: %s)" % (pool, e))
             color, why = color_for(True, True, h["status"], h["checks"], inactive,
-                                   p.warn_color, parse_check_colors(p.check_colors))
+                                   p.warn_color, parse_check_colors(p.check_colors),
+                                   p.err_color)
             return color, why, addrs
         except CephError as e:
             return RED, str(e), None

@@ -410,7 +410,7 @@ class RBDVirtualDomain:
                 raise GenericError("domain %s is not running on this node: nothing to migrate"
                                    % dom.name)
             with facts.gather(ctx, dom, domain_active=True) as g:
-                health = g.node_attribute(target, p.health_attribute)
+                health = _node_health(ctx, g, target)
                 verdict = safety.decide_migrate(g.facts, target, health)
             ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
                          verdict.summary())
@@ -482,6 +482,23 @@ def _raise_for(verdict):
     if verdict.kind == safety.PERM:
         raise PermError(reason)
     raise GenericError(reason)
+
+
+def _node_health(ctx, g, target):
+    """The target's health attribute. ``crm_mon -A`` never lists node attributes whose
+    name starts with '#' (it filters them, like fail-counts), so '#health-ceph' is not in
+    the crm_mon view: ask attrd for it. None when it cannot be told."""
+    name = ctx.params.health_attribute
+    value = g.node_attribute(target, name)
+    if value is not None:
+        return value
+    from vmceph import bounded
+    from vmceph.cluster import Cluster
+    try:
+        return Cluster(ctx.deadline, ctx.log).query_attribute(name, target)
+    except (OSError, bounded.Timeout) as e:
+        ctx.log.warning("cannot read node attribute %s of %s: %s", name, target, e)
+        return None
 
 
 def _active(hv, dom):
@@ -589,8 +606,11 @@ def migration_args(p, target, mod):
     migrateuri = p.migrateuri or opt_uri
     if migrateuri:
         params[mod.VIR_MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
-    elif p.migrateport:
-        params[mod.VIR_MIGRATE_PARAM_URI] = "tcp://%s:%d" % (host, p.migrateport)
+    elif p.migrateport or host != target:
+        # the stream goes to the migration network's name too (libvirt picks the port
+        # when none is given)
+        params[mod.VIR_MIGRATE_PARAM_URI] = "tcp://%s" % host + (
+            ":%d" % p.migrateport if p.migrateport else "")
     if p.migration_speed:
         params[mod.VIR_MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
     return dconnuri, params, flags

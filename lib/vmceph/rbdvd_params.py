@@ -28,6 +28,17 @@ def _abs_path(v):
         raise ValueError("must be an absolute path")
 
 
+SHUTDOWN_MODE_NAMES = ("acpi", "agent", "initctl", "signal", "paravirt")
+
+
+def _shutdown_modes(v):
+    # virsh shutdown --mode takes a comma-separated list, and so does stop
+    bad = [m for m in v.split(",") if m.strip() not in SHUTDOWN_MODE_NAMES]
+    if v.strip() and bad:
+        raise ValueError("unknown shutdown mode %s (accepted: %s, comma-separated)"
+                         % (", ".join(repr(m) for m in bad), ", ".join(SHUTDOWN_MODE_NAMES)))
+
+
 INHERITED = [
     Param("config", required=True, unique=True, inherited=True, check=_abs_path,
           shortdesc="Virtual domain configuration file",
@@ -137,8 +148,7 @@ INHERITED = [
     Param("copyindirs", default="", inherited=True, unsupported=_QCOW,
           shortdesc="Directories to copy into a stateless image",
           longdesc="ocf:heartbeat:VirtualDomain's virt-copy-in for the stateless mode."),
-    Param("shutdown_mode", default="", inherited=True,
-          choices=("", "acpi", "agent", "initctl", "signal", "paravirt"),
+    Param("shutdown_mode", default="", inherited=True, check=_shutdown_modes,
           shortdesc="Instruct virsh to use specific shutdown mode",
           longdesc="How stop asks the guest to shut down (virsh shutdown --mode): acpi, agent "
                    "(QEMU guest agent), initctl, signal or paravirt; several may be given "
