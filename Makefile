@@ -10,8 +10,8 @@ DEB_RUNTIME := ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd 
 	qemu-system-x86 qemu-block-extra qemu-utils pacemaker pacemaker-cli-utils corosync \
 	pcs crmsh resource-agents fence-agents libxml2-utils
 DEB_TEST := python3-pytest iproute2 uuid-runtime procps psmisc bc util-linux
-DEB_PACKAGE := build-essential debhelper dh-python python3-all python3-setuptools \
-	lintian rpm fakeroot devscripts
+DEB_PACKAGE := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
+	python3-setuptools python3-lxml lintian rpm fakeroot devscripts
 
 .PHONY: docs help deps deps-package test unit offline integration e2e ocf-tester demo bench \
 	package lab-up lab-down lab-status clean
@@ -39,8 +39,15 @@ deps-package:
 			--no-install-recommends $$missing; \
 	fi
 
-test: deps
-	$(PYTEST) -v tests/unit tests/pacemaker tests/integration tests/e2e
+# One pytest run per level: each level brings up (and tears down) what it needs, so two
+# labs never compete for this machine's two cores. Packages come last: they install and
+# purge vmceph on this host.
+test: deps deps-package
+	$(PYTEST) -q tests/unit
+	$(PYTEST) -v tests/pacemaker
+	$(PYTEST) -v tests/integration
+	$(PYTEST) -v tests/e2e
+	$(PYTEST) -v tests/packaging
 
 unit:
 	$(PYTEST) -q tests/unit
