@@ -9,7 +9,7 @@ import time
 
 from vmceph import cluster as pcmk
 from vmceph.ceph import CephConfigError, CephPermission, CephSession, CephUnavailable
-from vmceph.ocf import GenericError, InstalledError, PermError
+from vmceph.ocf import ConfigError, GenericError, InstalledError, PermError
 from vmceph.safety import Facts, Locker
 
 
@@ -61,8 +61,11 @@ def gather(ctx, dom, domain_active, images=True):
 
 def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None):
     from vmceph.safety import UNKNOWN_BLOCKLIST, UNKNOWN_REFUSE
-    nodes, local, source = cluster_view(p, deadline, log, on_node)
-    static = pcmk.parse_node_addresses(p.node_addresses)
+    try:
+        nodes, local, source = cluster_view(p, deadline, log, on_node)
+        static = pcmk.parse_node_addresses(p.node_addresses)
+    except ValueError as e:  # a deep monitor meets them unvalidated
+        raise ConfigError(str(e)) from None
     session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, deadline, log)
     t0 = time.monotonic()
     policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE

@@ -347,7 +347,8 @@ class RBDVirtualDomain:
         while time.monotonic() < end:
             if not _active(hv, dom):
                 return True
-            time.sleep(0.5)
+            # never past the grace: the rest of the deadline is destroy's
+            time.sleep(max(0.0, min(0.5, end - time.monotonic())))
         ctx.log.warning("%s did not shut down within %.0f s", ident.name, grace)
         return False
 
@@ -357,10 +358,13 @@ class RBDVirtualDomain:
         while True:
             if not _active(hv, dom):
                 return OCF_SUCCESS
-            if time.monotonic() >= end:
+            # stop asking while a query still has time: one made with nothing left would
+            # time out at once and read as "libvirt unreachable"
+            left = end - time.monotonic()
+            if left <= 0.2:
                 raise GenericError("domain %s is still running after destroy; the node must "
                                    "be fenced" % ident.name)
-            time.sleep(0.1)
+            time.sleep(min(0.1, left - 0.2))
 
     def _stop_without_libvirt(self, ctx, ident, error):
         """libvirtd is down: stop the QEMU process itself rather than fail (which fences the

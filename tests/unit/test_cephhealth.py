@@ -1,0 +1,301 @@
+"""ocf:vmceph:CephHealth: the color table, and the agent through ocf.run with a fake Ceph
+and a stub ``attrd_updater`` first on PATH that records every call."""
+
+import io
+
+import pytest
+
+import fakes
+from vmceph import ocf
+from vmceph.cephhealth import (GREEN, RED, YELLOW, CephHealth, color_for,
+                               parse_check_colors)
+
+WARN_CHECK = {"severity": "HEALTH_WARN", "summary": "1 osds down"}
+ERR_CHECK = {"severity": "HEALTH_ERR", "summary": "Reduced data availability"}
+
+
+# ----------------------------------------------------------------------------- color table
+
+@pytest.mark.parametrize("reachable,quorum,status,checks,pgs,kw,color,why", [
+    # what stops this node's I/O is red, whatever the rest says
+    (False, False, "HEALTH_OK", {}, [], {}, RED, "Ceph unreachable from this node"),
+    (False, True, "HEALTH_OK", {}, [], {"warn_color": GREEN}, RED, "unreachable"),
+    (True, False, "HEALTH_OK", {}, [], {}, RED, "no monitor quorum"),
+    (True, False, "HEALTH_OK", {}, [], {"check_colors": {"MON_DOWN": "green"}}, RED,
+     "no monitor quorum"),
+    (True, True, "HEALTH_OK", {}, ["rbd:2.1"], {}, RED, "PGs not active: rbd:2.1"),
+    (True, True, "HEALTH_WARN", {"PG_AVAILABILITY": WARN_CHECK}, ["rbd:2.1", "rbd:2.2"],
+     {"check_colors": {"PG_AVAILABILITY": "green"}}, RED, "rbd:2.1, rbd:2.2"),
+    # healthy
+    (True, True, "HEALTH_OK", {}, [], {}, GREEN, "HEALTH_OK"),
+    (True, True, "HEALTH_OK", None, [], {}, GREEN, "HEALTH_OK"),
+    # HEALTH_WARN: warn_color
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK}, [], {}, YELLOW, "OSD_DOWN=yellow"),
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK}, [], {"warn_color": GREEN}, GREEN,
+     "HEALTH_WARN (OSD_DOWN=green)"),
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK}, [], {"warn_color": RED}, RED,
+     "OSD_DOWN=red"),
+    (True, True, "HEALTH_WARN", {}, [], {}, YELLOW, "HEALTH_WARN (no checks)"),
+    # HEALTH_ERR: err_color, yellow by default (cluster-wide health)
+    (True, True, "HEALTH_ERR", {"PG_AVAILABILITY": ERR_CHECK}, [], {}, YELLOW,
+     "PG_AVAILABILITY=yellow"),
+    (True, True, "HEALTH_ERR", {"PG_AVAILABILITY": ERR_CHECK}, [], {"err_color": RED}, RED,
+     "PG_AVAILABILITY=red"),
+    (True, True, "HEALTH_ERR", {}, [], {"err_color": RED}, RED, "HEALTH_ERR (no checks)"),
+    (True, True, "HEALTH_ERR", {}, [], {}, YELLOW, "no checks"),
+    # the worst check wins
+    (True, True, "HEALTH_ERR", {"OSD_DOWN": WARN_CHECK, "PG_AVAILABILITY": ERR_CHECK}, [],
+     {"warn_color": GREEN, "err_color": RED}, RED, "OSD_DOWN=green, PG_AVAILABILITY=red"),
+    (True, True, "HEALTH_ERR", {"OSD_DOWN": WARN_CHECK, "PG_AVAILABILITY": ERR_CHECK}, [],
+     {"warn_color": YELLOW, "err_color": GREEN}, YELLOW, "OSD_DOWN=yellow"),
+    # check_colors overrides the severity, both ways
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK, "MON_DOWN": WARN_CHECK}, [],
+     {"check_colors": {"OSD_DOWN": "green", "MON_DOWN": "green"}}, GREEN,
+     "MON_DOWN=green, OSD_DOWN=green"),
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK}, [],
+     {"check_colors": {"OSD_DOWN": "red"}, "warn_color": GREEN}, RED, "OSD_DOWN=red"),
+    (True, True, "HEALTH_ERR", {"PG_AVAILABILITY": ERR_CHECK}, [],
+     {"check_colors": {"PG_AVAILABILITY": "green"}, "err_color": RED}, GREEN,
+     "PG_AVAILABILITY=green"),
+    (True, True, "HEALTH_WARN", {"OSD_DOWN": WARN_CHECK}, [],
+     {"check_colors": {"OTHER": "red"}}, YELLOW, "OSD_DOWN=yellow"),
+    # checks given as bare severities
+    (True, True, "HEALTH_ERR", {"X": "HEALTH_ERR"}, [], {"err_color": RED}, RED, "X=red"),
+])
+def test_color_for(reachable, quorum, status, checks, pgs, kw, color, why):
+    got, reason = color_for(reachable, quorum, status, checks, pgs, **kw)
+    assert got == color
+    assert why in reason
+
+
+def test_color_for_lists_at_most_five_pgs():
+    color, why = color_for(True, True, "HEALTH_OK", {}, ["p:%d" % i for i in range(9)])
+    assert color == RED and why == "PGs not active: p:0, p:1, p:2, p:3, p:4"
+
+
+def test_parse_check_colors():
+    assert parse_check_colors("OSD_DOWN=yellow PG_AVAILABILITY=red  MON_DOWN=green") == {
+        "OSD_DOWN": "yellow", "PG_AVAILABILITY": "red", "MON_DOWN": "green"}
+    assert parse_check_colors("") == {}
+
+
+@pytest.mark.parametrize("text", ["OSD_DOWN", "OSD_DOWN=blue", "=red", "OSD_DOWN=Red",
+                                  "OSD_DOWN:red", "A=red B"])
+def test_parse_check_colors_errors(text):
+    with pytest.raises(ValueError, match="is not CHECK=green\\|yellow\\|red"):
+        parse_check_colors(text)
+
+
+# ----------------------------------------------------------------------------- the agent
+
+class Node:
+    def __init__(self, tmp_path, monkeypatch):
+        self.tmp = tmp_path
+        self.ceph = fakes.FakeCeph(client_ip="10.252.0.1")
+        fakes.install(monkeypatch, self.ceph)
+        self.bin = fakes.StubBin(tmp_path / "bin", monkeypatch)
+        self.bin.add("attrd_updater")
+        self.conf = tmp_path / "ceph.conf"
+        self.conf.write_text("[global]\nmon_host = 10.252.0.1\n")
+        self.params = {"ceph_conf": str(self.conf)}
+        self.err = ""
+
+    def run(self, action, params=None, interval=None):
+        env = {"OCF_RESOURCE_INSTANCE": "ceph-health:0", "HA_RSCTMP": str(self.tmp / "rsc"),
+               "OCF_RESKEY_CRM_meta_timeout": "30000"}
+        env.update(("OCF_RESKEY_" + k, v) for k, v in dict(self.params, **(params or {})).items())
+        if interval:
+            env["OCF_RESKEY_CRM_meta_interval"] = str(interval)
+        err = io.StringIO()
+        rc = ocf.run(CephHealth(), ["CephHealth", action], env, io.StringIO(), err)
+        self.err = err.getvalue()
+        return rc
+
+    @property
+    def reason(self):
+        lines = [ln for ln in self.err.splitlines() if ln.startswith("ocf-exit-reason:")]
+        return lines[-1][len("ocf-exit-reason:"):] if lines else None
+
+    def attrd(self):
+        return [c[1:] for c in self.bin.calls("attrd_updater")]
+
+    def published(self, name="#health-ceph"):
+        """The last value set for ``name``."""
+        sets = [c for c in self.attrd() if c[:2] == ["-n", name] and c[2] == "-U"]
+        return sets[-1][3] if sets else None
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    n = Node(tmp_path, monkeypatch)
+    yield n
+    n.ceph.close()
+
+
+def test_start_publishes_green_and_the_addresses(node):
+    assert node.run("start") == 0, node.err
+    assert node.attrd() == [["-n", "#health-ceph", "-U", "green", "-d", "5s"],
+                            ["-n", "vmceph-ceph-addrs", "-U", "10.252.0.1"]]
+    # bounded by ceph_timeout (10 s) and the operation's own timeout
+    conf = node.ceph.sessions[-1].conf
+    for key in ("client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"):
+        assert 9 <= int(conf[key]) <= 10, key
+    assert node.ceph.sessions[-1].state == "shutdown"
+    assert "quorum_status" in node.ceph.mon_prefixes()
+
+
+def test_probe_before_and_after_start(node):
+    assert node.run("monitor") == ocf.OCF_NOT_RUNNING
+    assert node.run("start") == 0
+    calls, sessions = len(node.attrd()), len(node.ceph.sessions)
+    assert node.run("monitor") == 0
+    # a probe only says whether it runs: no Ceph, no attribute update
+    assert (len(node.attrd()), len(node.ceph.sessions)) == (calls, sessions)
+
+
+def test_recurring_monitor_follows_ceph(node):
+    assert node.run("start") == 0
+    node.ceph.health = fakes.health_warn_osd_down()
+    assert node.run("monitor", interval=10000) == 0
+    assert node.published() == "yellow"
+    node.ceph.health = fakes.health_err_pg_availability()
+    assert node.run("monitor", interval=10000, params={"err_color": "red"}) == 0
+    assert node.published() == "red"
+    node.ceph.health = dict(fakes.HEALTH_OK)
+    assert node.run("monitor", interval=10000) == 0
+    assert node.published() == "green"
+
+
+def test_monitor_no_quorum_is_red_but_the_monitor_succeeds(node):
+    assert node.run("start") == 0
+    node.ceph.lose_quorum()
+    assert node.run("monitor", interval=10000) == 0, node.err
+    assert node.published() == "red"
+    assert "WARNING: Ceph seen from this node: red" in node.err
+
+
+def test_quorum_lost_after_connect_is_red_despite_stale_health(node):
+    """health says HEALTH_OK (stale) once quorum is gone; the agent asks quorum_status."""
+    assert node.run("start") == 0
+    original = node.ceph.mon_command
+
+    def lose_then_answer(session, cmd):
+        node.ceph.lose_quorum()
+        return original(session, cmd)
+    node.ceph.mon_command = lose_then_answer
+    assert node.run("monitor", interval=10000) == 0
+    assert node.published() == "red"
+    assert "monitor quorum" in node.err or "timed out" in node.err
+
+
+def test_inactive_pgs_of_a_watched_pool_are_red(node):
+    node.ceph.pg_states["rbd"] = [("2.0", "active+clean"), ("2.1", "peering")]
+    assert node.run("start", {"pools": "rbd"}) == 0
+    assert node.published() == "red"
+    assert "PGs not active: rbd:2.1" in node.err
+
+
+def test_pg_state_unknown_without_mgr_is_red(node):
+    node.ceph.mgr_up = False
+    assert node.run("start", {"pools": "rbd"}) == 0
+    assert node.published() == "red" and "PG state unknown" in node.err
+
+
+def test_check_colors_parameter_applies(node):
+    node.ceph.health = fakes.health_warn_osd_down()
+    assert node.run("start", {"check_colors": "OSD_DOWN=green OSD_HOST_DOWN=green"}) == 0
+    assert node.published() == "green"
+
+
+def test_custom_attribute_names_and_no_address_attribute(node):
+    assert node.run("start", {"attribute": "#health-storage", "address_attribute": "",
+                              "dampen": "30s"}) == 0
+    assert node.attrd() == [["-n", "#health-storage", "-U", "green", "-d", "30s"]]
+
+
+def test_ceph_unreachable_is_red_and_publishes_no_addresses(node):
+    node.ceph.lose_quorum()
+    assert node.run("start") == 0
+    assert node.published() == "red"
+    assert node.published("vmceph-ceph-addrs") is None
+    assert "no Ceph monitor quorum reachable within 10 s" in node.err
+
+
+def test_refused_credentials_fail_the_monitor(node):
+    assert node.run("start") == 0
+    node.ceph.auth_ok = False
+    assert node.run("monitor", interval=10000) == ocf.OCF_ERR_GENERIC
+    assert "CephHealth cannot log in to Ceph" in node.reason
+
+
+def test_attrd_unreachable_fails_the_monitor(node):
+    assert node.run("start") == 0
+    node.bin.add("attrd_updater", "echo 'Could not connect to attrd: Connection refused' >&2; "
+                                  "exit 102")
+    assert node.run("monitor", interval=10000) == ocf.OCF_ERR_GENERIC
+    assert "cannot publish node attribute #health-ceph" in node.reason
+    assert "Connection refused" in node.reason
+
+
+def test_stop_removes_both_attributes(node):
+    assert node.run("start") == 0
+    assert node.run("stop") == 0
+    assert node.attrd()[-2:] == [["-n", "#health-ceph", "-D"], ["-n", "vmceph-ceph-addrs", "-D"]]
+    assert node.run("monitor") == ocf.OCF_NOT_RUNNING
+
+
+def test_stop_removes_custom_attributes(node):
+    assert node.run("start", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
+    assert node.run("stop", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
+    assert node.attrd()[-2:] == [["-n", "#health-x", "-D"], ["-n", "x-addrs", "-D"]]
+
+
+def test_stop_succeeds_even_when_attrd_fails(node):
+    assert node.run("start") == 0
+    node.bin.add("attrd_updater", "exit 102")
+    assert node.run("stop") == 0
+    assert "could not remove node attribute #health-ceph" in node.err
+    assert node.run("monitor") == ocf.OCF_NOT_RUNNING
+
+
+def test_stop_with_invalid_configuration_still_unpublishes(node):
+    assert node.run("start") == 0
+    node.conf.unlink()
+    assert node.run("stop", {"warn_color": "purple"}) == 0
+    assert ["-n", "#health-ceph", "-D"] in node.attrd()
+
+
+def test_stop_touches_no_ceph(node):
+    assert node.run("start") == 0
+    sessions = len(node.ceph.sessions)
+    node.ceph.lose_quorum()
+    assert node.run("stop") == 0
+    assert len(node.ceph.sessions) == sessions
+
+
+@pytest.mark.parametrize("params,code,fragment", [
+    ({"check_colors": "OSD_DOWN=blue"}, 6, "check_colors"),
+    ({"warn_color": "purple"}, 6, "warn_color"),
+    ({"err_color": "orange"}, 6, "err_color"),
+    ({"dampen": "soon"}, 6, "dampen"),
+    ({"ceph_timeout": "0"}, 6, "ceph_timeout"),
+    ({"attribute": ""}, 6, "attribute must not be empty"),
+    ({"ceph_conf": "/nonexistent/ceph.conf"}, 5, "/nonexistent/ceph.conf"),
+    ({"ceph_keyring": "/nonexistent/keyring"}, 5, "/nonexistent/keyring"),
+])
+def test_validate_all(node, params, code, fragment):
+    assert node.run("validate-all", params) == code
+    assert fragment in node.reason
+
+
+def test_validate_all_ok(node):
+    assert node.run("validate-all") == 0
+    assert node.attrd() == [] and node.ceph.sessions == []
+
+
+def test_invalid_configuration_probe_and_recurring_monitor(node):
+    """ocf-rarun's rules: a probe answers from what it can see, a recurring monitor fails."""
+    assert node.run("start") == 0
+    bad = {"warn_color": "purple"}
+    assert node.run("monitor", bad) == 0                          # still marked as started
+    assert node.run("monitor", bad, interval=10000) == ocf.OCF_ERR_CONFIGURED
