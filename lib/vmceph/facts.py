@@ -107,23 +107,30 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None)
 
 def recover(ctx, session, recoveries):
     """Blocklist every client of the verdict (with expiry), then break the locks they hold.
+
     Blocklisting first: a client that is only cut off, not dead, must not write again once
-    its lock is gone (CEPH-FACTS.md: lock_break's holder fails with ConnectionShutdown)."""
+    its lock is gone (CEPH-FACTS.md: the holder's later I/O fails with ConnectionShutdown).
+    Each address is blocklisted once, however many images it holds: every blocklist change
+    is a monitor round (~1 s here), the lock breaks themselves take ~10-100 ms.
+    """
     expire = ctx.params.blocklist_expire
     try:
         done = set()
         for r in recoveries:
             if r.addr in done:
                 continue
-            ctx.log.warning("blocklisting %s for %d s: %s", r.addr, expire, r.describe())
+            t0 = time.monotonic()
             session.blocklist_add(r.addr, expire)
             done.add(r.addr)
+            ctx.log.warning("blocklisted %s for %d s in %.2f s: %s", r.addr, expire,
+                            time.monotonic() - t0, r.describe())
         for r in recoveries:
             if r.cookie:
+                t0 = time.monotonic()
                 broken = session.break_lock(r.image, Locker(r.entity, r.cookie, r.addr))
-                ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s)",
+                ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s) in %.2f s",
                                 "broke the" if broken else "no longer found the", r.image,
-                                r.entity, r.addr, r.node or "unknown")
+                                r.entity, r.addr, r.node or "unknown", time.monotonic() - t0)
     except CephPermission as e:
         raise PermError("cannot recover: %s (the Ceph user needs mon 'profile rbd' to add "
                         "blocklist entries)" % e) from None

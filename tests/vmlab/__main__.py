@@ -1,0 +1,91 @@
+"""Command line of the lab:
+
+    python3 -m vmlab [--name NAME] up [--nodes N] [--pacemaker] [--no-mgr] [--token-ms MS]
+                                      [--project-root DIR]
+    python3 -m vmlab [--name NAME] status | down | crash N | start N | partition N | heal N
+    python3 -m vmlab [--name NAME] on N CMD...
+
+Every command but `up` reads the lab's description from its state directory.
+"""
+
+import argparse
+import subprocess
+import sys
+
+from .lab import DEFAULT_STATE_ROOT, Lab
+from .util import LabError, base_env
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python3 -m vmlab", description="hyperconverged test lab")
+    p.add_argument("--name", default="lab", help="lab name (state dir STATE_ROOT/NAME)")
+    p.add_argument("--state-root", default=DEFAULT_STATE_ROOT)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="create and start the lab")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--pacemaker", action="store_true", help="also corosync + Pacemaker")
+    up.add_argument("--no-mgr", action="store_true", help="no ceph-mgr (saves ~300 MiB)")
+    up.add_argument("--token-ms", type=int, default=1000, help="corosync token timeout")
+    up.add_argument("--project-root", default=None, help="checkout whose agents/ the nodes see")
+    sub.add_parser("status", help="nodes, processes, memory, Ceph and Pacemaker state")
+    sub.add_parser("down", help="complete teardown")
+    for name, text in [("crash", "power a node off"), ("start", "boot a node again"),
+                       ("partition", "cut a node off the network"), ("heal", "reconnect a node")]:
+        sub.add_parser(name, help=text).add_argument("node", type=int)
+    on = sub.add_parser("on", help="run a command inside a node")
+    on.add_argument("--timeout", type=float, default=600, help="kill CMD after this many s")
+    on.add_argument("node", type=int)
+    on.add_argument("cmd", nargs=argparse.REMAINDER)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    try:
+        if args.command == "up":
+            lab = Lab(name=args.name, nodes=args.nodes, pacemaker=args.pacemaker,
+                      mgr=not args.no_mgr, token_ms=args.token_ms,
+                      project_root=args.project_root, state_root=args.state_root)
+            lab.up()
+            print(lab.status())
+            return 0
+        if args.command == "down":
+            try:
+                lab = Lab.attach(args.name, args.state_root)
+            except LabError:  # no lab.json: clean up whatever the default names left
+                lab = Lab(name=args.name, state_root=args.state_root)
+            lab.down()
+            return 0
+        lab = Lab.attach(args.name, args.state_root)
+        if args.command == "status":
+            print(lab.status())
+        elif args.command == "crash":
+            lab.crash(args.node)
+        elif args.command == "start":
+            lab.start_node(args.node)
+        elif args.command == "partition":
+            lab.partition(args.node)
+        elif args.command == "heal":
+            lab.heal(args.node)
+        elif args.command == "on":
+            if not args.cmd:
+                raise LabError("on N CMD...: no command given")
+            return on_node(lab, args.node, args.cmd, args.timeout)
+        return 0
+    except LabError as exc:
+        print(f"vmlab: {exc}", file=sys.stderr)
+        return 1
+
+
+def on_node(lab, i, cmd, timeout):
+    """Output goes straight to the terminal (Lab.run would capture it)."""
+    holder = lab._require_alive(i)
+    argv = ["nsenter", "-t", str(holder), "-m", "-n", "-u", "--wd=/", "--", *cmd]
+    try:
+        return subprocess.call(argv, env=base_env(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"on {i}: killed after {timeout}s: {' '.join(cmd)}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
