@@ -101,7 +101,9 @@ PARAMS = [
           shortdesc="Node attribute for this node's Ceph client addresses",
           longdesc="Node attribute that gets the addresses (space-separated) this node's Ceph "
                    "clients are seen at; RBDVirtualDomain maps lock holders and watchers to "
-                   "nodes with it. Empty: not published."),
+                   "nodes with it. It is a permanent attribute (crm_attribute -l forever), "
+                   "written when it changes, so that it outlives the node's fencing, when it "
+                   "is needed most. Empty: not published."),
     Param("pools", default="",
           shortdesc="Pools whose PGs must all be active",
           longdesc="Space-separated pools; the node is red while any of their PGs is not "
@@ -249,26 +251,61 @@ class CephHealth:
         p = ctx.params
         try:
             cl.set_attribute(p.attribute, color, p.dampen)
-            if p.address_attribute and addrs:
-                cl.set_attribute(p.address_attribute, " ".join(addrs))
         except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
             raise GenericError("cannot publish node attribute %s: %s" % (p.attribute, e)) from None
+        if p.address_attribute and addrs:
+            self._publish_addresses(ctx, cl, " ".join(addrs))
+
+    def _publish_addresses(self, ctx, cl, value):
+        """The addresses go into a *permanent* node attribute: RBDVirtualDomain needs them
+        after this node is fenced (to recover its images), and fencing clears transient
+        attributes. Written only when they change (a CIB write each time otherwise)."""
+        from vmceph.cluster import ClusterError
+        from vmceph import bounded
+        cache = _state_path(ctx, "addrs")
+        try:
+            with open(cache) as f:
+                if f.read() == value:
+                    return
+        except OSError:
+            pass
+        name = ctx.params.address_attribute
+        try:
+            cl.set_permanent_attribute(name, value)
+        except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+            raise GenericError("cannot publish node attribute %s: %s" % (name, e)) from None
+        with open(cache, "w") as f:
+            f.write(value)
+        ctx.log.info("published %s=%s", name, value)
 
     def _unpublish(self, ctx):
         from vmceph.cluster import Cluster, ClusterError
         from vmceph import bounded
         cl = Cluster(ctx.deadline, ctx.log)
-        for name in (ctx.params.raw("attribute") or "#health-ceph",
-                     ctx.params.raw("address_attribute") or "vmceph-ceph-addrs"):
+        health = ctx.params.raw("attribute") or "#health-ceph"
+        addrs = ctx.params.raw("address_attribute")
+        addrs = "vmceph-ceph-addrs" if addrs is None else addrs
+        for name, delete in ((health, cl.delete_attribute),
+                             (addrs, cl.delete_permanent_attribute)):
+            if not name:
+                continue
             try:
-                cl.delete_attribute(name)
+                delete(name)
             except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
                 ctx.log.warning("could not remove node attribute %s: %s", name, e)
+        try:
+            os.unlink(_state_path(ctx, "addrs"))
+        except FileNotFoundError:
+            pass
+
+
+def _state_path(ctx, kind):
+    return os.path.join(ctx.state_dir, "vmceph-CephHealth-%s.%s"
+                        % (ctx.instance.replace("/", "_"), kind))
 
 
 def _mark_path(ctx):
-    return os.path.join(ctx.state_dir, "vmceph-CephHealth-%s.started"
-                        % ctx.instance.replace("/", "_"))
+    return _state_path(ctx, "started")
 
 
 def _mark(ctx, on):

@@ -62,6 +62,21 @@ def parse_crm_mon(xml_text):
     return nodes
 
 
+def parse_cib_nodes(xml_text):
+    """{uname: {name: value}} from ``cibadmin -Q -o nodes``:
+    <nodes><node id="1" uname="node1"><instance_attributes id="nodes-1">
+      <nvpair id="nodes-1-vmceph-ceph-addrs" name="vmceph-ceph-addrs" value="10.0.0.1"/>"""
+    root = ET.fromstring(xml_text)
+    out = {}
+    for n in root.iter("node"):
+        attrs = {}
+        for nv in n.iterfind("instance_attributes/nvpair"):
+            attrs[nv.get("name")] = nv.get("value")
+        if n.get("uname"):
+            out[n.get("uname")] = attrs
+    return out
+
+
 def parse_membership(text):
     """The ``membership`` parameter: 'node1=member node2=gone node3=unclean'."""
     states = {"member": MEMBER, "online": MEMBER, "gone": GONE, "fenced": GONE,
@@ -109,9 +124,29 @@ class Cluster:
         if r.rc != 0:
             raise ClusterError("crm_mon failed (rc %d): %s" % (r.rc, (r.err or r.out).strip()[:200]))
         try:
-            return parse_crm_mon(r.out)
+            nodes = parse_crm_mon(r.out)
         except ET.ParseError as e:
             raise ClusterError("crm_mon answered no XML: %s" % e) from None
+        # Permanent node attributes (the addresses CephHealth publishes) are read from the
+        # CIB itself: crm_mon shows none for an offline node, and a fenced node is offline
+        # exactly when its addresses matter.
+        for name, attrs in self.permanent_attributes().items():
+            info = nodes.get(name)
+            if info is not None:
+                info.attributes = dict(attrs, **info.attributes)
+        return nodes
+
+    def permanent_attributes(self):
+        """{node: {name: value}} of the CIB's <nodes> section; {} if it cannot be read."""
+        try:
+            r = self._cmd(["cibadmin", "-Q", "-o", "nodes"])
+            if r.rc != 0:
+                raise ClusterError((r.err or r.out).strip()[:200])
+            return parse_cib_nodes(r.out)
+        except (FileNotFoundError, bounded.Timeout, ClusterError, ET.ParseError) as e:
+            if self.log is not None:
+                self.log.warning("cannot read permanent node attributes: %s", e)
+            return {}
 
     def local_name(self):
         try:
@@ -127,6 +162,16 @@ class Cluster:
         if dampen:
             argv += ["-d", dampen]
         self._check(self._cmd(argv), "set node attribute %s" % name)
+
+    def set_permanent_attribute(self, name, value):
+        """A node attribute of this node kept in the CIB's <nodes> section: it survives the
+        node's fencing (transient attributes are cleared then)."""
+        self._check(self._cmd(["crm_attribute", "-n", name, "-v", value, "-l", "forever"]),
+                    "set permanent node attribute %s" % name)
+
+    def delete_permanent_attribute(self, name):
+        self._check(self._cmd(["crm_attribute", "-n", name, "-D", "-l", "forever"]),
+                    "delete permanent node attribute %s" % name)
 
     def delete_attribute(self, name):
         self._check(self._cmd(["attrd_updater", "-n", name, "-D"]),

@@ -374,7 +374,7 @@ def test_break_lock_uses_a_read_write_handle(cluster, conf, monkeypatch):
         assert s.break_lock("rbd/vm1-root", lk) is True
     img = cluster.image("rbd/vm1-root")
     assert [h.read_only for h in handles] == [True, False]
-    assert img.lock_breaks == [(0, qemu.entity)] and img.lockers == []
+    assert img.lock_breaks == [(0, qemu.addr)] and img.lockers == []
     # our read-write handle was open only for the break: its watch is gone again
     assert [w["addr"] for w in img.watchers] == [qemu.addr]
 

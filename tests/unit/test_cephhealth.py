@@ -95,6 +95,7 @@ class Node:
         fakes.install(monkeypatch, self.ceph)
         self.bin = fakes.StubBin(tmp_path / "bin", monkeypatch)
         self.bin.add("attrd_updater")
+        self.bin.add("crm_attribute")
         self.conf = tmp_path / "ceph.conf"
         self.conf.write_text("[global]\nmon_host = 10.252.0.1\n")
         self.params = {"ceph_conf": str(self.conf)}
@@ -119,10 +120,15 @@ class Node:
     def attrd(self):
         return [c[1:] for c in self.bin.calls("attrd_updater")]
 
+    def crm_attribute(self):
+        return [c[1:] for c in self.bin.calls("crm_attribute")]
+
     def published(self, name="#health-ceph"):
-        """The last value set for ``name``."""
-        sets = [c for c in self.attrd() if c[:2] == ["-n", name] and c[2] == "-U"]
-        return sets[-1][3] if sets else None
+        """The last value set for ``name`` (transient with attrd_updater, permanent with
+        crm_attribute -l forever)."""
+        sets = [c[3] for c in self.attrd() if c[:2] == ["-n", name] and c[2] == "-U"]
+        sets += [c[3] for c in self.crm_attribute() if c[:2] == ["-n", name] and c[2] == "-v"]
+        return sets[-1] if sets else None
 
 
 @pytest.fixture
@@ -134,8 +140,12 @@ def node(tmp_path, monkeypatch):
 
 def test_start_publishes_green_and_the_addresses(node):
     assert node.run("start") == 0, node.err
-    assert node.attrd() == [["-n", "#health-ceph", "-U", "green", "-d", "5s"],
-                            ["-n", "vmceph-ceph-addrs", "-U", "10.252.0.1"]]
+    assert node.attrd() == [["-n", "#health-ceph", "-U", "green", "-d", "5s"]]
+    # the addresses are permanent (they must outlive this node's fencing), written once
+    assert node.crm_attribute() == [["-n", "vmceph-ceph-addrs", "-v", "10.252.0.1",
+                                     "-l", "forever"]]
+    assert node.run("monitor", interval=10000) == 0
+    assert len(node.crm_attribute()) == 1, "unchanged addresses are not rewritten"
     # bounded by ceph_timeout (10 s) and the operation's own timeout
     conf = node.ceph.sessions[-1].conf
     for key in ("client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"):
@@ -240,14 +250,16 @@ def test_attrd_unreachable_fails_the_monitor(node):
 def test_stop_removes_both_attributes(node):
     assert node.run("start") == 0
     assert node.run("stop") == 0
-    assert node.attrd()[-2:] == [["-n", "#health-ceph", "-D"], ["-n", "vmceph-ceph-addrs", "-D"]]
+    assert node.attrd()[-1:] == [["-n", "#health-ceph", "-D"]]
+    assert node.crm_attribute()[-1:] == [["-n", "vmceph-ceph-addrs", "-D", "-l", "forever"]]
     assert node.run("monitor") == ocf.OCF_NOT_RUNNING
 
 
 def test_stop_removes_custom_attributes(node):
     assert node.run("start", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
     assert node.run("stop", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
-    assert node.attrd()[-2:] == [["-n", "#health-x", "-D"], ["-n", "x-addrs", "-D"]]
+    assert node.attrd()[-1:] == [["-n", "#health-x", "-D"]]
+    assert node.crm_attribute()[-1:] == [["-n", "x-addrs", "-D", "-l", "forever"]]
 
 
 def test_stop_succeeds_even_when_attrd_fails(node):

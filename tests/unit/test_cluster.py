@@ -323,12 +323,44 @@ def _cluster(answer):
     return Cluster(Deadline(20), runner=runner), runner
 
 
+CIB_NODES = """<nodes>
+  <node id="1" uname="node1"/>
+  <node id="2" uname="node2"/>
+  <node id="3" uname="node3">
+    <instance_attributes id="nodes-3">
+      <nvpair id="nodes-3-vmceph-ceph-addrs" name="vmceph-ceph-addrs" value="10.252.0.3"/>
+    </instance_attributes>
+  </node>
+</nodes>
+"""
+
+
+def _crm_mon_and_cib(argv):
+    return _result(argv, out=CRM_MON if argv[0] == "crm_mon" else CIB_NODES)
+
+
 def test_nodes_runs_crm_mon_with_xml_output():
-    cl, runner = _cluster(lambda argv: _result(argv, out=CRM_MON))
+    cl, runner = _cluster(_crm_mon_and_cib)
+    expected = dict(EXPECTED, node3=(GONE, {"vmceph-ceph-addrs": "10.252.0.3"}))
+    assert _summary(cl.nodes()) == expected
+    calls = [c.args[0] for c in runner.call_args_list]
+    assert calls == [["crm_mon", "-1", "-A", "--output-as=xml"], ["cibadmin", "-Q", "-o", "nodes"]]
+    assert all(0 < c.kwargs["timeout"] <= 10.0 for c in runner.call_args_list)
+
+
+def test_nodes_include_permanent_attributes_of_offline_nodes():
+    """crm_mon shows no attributes of an offline (fenced) node; the addresses CephHealth
+    published permanently are read from the CIB's <nodes> section."""
+    cl, _ = _cluster(_crm_mon_and_cib)
+    nodes = cl.nodes()
+    assert nodes["node3"].state == GONE
+    assert nodes["node3"].attributes.get("vmceph-ceph-addrs") == "10.252.0.3"
+
+
+def test_nodes_without_readable_cib_nodes_still_answer():
+    cl, _ = _cluster(lambda argv: _result(argv, out=CRM_MON) if argv[0] == "crm_mon"
+                     else _result(argv, rc=1, err="cibadmin: Connection refused"))
     assert _summary(cl.nodes()) == EXPECTED
-    argv = runner.call_args.args[0]
-    assert argv == ["crm_mon", "-1", "-A", "--output-as=xml"]
-    assert 0 < runner.call_args.kwargs["timeout"] <= 10.0
 
 
 @pytest.mark.parametrize("answer,message", [

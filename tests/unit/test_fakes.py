@@ -270,10 +270,10 @@ def test_fake_images_behave_like_librbd():
     with ceph.rbd.Image(io, "img") as rw:
         assert len(img_state.watchers) == 2                 # read-write: we watch it too
         assert list(rw.lock_get_owners()) == [{"mode": real_rbd.RBD_LOCK_MODE_EXCLUSIVE,
-                                               "owner": qemu.entity}]
+                                               "owner": qemu.addr}]
         with pytest.raises(real_rbd.ImageBusy):
             rw.lock_break(real_rbd.RBD_LOCK_MODE_EXCLUSIVE, "client.1")
-        rw.lock_break(real_rbd.RBD_LOCK_MODE_EXCLUSIVE, qemu.entity)
+        rw.lock_break(real_rbd.RBD_LOCK_MODE_EXCLUSIVE, qemu.addr)
     assert img_state.lockers == [] and ceph.is_blocklisted(qemu.addr)
     # the blocklisted QEMU's watch lingers until the OSDs time it out
     assert [w["addr"] for w in img_state.watchers] == [qemu.addr]
