@@ -66,8 +66,9 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
         if _RANK[color] > _RANK[worst]:
             worst = color
     if not checks:
-        worst = err_color if status == "HEALTH_ERR" else (warn_color if status == "HEALTH_WARN"
-                                                          else GREEN)
+        # an answer without a known status is not a healthy one
+        worst = err_color if status == "HEALTH_ERR" else (GREEN if status == "HEALTH_OK"
+                                                          else warn_color)
     return worst, "%s (%s)" % (status, ", ".join(why) or "no checks")
 
 

@@ -21,6 +21,7 @@ A disk is *guarded* (exactly one writer allowed) unless it is read-only, shareab
 snapshot, or not a disk/lun device (a cdrom is read-only by nature).
 """
 
+import os
 from dataclasses import dataclass, asdict
 from typing import Optional, Tuple
 
@@ -89,7 +90,10 @@ def _parser():
 
 
 def read_domain_file(path) -> bytes:
+    import stat
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise DomainXMLError("domain configuration %s is not a regular file" % path)
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:

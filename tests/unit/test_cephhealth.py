@@ -311,3 +311,8 @@ def test_invalid_configuration_probe_and_recurring_monitor(node):
     bad = {"warn_color": "purple"}
     assert node.run("monitor", bad) == 0                          # still marked as started
     assert node.run("monitor", bad, interval=10000) == ocf.OCF_ERR_CONFIGURED
+
+
+def test_health_without_a_known_status_is_not_green():
+    color, why = color_for(True, True, "HEALTH_UNKNOWN", {}, [])
+    assert color == YELLOW and "HEALTH_UNKNOWN" in why

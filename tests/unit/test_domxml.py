@@ -267,8 +267,12 @@ def test_huge_file_refused_without_reading_it_all(tmp_path):
 def test_file_errors(tmp_path):
     with pytest.raises(DomainXMLError, match="does not exist"):
         load_domain(str(tmp_path / "nope.xml"))
-    with pytest.raises(DomainXMLError, match="is a directory"):
+    with pytest.raises(DomainXMLError, match="not a regular file"):
         load_domain(str(tmp_path))
+    fifo = tmp_path / "fifo.xml"
+    os.mkfifo(fifo)                     # opening it would block forever
+    with pytest.raises(DomainXMLError, match="not a regular file"):
+        load_domain(str(fifo))
 
 
 def test_file_at_the_size_limit_is_parsed(tmp_path):
