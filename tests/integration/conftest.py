@@ -35,7 +35,10 @@ def lab():
     if why:
         pytest.skip("INTEGRATION TESTS NOT RUN: " + why)
     from vmlab import Lab
-    lab = Lab(name="it", nodes=3, pacemaker=False, project_root=str(ROOT))
+    # VMCEPH_AGENT_DIR set (packaging/check-installed's hook): test the installed agents,
+    # so the nodes must see the host's /usr/lib/ocf/resource.d/vmceph, not the checkout's
+    lab = Lab(name="it", nodes=3, pacemaker=False, project_root=str(ROOT),
+              checkout_agents="VMCEPH_AGENT_DIR" not in os.environ)
     lab.down()  # leftovers of an earlier, interrupted run
     lab.up()
     try:

@@ -45,7 +45,7 @@ needs_root = pytest.mark.skipif(
 LIMITS = {"deps-package": 1500, "build-deb": 900, "build-rpm": 600, "check-installed": 1500}
 
 
-def run_step(name, argv, step_times, timeout=None):
+def run_step(name, argv, step_times, timeout=None, env=None):
     """Run a packaging step; returns (exit code, output).
 
     On timeout: a build gets SIGTERM as a whole process group; check-installed gets it
@@ -54,7 +54,7 @@ def run_step(name, argv, step_times, timeout=None):
     and purges the package. SIGKILL for the group if that takes too long."""
     timeout = timeout or LIMITS[name]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=str(REPO), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=str(REPO), stdin=subprocess.DEVNULL, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, start_new_session=True)
     try:
@@ -195,8 +195,13 @@ def test_check_installed(built_deb, step_times):
     if rc != 0:
         pytest.fail("no .deb: packaging/build-deb failed (see test_build_deb_and_lintian)")
     try:
+        # ocf-tester against the INSTALLED agent with a real RBD-backed domain: the
+        # integration test, with VMCEPH_AGENT_DIR (set by check-installed) making the lab's
+        # nodes see /usr/lib/ocf/resource.d/vmceph instead of the checkout's agents/.
+        hook = "cd %s && PYTHONPATH=%s %s -m pytest -q -p no:cacheprovider %s -k ocf_tester" % (
+            REPO, REPO / "tests", PY, REPO / "tests" / "integration" / "test_rbdvd.py")
         rc, out = run_step("check-installed", [str(PACKAGING / "check-installed")],
-                           step_times)
+                           step_times, env=dict(os.environ, VMCEPH_INSTALLED_HOOK=hook))
     finally:
         if vmceph_installed():  # check-installed purges on exit; make sure of it
             for argv in (["apt-get", "purge", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",

@@ -52,7 +52,8 @@ class Layout:
 
     def __init__(self, name="lab", nodes=3, pacemaker=False, project_root=None, token_ms=1000,
                  state_root=DEFAULT_STATE_ROOT, mgr=True, subnet=None, node_prefix="n",
-                 netns_prefix=None, osd_gib=4, pg_num=16, ceph_conf_extra=None):
+                 netns_prefix=None, osd_gib=4, pg_num=16, ceph_conf_extra=None,
+                 checkout_agents=True):
         if not name.replace("-", "").isalnum() or len(name) > 24:
             raise LabError(f"lab name {name!r}: use letters, digits and '-', at most 24")
         if not 1 <= nodes <= 9:
@@ -70,6 +71,9 @@ class Layout:
         self.osd_gib = osd_gib
         self.pg_num = pg_num
         self.ceph_conf_extra = dict(ceph_conf_extra or {})
+        # False: the nodes see the host's /usr/lib/ocf/resource.d/vmceph (an installed
+        # package) instead of the checkout's agents/
+        self.checkout_agents = checkout_agents
         # a running lab keeps the subnet it got at up (it may have moved off a taken one)
         self.subnet = subnet or self.saved_params().get("subnet") or subnet_for(name)
 
@@ -79,7 +83,8 @@ class Layout:
                 "project_root": self.project_root, "token_ms": self.token_ms, "mgr": self.mgr,
                 "subnet": self.subnet, "node_prefix": self.node_prefix,
                 "netns_prefix": self.netns_prefix, "osd_gib": self.osd_gib,
-                "pg_num": self.pg_num, "ceph_conf_extra": self.ceph_conf_extra}
+                "pg_num": self.pg_num, "ceph_conf_extra": self.ceph_conf_extra,
+                "checkout_agents": self.checkout_agents}
 
     # ------------------------------------------------------------------ nodes and addresses
     @property

@@ -44,7 +44,8 @@ def write_cluster_files(lab):
     # Pacemaker finds agents only under /usr/lib/ocf/resource.d/<provider>: inside the
     # nodes, vmceph is this symlink to the checkout's agents (live, no install step)
     os.makedirs(lab.path("ocf"), exist_ok=True)
-    os.symlink(os.path.join(lab.project_root, "agents"), lab.path("ocf", "vmceph"))
+    if lab.checkout_agents:
+        os.symlink(os.path.join(lab.project_root, "agents"), lab.path("ocf", "vmceph"))
     if lab.pacemaker:
         write_pacemaker_files(lab)
 
