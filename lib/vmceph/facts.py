@@ -39,10 +39,17 @@ class Gathered:
 def cluster_view(ctx_params, deadline, log, on_node=None):
     """(nodes, local node name, source). Static ``membership`` wins; else Pacemaker; if
     Pacemaker cannot be asked, membership is unknown ({}), see cluster.owners_map."""
+    view = pcmk.Cluster(deadline, log)
     if ctx_params.membership:
         nodes = pcmk.parse_membership(ctx_params.membership)
-        return nodes, on_node or socket.gethostname().split(".")[0], "membership parameter"
-    view = pcmk.Cluster(deadline, log)
+        try:
+            view.nodes()
+        except pcmk.ClusterError:
+            return nodes, on_node or socket.gethostname().split(".")[0], "membership parameter"
+        # A cluster answers: its view of who is alive and who is fenced must never be
+        # overridden by a static one (a leftover from a test would be dangerous).
+        raise ConfigError("the membership parameter is only for running outside a cluster "
+                          "(tests, vmceph check), and Pacemaker answers here: remove it")
     try:
         nodes = view.nodes()
         source = "Pacemaker (crm_mon)"

@@ -797,3 +797,16 @@ def test_deep_monitor_with_a_bad_cluster_parameter_is_a_configuration_error(w, p
     assert w.start() == 0
     assert w.run("monitor", params, interval=10000, depth=20) == ocf.OCF_ERR_CONFIGURED
     assert fragment in w.reason and "Traceback" not in w.err
+
+
+
+def test_static_membership_is_refused_inside_a_cluster(w):
+    """When Pacemaker answers, a static membership must not override its view."""
+    import test_cluster
+    sample = w.tmp / "crm_mon.xml"
+    sample.write_text(test_cluster.CRM_MON)
+    w.bin.add("crm_mon", "cat '%s'" % sample)
+    w.bin.add("cibadmin", "echo '<nodes/>'")
+    assert w.start(membership="node1=member node2=fenced") == ocf.OCF_ERR_CONFIGURED
+    assert "only for running outside a cluster" in w.reason
+    assert not w.node1.called("createXML")
