@@ -169,31 +169,26 @@ class CephSession:
     # -------------------------------------------------------------- monitor commands
     def mon(self, prefix, **args):
         """JSON answer of a monitor command; raises on error codes."""
-        args.update(prefix=prefix, format="json")
-        cmd = json.dumps(args)
-        budget = self._left(self.MON_OP_CAP) + 1.0
-        try:
-            ret, out, err = bounded.call(lambda: self.cluster.mon_command(cmd, b""), budget,
-                                         "Ceph '%s'" % prefix)
-        except bounded.Timeout:
-            raise CephUnavailable("Ceph monitors did not answer '%s' within %.0f s"
-                                  % (prefix, budget)) from None
-        except self.rados.Error as e:
-            raise CephUnavailable("Ceph '%s' failed: %s" % (prefix, e)) from None
-        return self._answer(prefix, ret, out, err)
+        return self._command("mon", prefix, args)
 
     def mgr(self, prefix, **args):
+        """JSON answer of a manager command; raises on error codes."""
+        return self._command("mgr", prefix, args)
+
+    def _command(self, target, prefix, args):
         args.update(prefix=prefix, format="json")
         cmd = json.dumps(args)
+        send = self.cluster.mon_command if target == "mon" else self.cluster.mgr_command
+        who = "monitors" if target == "mon" else "manager"
         budget = self._left(self.MON_OP_CAP) + 1.0
         try:
-            ret, out, err = bounded.call(lambda: self.cluster.mgr_command(cmd, b""), budget,
-                                         "Ceph mgr '%s'" % prefix)
+            ret, out, err = bounded.call(lambda: send(cmd, b""), budget,
+                                         "Ceph %s '%s'" % (target, prefix))
         except bounded.Timeout:
-            raise CephUnavailable("Ceph manager did not answer '%s' within %.0f s"
-                                  % (prefix, budget)) from None
+            raise CephUnavailable("Ceph %s did not answer '%s' within %.0f s"
+                                  % (who, prefix, budget)) from None
         except self.rados.Error as e:
-            raise CephUnavailable("Ceph mgr '%s' failed: %s" % (prefix, e)) from None
+            raise CephUnavailable("Ceph %s '%s' failed: %s" % (target, prefix, e)) from None
         return self._answer(prefix, ret, out, err)
 
     @staticmethod
