@@ -20,25 +20,36 @@ class Timeout(Exception):
         self.seconds = seconds
 
 
+class Background:
+    """``fn`` running in a daemon thread; ``result(timeout)`` waits for it at most that long
+    (then raises Timeout; the call is abandoned) and returns its value or raises its error."""
+
+    def __init__(self, fn, what="call"):
+        self.what = what
+        self._box = {}
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="bounded:" + what,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, fn):
+        try:
+            self._box["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread
+            self._box["error"] = e
+
+    def result(self, timeout):
+        self._thread.join(max(0.0, timeout))
+        if self._thread.is_alive():
+            raise Timeout(self.what, timeout)
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")
+
+
 def call(fn, timeout, what="call"):
     if timeout <= 0:
         raise Timeout(what, 0.0)
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # re-raised in the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=target, name="bounded:" + what, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise Timeout(what, timeout)
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    return Background(fn, what).result(timeout)
 
 
 class CommandResult:

@@ -292,6 +292,18 @@ class CephSession:
             ioctx.close()
         return image_facts(spec, lk, ws)
 
+    def inspect_all(self, specs):
+        """inspect() of every image at once: librados is thread-safe, and each inspection
+        is a few round trips to the OSDs (5-7 ms per image here, sequentially)."""
+        jobs = [bounded.Background(lambda s=s: self.inspect(s), "inspect " + s) for s in specs]
+        out = []
+        for spec, job in zip(specs, jobs):
+            try:
+                out.append(job.result(self._left(self.OSD_OP_CAP) + 2.0))
+            except bounded.Timeout as e:
+                out.append(ImageFacts(spec, error=str(e)))
+        return out
+
     def blocklist_add(self, addr, expire_s):
         """Fence one client instance ('ip:port/nonce') for ``expire_s`` seconds."""
         self.mon("osd blocklist", blocklistop="add", addr=addr, expire=float(expire_s))

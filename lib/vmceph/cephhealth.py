@@ -89,7 +89,9 @@ PARAMS = [
           shortdesc="Ceph client id",
           longdesc="Ceph client id, without 'client.' (e.g. vmceph). Empty: librados' "
                    "default (admin). mon 'profile rbd' caps are enough; the PG check of "
-                   "'pools' also needs mgr 'profile rbd'."),
+                   "'pools' also needs mgr caps that allow 'pg ls-by-pool', which 'profile "
+                   "rbd' does not: mgr 'profile rbd pool=rbd, allow command "
+                   "\"pg ls-by-pool\"'."),
     Param("ceph_keyring", default="",
           shortdesc="Ceph keyring",
           longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
@@ -108,8 +110,9 @@ PARAMS = [
     Param("pools", default="",
           shortdesc="Pools whose PGs must all be active",
           longdesc="Space-separated pools; the node is red while any of their PGs is not "
-                   "active (I/O to it would hang). Needs a running ceph-mgr. Empty: no PG "
-                   "check."),
+                   "active (I/O to it would hang). Needs a running ceph-mgr; while none answers "
+                   "the PG state is unknown and the node yellow (the same on every node, so "
+                   "never red). Empty: no PG check."),
     Param("warn_color", default=YELLOW, choices=COLORS,
           shortdesc="Color of HEALTH_WARN",
           longdesc="Color of a health check of severity HEALTH_WARN not listed in "
@@ -226,16 +229,30 @@ class CephHealth:
             if not ok:
                 return RED, detail, addrs
             h = session.health()
-            inactive = []
+            inactive, unknown = [], []
             for pool in p.pools.split():
                 try:
                     _total, bad = session.pool_pgs(pool)
                     inactive += ["%s:%s" % (pool, b) for b in bad]
+                except CephPermission as e:
+                    # the agent's own misconfiguration, not Ceph's state: fail the action
+                    raise GenericError("CephHealth may not read the PG states of pool %s: %s "
+                                       "(the PG check needs mgr caps 'profile rbd pool=%s, "
+                                       "allow command \"pg ls-by-pool\"')"
+                                       % (pool, e, pool)) from None
                 except CephError as e:
-                    inactive.append("%s (PG state unknown: %s)" % (pool, e))
+                    unknown.append("%s (PG state unknown: %s)" % (pool, e))
             color, why = color_for(True, True, h["status"], h["checks"], inactive,
                                    p.warn_color, parse_check_colors(p.check_colors),
                                    p.err_color)
+            if unknown and color == GREEN:
+                # No answer from the manager (it failed over, or its node is down) is the
+                # same for every node: red here would be red everywhere, and migrate-on-red
+                # then stops every VM (seen in the lab: crashing the mgr's node stopped the
+                # VMs on both survivors). Unknown is yellow, like an unknown health status.
+                color, why = YELLOW, "; ".join(unknown)
+            elif unknown:
+                why += "; " + "; ".join(unknown)
             return color, why, addrs
         except CephError as e:
             return RED, str(e), None

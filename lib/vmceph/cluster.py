@@ -158,9 +158,14 @@ class Cluster:
         return socket.gethostname().split(".")[0]
 
     def set_attribute(self, name, value, dampen=None):
-        argv = ["attrd_updater", "-n", name, "-U", value]
+        # With a dampening, -B (--update-both: value and delay), not -U: Pacemaker 2.1.5's
+        # attrd ignores -d with -U and writes every change at once ("Setting ... with no
+        # write delay" in its log; measured on the three-node lab), so a one-sample blip of
+        # #health-ceph moved VMs.
         if dampen:
-            argv += ["-d", dampen]
+            argv = ["attrd_updater", "-n", name, "-B", value, "-d", dampen]
+        else:
+            argv = ["attrd_updater", "-n", name, "-U", value]
         self._check(self._cmd(argv), "set node attribute %s" % name)
 
     def set_permanent_attribute(self, name, value):

@@ -22,8 +22,7 @@ snapshot, or not a disk/lun device (a cdrom is read-only by nature).
 """
 
 import os
-from dataclasses import dataclass, asdict
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 MAX_BYTES = 4 * 1024 * 1024
 
@@ -32,8 +31,7 @@ class DomainXMLError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class RBDDisk:
+class RBDDisk(NamedTuple):
     target: Optional[str]
     pool: str
     namespace: Optional[str]
@@ -59,15 +57,14 @@ class RBDDisk:
         return "%s/%s" % (self.pool, self.image)
 
     def as_json(self):
-        d = asdict(self)
+        d = self._asdict()
         d["hosts"] = list(self.hosts)
         d["guarded"] = self.guarded
         d["spec"] = self.spec
         return d
 
 
-@dataclass(frozen=True)
-class Domain:
+class Domain(NamedTuple):
     name: str
     uuid: Optional[str]
     domain_type: Optional[str]

@@ -7,6 +7,7 @@ that what an administrator sees is exactly what the agent decides on.
 import socket
 import time
 
+from vmceph import bounded
 from vmceph import cluster as pcmk
 from vmceph.ceph import CephConfigError, CephPermission, CephSession, CephUnavailable
 from vmceph.ocf import ConfigError, GenericError, InstalledError, PermError
@@ -67,25 +68,48 @@ def gather(ctx, dom, domain_active, images=True):
 
 
 def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None):
+    """Facts for the decision. Pacemaker is asked (crm_mon, cibadmin: ~30 ms) in a thread
+    while Ceph is: the two are independent, and start and migrate_to wait for both."""
     from vmceph.safety import UNKNOWN_BLOCKLIST, UNKNOWN_REFUSE
     try:
-        nodes, local, source = cluster_view(p, deadline, log, on_node)
         static = pcmk.parse_node_addresses(p.node_addresses)
+        if p.membership:
+            pcmk.parse_membership(p.membership)
     except ValueError as e:  # a deep monitor meets them unvalidated
         raise ConfigError(str(e)) from None
+    view = bounded.Background(lambda: cluster_view(p, deadline, log, on_node), "cluster view")
+    ok, detail, imgs, local_ips, session = _gather_ceph(p, deadline, log, dom, images)
+    try:
+        nodes, local, source = view.result(deadline.at_most(15.0))
+        owners = pcmk.owners_map(local, local_ips, nodes, static,
+                                 resolver=lambda n: pcmk.resolve(n, deadline.at_most(2.0))
+                                 ) if ok else {}
+    except bounded.Timeout:
+        if session is not None:
+            session.close()
+        raise GenericError("Pacemaker did not say who is a member within the action's "
+                           "time") from None
+    except BaseException:
+        if session is not None:
+            session.close()
+        raise
+    policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE
+    facts = Facts(quorum_ok=ok, quorum_detail=detail, images=tuple(imgs), owners=owners,
+                  local_node=local, domain_active_here=domain_active, unknown_policy=policy)
+    return Gathered(facts, nodes, session, local, source)
+
+
+def _gather_ceph(p, deadline, log, dom, images):
+    """(quorum ok, detail, ImageFacts list, this client's addresses, open session or None)."""
     session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, deadline, log)
     t0 = time.monotonic()
-    policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE
 
-    def facts(quorum_ok, detail, imgs=(), owners=None):
-        return Facts(quorum_ok=quorum_ok, quorum_detail=detail, images=tuple(imgs),
-                     owners=owners or {}, local_node=local, domain_active_here=domain_active,
-                     unknown_policy=policy)
+    def spent(text):
+        return "%s (%.1f s spent)" % (text, time.monotonic() - t0)
     try:
         session.connect()
     except CephUnavailable as e:
-        return Gathered(facts(False, "%s (%.1f s spent)" % (e, time.monotonic() - t0)),
-                        nodes, None, local, source)
+        return False, spent(e), [], [], None
     except CephPermission as e:
         raise PermError(str(e)) from None
     except CephConfigError as e:
@@ -93,23 +117,67 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None)
     try:
         ok, detail, _, _ = session.quorum()
         if not ok:
-            return Gathered(facts(False, "%s (%.1f s spent)" % (detail, time.monotonic() - t0)),
-                            nodes, session, local, source)
-        imgs = [session.inspect(d.spec) for d in dom.guarded_disks] if images else []
-        local_ips = session.client_addrs()
-        owners = pcmk.owners_map(local, local_ips, nodes, static,
-                                 resolver=lambda n: pcmk.resolve(n, deadline.at_most(2.0)))
+            return False, spent(detail), [], [], session
+        imgs = session.inspect_all([d.spec for d in dom.guarded_disks]) if images else []
+        imgs = _retry_inspections(session, imgs, deadline, log)
+        return True, detail, imgs, session.client_addrs(), session
     except CephUnavailable as e:
         session.close()
-        return Gathered(facts(False, "%s (%.1f s spent)" % (e, time.monotonic() - t0)),
-                        nodes, None, local, source)
+        return False, spent(e), [], [], None
     except CephPermission as e:
         session.close()
         raise PermError(str(e)) from None
     except BaseException:
         session.close()
         raise
-    return Gathered(facts(True, detail, imgs, owners), nodes, session, local, source)
+
+
+def quorum_only(p, deadline, log):
+    """(ok, detail) of the monitor quorum alone, for the depth-10 monitor: the same session
+    and the same answers as gather_with, without the cluster view and the images."""
+    session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, deadline, log)
+    t0 = time.monotonic()
+    try:
+        session.connect()
+    except CephUnavailable as e:
+        return False, "%s (%.1f s spent)" % (e, time.monotonic() - t0)
+    except CephPermission as e:
+        raise PermError(str(e)) from None
+    except CephConfigError as e:
+        raise InstalledError(str(e)) from None
+    try:
+        ok, detail, _, _ = session.quorum()
+    finally:
+        session.close()
+    if not ok:
+        return False, "%s (%.1f s spent)" % (detail, time.monotonic() - t0)
+    return True, detail
+
+
+# Below this much time left in the action, a failed inspection is not retried.
+INSPECT_RETRY_MIN_S = 3.0
+
+
+def _retry_inspections(session, imgs, deadline, log):
+    """Inspect again, until the deadline, the images whose inspection failed for a reason
+    that passes (a timeout, an OSD error; not a missing image or a denied permission).
+
+    After a node dies with its OSD, a PG whose primary was that OSD serves nothing until the
+    monitors have marked the OSD down, which needs their new quorum (~15 s with the default
+    mon lease): opening an image whose header lives there times out meanwhile. Seen in the
+    three-node lab: a start gave up after one 15 s attempt just before the PG came back,
+    and Pacemaker banned the VM from the node for it (start-failure-is-fatal).
+    """
+    while any(i.error and i.exists and not i.permission_denied for i in imgs):
+        if deadline.remaining() < INSPECT_RETRY_MIN_S:
+            return imgs
+        if log:
+            log.warning("cannot inspect %s yet; retrying within the deadline", ", ".join(
+                "%s (%s)" % (i.spec, i.error) for i in imgs if i.error))
+        time.sleep(0.5)
+        imgs = [session.inspect(i.spec) if i.error and i.exists and not i.permission_denied
+                else i for i in imgs]
+    return imgs
 
 
 def recover(ctx, session, recoveries):
@@ -127,7 +195,7 @@ def recover(ctx, session, recoveries):
             if r.addr in done:
                 continue
             t0 = time.monotonic()
-            session.blocklist_add(r.addr, expire)
+            _blocklist_add(ctx, session, r.addr, expire)
             done.add(r.addr)
             ctx.log.warning("blocklisted %s for %d s in %.2f s: %s", r.addr, expire,
                             time.monotonic() - t0, r.describe())
@@ -143,3 +211,33 @@ def recover(ctx, session, recoveries):
                         "blocklist entries)" % e) from None
     except CephUnavailable as e:
         raise GenericError("cannot recover the images of a dead client: %s" % e) from None
+
+
+# Below this much time left in the action, a failed blocklist change is not retried.
+BLOCKLIST_RETRY_MIN_S = 3.0
+
+
+def _blocklist_add(ctx, session, addr, expire):
+    """Add one blocklist entry, retrying until the action's deadline while the monitors
+    cannot commit it.
+
+    Right after a node dies with its monitor, the survivors keep answering reads from their
+    lease (quorum_status still lists the dead monitor), so the start decision is made, but a
+    blocklist change is a Paxos write: it waits for the new quorum (~15 s with the default
+    mon lease of 5 s) and one attempt times out after rados_mon_op_timeout (10 s). Seen in
+    the three-node lab: a start after a node crash failed that way, and Pacemaker then
+    banned the VM from this node (start-failure-is-fatal) for a condition that healed
+    seconds later. The entry is idempotent, so a retry is safe.
+    """
+    attempt = 1
+    while True:
+        try:
+            session.blocklist_add(addr, expire)
+            return
+        except CephUnavailable as e:
+            if ctx.deadline.remaining() < BLOCKLIST_RETRY_MIN_S:
+                raise
+            ctx.log.warning("blocklisting %s not confirmed yet (attempt %d: %s); retrying "
+                            "while the monitors form a quorum", addr, attempt, e)
+            attempt += 1
+            time.sleep(0.5)

@@ -118,7 +118,11 @@ class RBDVirtualDomain:
                 raise InstalledError("%s %s does not exist on this node" % (name, path))
         if p.sync_config_on_stop and not _which("csync2"):
             raise InstalledError("sync_config_on_stop is set but csync2 is not installed")
-        for mod in ("rados", "rbd", "libvirt", "lxml"):
+        # migrate_from never talks to Ceph: importing rados and rbd only to check that they
+        # are installed cost it ~20 ms of its ~100 (make bench, docs/benchmarks.md)
+        needed = ("libvirt", "lxml") if ctx.action == "migrate_from" else \
+            ("rados", "rbd", "libvirt", "lxml")
+        for mod in needed:
             try:
                 __import__(mod)
             except ImportError:
@@ -171,15 +175,13 @@ class RBDVirtualDomain:
         return OCF_SUCCESS
 
     def _monitor_state(self, ctx, ident, uri):
-        hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
         try:
-            state, reason = hv.state(ident.name, ident.uuid)
+            state, reason = virt.quick_state(uri, ident.name, ident.uuid,
+                                             ctx.deadline.at_most(30.0))
         except virt.LibvirtUnreachable as e:
             return self._libvirt_down(ctx, ident, e)
         except virt.VirtError as e:
             raise GenericError("cannot query domain %s: %s" % (ident.name, e)) from None
-        finally:
-            hv.close()
         if state in virt.ACTIVE_STATES:
             if state == virt.PAUSED and reason == virt.PAUSED_IOERROR:
                 raise GenericError("domain %s is paused on an I/O error (its disks are "
@@ -207,6 +209,13 @@ class RBDVirtualDomain:
 
     def _deep_check(self, ctx, ident, sole_writer):
         from vmceph import facts
+        if not sole_writer:
+            # depth 10 asks for the quorum alone: no domain XML, cluster view (crm_mon,
+            # cibadmin) or images, which took ~60 of its ~145 ms (make bench)
+            ok, detail = facts.quorum_only(ctx.params, ctx.deadline, ctx.log)
+            if not ok:
+                raise GenericError("Ceph: %s" % detail)
+            return
         dom = self._domain(ctx)
         with facts.gather(ctx, dom, domain_active=True, images=sole_writer) as g:
             if not g.facts.quorum_ok:
@@ -460,7 +469,9 @@ class RBDVirtualDomain:
                 time.sleep(0.2)
             try:
                 vdom = hv.lookup(dom.name, dom.uuid)
-                stats = vdom.jobStats(hv.mod.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                # KEEP_COMPLETED: leave them for `virsh domjobinfo --completed` too
+                stats = vdom.jobStats(hv.mod.VIR_DOMAIN_JOB_STATS_COMPLETED |
+                                      hv.mod.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
                 if stats:
                     ctx.log.info("migration of %s from %s: %s", dom.name, source,
                                  _job_summary(stats))

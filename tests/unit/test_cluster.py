@@ -399,7 +399,7 @@ def test_attribute_commands():
     cl.set_attribute("vmceph-ceph-addrs", "10.0.0.1 10.0.1.1")
     cl.delete_attribute("#health-ceph")
     assert [c.args[0] for c in runner.call_args_list] == [
-        ["attrd_updater", "-n", "#health-ceph", "-U", "green", "-d", "5s"],
+        ["attrd_updater", "-n", "#health-ceph", "-B", "green", "-d", "5s"],
         ["attrd_updater", "-n", "vmceph-ceph-addrs", "-U", "10.0.0.1 10.0.1.1"],
         ["attrd_updater", "-n", "#health-ceph", "-D"]]
 
