@@ -99,21 +99,30 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None)
     return Gathered(facts, nodes, session, local, source)
 
 
-def _gather_ceph(p, deadline, log, dom, images):
-    """(quorum ok, detail, ImageFacts list, this client's addresses, open session or None)."""
+def _connect(p, deadline, log):
+    """(open CephSession, None), or (None, why) when Ceph cannot be reached in time; refused
+    credentials and an unusable configuration raise (they are the resource's problem)."""
     session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, deadline, log)
-    t0 = time.monotonic()
-
-    def spent(text):
-        return "%s (%.1f s spent)" % (text, time.monotonic() - t0)
     try:
         session.connect()
     except CephUnavailable as e:
-        return False, spent(e), [], [], None
+        return None, str(e)
     except CephPermission as e:
         raise PermError(str(e)) from None
     except CephConfigError as e:
         raise InstalledError(str(e)) from None
+    return session, None
+
+
+def _gather_ceph(p, deadline, log, dom, images):
+    """(quorum ok, detail, ImageFacts list, this client's addresses, open session or None)."""
+    t0 = time.monotonic()
+
+    def spent(text):
+        return "%s (%.1f s spent)" % (text, time.monotonic() - t0)
+    session, why = _connect(p, deadline, log)
+    if session is None:
+        return False, spent(why), [], [], None
     try:
         ok, detail, _, _ = session.quorum()
         if not ok:
@@ -135,16 +144,10 @@ def _gather_ceph(p, deadline, log, dom, images):
 def quorum_only(p, deadline, log):
     """(ok, detail) of the monitor quorum alone, for the depth-10 monitor: the same session
     and the same answers as gather_with, without the cluster view and the images."""
-    session = CephSession(p.ceph_conf, p.ceph_user, p.ceph_keyring, deadline, log)
     t0 = time.monotonic()
-    try:
-        session.connect()
-    except CephUnavailable as e:
-        return False, "%s (%.1f s spent)" % (e, time.monotonic() - t0)
-    except CephPermission as e:
-        raise PermError(str(e)) from None
-    except CephConfigError as e:
-        raise InstalledError(str(e)) from None
+    session, why = _connect(p, deadline, log)
+    if session is None:
+        return False, "%s (%.1f s spent)" % (why, time.monotonic() - t0)
     try:
         ok, detail, _, _ = session.quorum()
     finally:
