@@ -122,10 +122,20 @@ done
 #   VMs, but keeps later clones from restarting cluster-wide).
 # --no-default-ops: only the operations written here, whether or not pcs can
 #   read the agent's meta-data (same CIB on every machine).
+# dampen=25s: attrd writes a changed #health-ceph only once it has held for
+#   25 s, longer than one monitor interval (10s) plus one Ceph check (up to
+#   ceph_timeout, 10s). Every node sees the same cluster-wide blips (PGs
+#   peering for a second after any OSD failure, monitors re-electing after a
+#   node dies), and one red sample on every node at once stops every VM
+#   (migrate-on-red): on the lab, both survivors of a node crash were red for
+#   one sample and all VMs stopped. A shorter dampening (the agent's default is
+#   5s) cannot absorb a one-sample blip. A node that really cannot use Ceph is
+#   still emptied, 25 s later.
 # Clone meta options come right after the clone id: pcs 0.11.5 attaches a
 # 'meta' keyword written after 'clone' to the primitive, not the clone.
 p resource create ceph-health ocf:vmceph:CephHealth \
     ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph attribute=#health-ceph pools=rbd \
+    dampen=25s \
     op monitor interval=10s timeout=30s \
        start timeout=30s \
        stop timeout=30s \
@@ -153,6 +163,11 @@ done
 #   Keep it equal to the domain XML: the agent (autoset_utilization_cpu and
 #   _hv_memory, on by default) rewrites it from the domain at start and
 #   migrate_from; the values here size the first placement.
+# autoset_utilization_host_memory=false: the agent (like VirtualDomain) would
+#   also write a host_memory utilization, for which the nodes above declare no
+#   capacity; with placement-strategy=balanced a node without capacity for an
+#   attribute cannot host the resource, so every VM would be stopped right after
+#   its first start ("vm1 cannot run anywhere", seen on the three-node lab).
 # Operations (the agent's meta-data advertises the same timeouts):
 #   start 90s: includes waiting for Ceph quorum and the writer check;
 #   stop 90s: graceful shutdown, then destroy. A stop that fails (domain still
@@ -165,6 +180,7 @@ vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
     p resource create "$1" ocf:vmceph:RBDVirtualDomain \
         config="/etc/libvirt/qemu/$1.xml" hypervisor=qemu:///system \
         migration_transport=tcp ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph \
+        autoset_utilization_host_memory=false \
         meta allow-migrate=true priority="$2" \
         op start timeout=90s \
            stop timeout=90s \

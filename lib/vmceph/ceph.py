@@ -120,6 +120,13 @@ class CephSession:
             "client_mount_timeout": "%d" % max(1, int(mount)),
             "rados_mon_op_timeout": "%d" % max(1, int(self._left(self.MON_OP_CAP))),
             "rados_osd_op_timeout": "%d" % max(1, int(self._left(self.OSD_OP_CAP))),
+            # An op sent to an OSD that has just died waits until this client learns the
+            # osdmap that marks it down; librados asks for a new map only once an op is
+            # "laggy" (objecter_timeout, 10 s, checked every objecter_tick_interval, 5 s).
+            # After a node crash every image inspection of the recovery then took 15 s
+            # instead of ~2 s after the monitors' new quorum (measured on the lab).
+            "objecter_tick_interval": "0.5",
+            "objecter_timeout": "1",
             # an agent must never wait on the admin socket or log to files of its own
             "admin_socket": "",
             "log_to_stderr": "false",

@@ -205,7 +205,7 @@ def recover(ctx, session, recoveries):
         for r in recoveries:
             if r.cookie:
                 t0 = time.monotonic()
-                broken = session.break_lock(r.image, Locker(r.entity, r.cookie, r.addr))
+                broken = _break_lock(ctx, session, r)
                 ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s) in %.2f s",
                                 "broke the" if broken else "no longer found the", r.image,
                                 r.entity, r.addr, r.node or "unknown", time.monotonic() - t0)
@@ -242,5 +242,30 @@ def _blocklist_add(ctx, session, addr, expire):
                 raise
             ctx.log.warning("blocklisting %s not confirmed yet (attempt %d: %s); retrying "
                             "while the monitors form a quorum", addr, attempt, e)
+            attempt += 1
+            time.sleep(0.5)
+
+
+def _break_lock(ctx, session, r):
+    """Break one exclusive lock, retrying until the action's deadline while its image
+    cannot be opened.
+
+    Breaking needs a read-write open of the image, which reads its header object. When the
+    OSD serving that object was cut off (a partitioned node) rather than killed, the OSD
+    stays "up" in the osdmap until its peers' heartbeat grace (20 s) runs out and every
+    open waits for it; one attempt times out after rados_osd_op_timeout (15 s). Seen in the
+    three-node lab: the start failed, and the half-done read-write open left a watch of
+    this node on the image for 30 s, which made the next node refuse the start as a second
+    writer. The holder is blocklisted already, so a retry is safe.
+    """
+    attempt = 1
+    while True:
+        try:
+            return session.break_lock(r.image, Locker(r.entity, r.cookie, r.addr))
+        except CephUnavailable as e:
+            if ctx.deadline.remaining() < BLOCKLIST_RETRY_MIN_S:
+                raise
+            ctx.log.warning("breaking the lock of %s not possible yet (attempt %d: %s); "
+                            "retrying", r.image, attempt, e)
             attempt += 1
             time.sleep(0.5)

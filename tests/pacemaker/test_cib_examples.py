@@ -735,6 +735,28 @@ def test_yellow_node_keeps_its_vms(live, state):
     assert not sim.actions and not sim.fencing, sim.actions
 
 
+def test_utilization_the_agent_writes_at_start_keeps_every_vm_placed(live, state):
+    """RBDVirtualDomain, like VirtualDomain, writes utilization from the domain at start
+    (autoset_utilization_cpu/_hv_memory/_host_memory, all true by default). With
+    placement-strategy=balanced, an attribute the nodes declare no capacity for makes every
+    node unable to host the VM: a host_memory written at start stopped each VM right after
+    its first start on the three-node lab ("vm1 cannot run anywhere"). Do here what the
+    agent does with the examples' parameters, and the VMs must stay where they are."""
+    from vmceph.rbdvd_params import SPEC
+    defaults = {p.name: p.default for p in SPEC.params}
+    cib = etree.parse(str(CLUSTER_XML))
+    for vm in VMS:
+        given = {nv.get("name"): nv.get("value") for nv in
+                 cib.iterfind("//primitive[@id='%s']/instance_attributes/nvpair" % vm)}
+        for attr, value in (("cpu", 1), ("hv_memory", 64), ("host_memory", 64)):
+            autoset = given.get("autoset_utilization_" + attr,
+                                defaults["autoset_utilization_" + attr])
+            if str(autoset).lower() in ("true", "1", "yes", "on"):
+                run(["crm_resource", "-r", vm, "-z", "-p", attr, "-v", str(value)], cib=state)
+    sim = simulate(state)
+    assert not {a for a in sim.actions if a[1] in VMS}, sim.actions
+
+
 def test_health_agent_restart_leaves_vms_alone(live, state, tmp_path):
     """Why the order is Optional: a failed CephHealth monitor (rc=1: restart in place)
     must not touch the VMs. With kind=Mandatory it would restart the VM on that node."""

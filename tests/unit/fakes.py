@@ -166,7 +166,7 @@ KNOWN_CONF = {
     "client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout", "admin_socket",
     "log_to_stderr", "err_to_stderr", "keyring", "log_file", "debug_rados", "debug_ms",
     "debug_rbd", "mon_host", "rbd_blocklist_expire_seconds", "client_quota",
-    "rbd_blocklist_on_break_lock",
+    "rbd_blocklist_on_break_lock", "objecter_tick_interval", "objecter_timeout",
 }
 
 # `ceph quorum_status -f json` on the three-mon lab (Pacific 16.2.15), trimmed of features.

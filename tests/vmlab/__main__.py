@@ -1,14 +1,18 @@
 """Command line of the lab:
 
     python3 -m vmlab [--name NAME] up [--nodes N] [--pacemaker] [--no-mgr] [--token-ms MS]
-                                      [--project-root DIR]
+                                      [--node-prefix P] [--mon-lease S] [--project-root DIR]
+    python3 -m vmlab [--name NAME] configure      # the cluster from cib-examples/pcs.sh
     python3 -m vmlab [--name NAME] status | down | crash N | start N | partition N | heal N
+    python3 -m vmlab [--name NAME] stop-mon N | start-mon N
     python3 -m vmlab [--name NAME] on N CMD...
+    python3 -m vmlab [--name demo] demo [--keep] [--mon-lease S]   # up, configure, the story
 
 Every command but `up` reads the lab's description from its state directory.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -27,10 +31,23 @@ def parse(argv):
     up.add_argument("--no-mgr", action="store_true", help="no ceph-mgr (saves ~300 MiB)")
     up.add_argument("--token-ms", type=int, default=1000, help="corosync token timeout")
     up.add_argument("--project-root", default=None, help="checkout whose agents/ the nodes see")
+    up.add_argument("--node-prefix", default="n",
+                    help="node names PREFIX1..N (configure needs 'node': node1..node3)")
+    up.add_argument("--mon-lease", type=float, default=None,
+                    help="Ceph 'mon lease' in s (default 5; 2 = quorum back ~6 s sooner "
+                         "after a node dies)")
+    sub.add_parser("configure", help="configure the cluster from cib-examples/pcs.sh "
+                                     "(lab up with --pacemaker --node-prefix node)")
+    demo = sub.add_parser("demo", help="up, configure and play the story, then down")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    demo.add_argument("--mon-lease", type=float, default=2.0,
+                      help="Ceph 'mon lease' of the demo lab (default 2; Ceph's is 5)")
     sub.add_parser("status", help="nodes, processes, memory, Ceph and Pacemaker state")
     sub.add_parser("down", help="complete teardown")
     for name, text in [("crash", "power a node off"), ("start", "boot a node again"),
-                       ("partition", "cut a node off the network"), ("heal", "reconnect a node")]:
+                       ("partition", "cut a node off the network"), ("heal", "reconnect a node"),
+                       ("stop-mon", "stop a node's ceph-mon"),
+                       ("start-mon", "start a node's ceph-mon again")]:
         sub.add_parser(name, help=text).add_argument("node", type=int)
     on = sub.add_parser("on", help="run a command inside a node")
     on.add_argument("--timeout", type=float, default=600, help="kill CMD after this many s")
@@ -42,10 +59,18 @@ def parse(argv):
 def main(argv=None):
     args = parse(argv)
     try:
+        if args.command == "demo":
+            from .demo import run_demo
+            name = args.name if args.name != "lab" else "demo"
+            return run_demo(name=name, state_root=args.state_root, keep=args.keep,
+                            mon_lease=args.mon_lease)
         if args.command == "up":
+            lease = args.mon_lease
+            extra = {"mon lease": int(lease) if lease == int(lease) else lease} if lease else {}
             lab = Lab(name=args.name, nodes=args.nodes, pacemaker=args.pacemaker,
                       mgr=not args.no_mgr, token_ms=args.token_ms,
-                      project_root=args.project_root, state_root=args.state_root)
+                      project_root=args.project_root, state_root=args.state_root,
+                      node_prefix=args.node_prefix, ceph_conf_extra=extra)
             lab.up()
             print(lab.status())
             return 0
@@ -59,6 +84,18 @@ def main(argv=None):
         lab = Lab.attach(args.name, args.state_root)
         if args.command == "status":
             print(lab.status())
+            if os.path.exists(lab.path("cluster.json")):
+                from .cluster_config import status
+                print(status(lab))
+        elif args.command == "configure":
+            from .cluster_config import configure
+            cfg = configure(lab)
+            print(f"configured in {cfg.timings['total_s']}s; CIB files in {cfg.cib_dir}")
+            print(lab.status())
+        elif args.command == "stop-mon":
+            lab.stop_mon(args.node)
+        elif args.command == "start-mon":
+            lab.start_mon(args.node)
         elif args.command == "crash":
             lab.crash(args.node)
         elif args.command == "start":

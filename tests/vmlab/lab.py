@@ -403,8 +403,10 @@ class Lab(Layout):
         """True if the cluster recorded a successful fencing of node i at or after `since`
         (epoch seconds; the history has 1 s resolution)."""
         j = node or self.first_alive()
-        out = self.run(j, ["stonith_admin", "--history", self.node_name(i), "--output-as=xml"],
-                       timeout=20, check=False).stdout
+        # --verbose: without it Pacemaker 2.1.5 lists one successful event per target, and
+        # not the newest one (a node's second fencing never showed up)
+        out = self.run(j, ["stonith_admin", "--history", self.node_name(i), "--verbose",
+                           "--output-as=xml"], timeout=20, check=False).stdout
         try:
             events = ET.fromstring(out).iter("fence_event")
         except ET.ParseError:

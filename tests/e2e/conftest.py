@@ -1,0 +1,139 @@
+"""End-to-end tests on the three-node lab with Pacemaker (tests/vmlab), configured from
+cib-examples/pcs.sh exactly as an administrator would (vmlab/cluster_config.py).
+
+One lab per session (~15 s up, ~55 s configuration), shared by every test here, in the
+order below: the checker's own tests (test_invariant_checker.py, no lab), the scenarios
+(test_scenarios.py, each building on the previous state), then the CephHealth tests
+(test_cephhealth_live.py, which stop Ceph monitors). An invariant
+checker (vmlab/invariants.py) samples every guarded image from the first VM start to the
+end and fails the tests on two writers or a lost VM.
+
+Measured figures (failover, migration downtime, red-after-loss, ...) are printed at the
+end of the run, whatever pytest's capture setting, and written to
+/tmp/vmlab/e2e-figures.json.
+
+Needs root and Debian's packages (`make deps`); without root the tests skip loudly.
+VMCEPH_E2E_MON_LEASE sets the lab's Ceph `mon lease` (default 2, see cib-examples/README.md;
+5 is Ceph's default).
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+from vmlab import Lab  # noqa: E402
+from vmlab.cluster_config import configure  # noqa: E402
+from vmlab.invariants import InvariantChecker  # noqa: E402
+from vmlab.story import Story  # noqa: E402
+
+MON_LEASE = float(os.environ.get("VMCEPH_E2E_MON_LEASE", "2"))
+FIGURES = {}
+FIGURES_FILE = "/tmp/vmlab/e2e-figures.json"
+MODULE_ORDER = ["test_invariant_checker.py", "test_scenarios.py", "test_cephhealth_live.py"]
+
+
+def record(key, value):
+    """A measured figure for the summary at the end of the run."""
+    FIGURES[key] = value
+    print(f"FIGURE {key}: {value}")
+
+
+def pytest_collection_modifyitems(items):
+    """The e2e tests in MODULE_ORDER (stable: the order within a module stays), in the slots
+    they were collected in; whatever else a run collects keeps its place."""
+    here = Path(__file__).resolve().parent
+    slots = [k for k, item in enumerate(items) if Path(str(item.fspath)).parent == here]
+
+    def rank(item):
+        name = Path(str(item.fspath)).name
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+    ours = sorted((items[k] for k in slots), key=rank)
+    for k, item in zip(slots, ours):
+        item.add_marker(pytest.mark.e2e)
+        items[k] = item
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    terminalreporter.section("vmceph end-to-end figures")
+    for key, value in FIGURES.items():
+        terminalreporter.write_line(f"{key}: {value}")
+    try:
+        os.makedirs(os.path.dirname(FIGURES_FILE), exist_ok=True)
+        with open(FIGURES_FILE, "w") as f:
+            json.dump(FIGURES, f, indent=2, default=str)
+    except OSError:
+        pass
+
+
+def _missing():
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, bridges)"
+    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
+                 "pacemakerd", "pcs", "crm"):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            return f"{tool} missing: run `make deps`"
+    return None
+
+
+class Cluster:
+    def __init__(self, lab, cfg, checker):
+        self.lab, self.cfg, self.checker = lab, cfg, checker
+        self.story = Story(lab, cfg, checker, say=print)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    why = _missing()
+    if why:
+        pytest.skip("!!! END-TO-END TESTS NOT RUN: " + why + " !!!")
+    extra = {"mon lease": int(MON_LEASE) if MON_LEASE == int(MON_LEASE) else MON_LEASE}
+    lab = Lab(name="e2e", nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,
+              project_root=str(ROOT), ceph_conf_extra=extra)
+    lab.down()  # whatever an interrupted run left
+    checker = None
+    t0 = time.monotonic()
+    try:
+        lab.up()
+        record("lab up (s)", round(time.monotonic() - t0, 1))
+        cfg = configure(lab)
+        record("configure from cib-examples/pcs.sh (s)", cfg.timings.get("total_s"))
+        record("mon lease (s)", MON_LEASE)
+        checker = InvariantChecker(lab, cfg.vms, log=print).start()
+        yield Cluster(lab, cfg, checker)
+    finally:
+        if checker is not None:
+            checker.stop()
+            record("invariant checker", checker.report())
+            if checker.violations:
+                record("invariant violations", [repr(v) for v in checker.violations])
+        lab.down()
+
+
+@pytest.fixture
+def figure():
+    """record(key, value): a measured figure for the summary at the end of the run."""
+    return record
+
+
+@pytest.fixture
+def story(cluster):
+    return cluster.story
+
+
+@pytest.fixture
+def invariants(cluster):
+    """The test fails if the invariant checker recorded anything while it ran."""
+    mark = len(cluster.checker.violations)
+    yield cluster.checker
+    cluster.checker.assert_clean(mark)

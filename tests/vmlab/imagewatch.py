@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""Who has the lab's RBD images open, sampled continuously; run INSIDE a live node:
+
+    /usr/bin/python3 imagewatch.py '{"pool": "rbd", "images": [...], "interval": 0.5}'
+
+One JSON line per sample on stdout, until killed (its node's crash kills it too; the
+invariant checker, invariants.py, then starts another one on a survivor):
+
+    {"t0": 812.31, "t1": 812.35, "node": "node1",
+     "images": {"vm1-disk0": {"watchers": [{"addr", "id", "cookie"}],
+                              "lockers": [{"client", "cookie", "addr"}]}
+                "vm2-disk0": {"error": "TimedOut: ..."}},
+     "blocklist": ["10.x.0.2:0/733915259", ...] or null, "blocklist_age": 0.4}
+
+t0/t1 are CLOCK_MONOTONIC, which the nodes share with the host (no time namespaces), so
+the checker can line samples up with what it saw happen to the nodes.
+
+Images are opened read-only: that registers no watch, so sampling never looks like a
+writer, and it re-opens them every time (a read-only handle is not told about lock
+hand-overs). The blocklist is a monitor read: without monitor quorum it times out, so a
+second thread refreshes it and the samples carry the last known list and its age; the
+watcher lists (OSD reads) keep coming meanwhile. Every librados call is bounded by
+configuration (the binding ignores its timeout arguments), and the process ends with
+os._exit(): Rados.shutdown() can hang with an op queued for a dead OSD.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+import rados
+import rbd
+
+CONF = "/etc/ceph/ceph.conf"
+
+
+def connect():
+    while True:
+        try:
+            cluster = rados.Rados(conffile=CONF, name="client.admin",
+                                  conf={"client_mount_timeout": "5",
+                                        "rados_mon_op_timeout": "3",
+                                        "rados_osd_op_timeout": "3",
+                                        "admin_socket": "", "log_to_stderr": "false"})
+            cluster.connect()
+            return cluster
+        except rados.Error as exc:
+            print(json.dumps({"t0": time.monotonic(), "connect_error": str(exc)}), flush=True)
+            time.sleep(0.5)
+
+
+def parse_blocklist(out):
+    """`osd blocklist ls` in JSON is two arrays back to back (entries, then ranges)."""
+    text = out.decode() if isinstance(out, bytes) else out
+    decoder, i, addrs = json.JSONDecoder(), 0, []
+    text = text.strip()
+    while i < len(text):
+        doc, i = decoder.raw_decode(text, i)
+        addrs += [e["addr"] for e in doc if isinstance(e, dict) and "addr" in e]
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return addrs
+
+
+class Blocklist(threading.Thread):
+    def __init__(self, cluster, interval):
+        super().__init__(daemon=True)
+        self.cluster, self.interval = cluster, interval
+        self.addrs, self.at = None, None
+
+    def run(self):
+        cmd = json.dumps({"prefix": "osd blocklist", "blocklistop": "ls", "format": "json"})
+        while True:
+            try:
+                ret, out, _ = self.cluster.mon_command(cmd, b"")
+                if ret == 0:
+                    self.addrs, self.at = parse_blocklist(out), time.monotonic()
+            except (rados.Error, ValueError):
+                pass
+            time.sleep(self.interval)
+
+
+def inspect(ioctx, image):
+    try:
+        with rbd.Image(ioctx, image, read_only=True) as img:
+            lockers = img.list_lockers()
+            watchers = list(img.watchers_list())
+    except (rbd.Error, rados.Error) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    held = []
+    if lockers:
+        held = [{"client": c, "cookie": k, "addr": a} for c, k, a in lockers["lockers"]]
+    return {"watchers": watchers, "lockers": held}
+
+
+def main():
+    args = json.loads(sys.argv[1])
+    cluster = connect()
+    blocklist = Blocklist(cluster, args.get("interval", 0.5))
+    blocklist.start()
+    ioctx = cluster.open_ioctx(args["pool"])
+    node = socket.gethostname()
+    while True:
+        t0 = time.monotonic()
+        images = {image: inspect(ioctx, image) for image in args["images"]}
+        t1 = time.monotonic()
+        age = None if blocklist.at is None else round(t1 - blocklist.at, 2)
+        line = {"t0": t0, "t1": t1, "node": node, "images": images,
+                "blocklist": blocklist.addrs, "blocklist_age": age}
+        try:
+            print(json.dumps(line, default=str), flush=True)
+        except BrokenPipeError:
+            os._exit(0)
+        time.sleep(max(0.0, args.get("interval", 0.5) - (t1 - t0)))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
+    os._exit(0)
