@@ -273,8 +273,14 @@ def wait_settled(lab, cfg, timeout=120, node=None):
         alive = [lab.node_name(i) for i in lab.indexes if lab.alive(i)]
         colors = health(lab, node)
         return all(colors.get(n) == "green" for n in alive) and where
-    return wait_until(settled, timeout=timeout, interval=0.5,
-                      what="VMs started and Ceph health green everywhere")
+    result = wait_until(settled, timeout=timeout, interval=0.5,
+                        what="VMs started and Ceph health green everywhere")
+    # and no action still running: crm_mon lists a start as soon as it begins, and an
+    # action in flight holds back the cluster's reaction to anything that happens meanwhile
+    # (a node failing during a VM start is fenced only once that start has finished)
+    lab.run(node or lab.first_alive(), ["crm_resource", "--wait", "-T", f"{int(timeout)}s"],
+            timeout=timeout + 30)
+    return result
 
 
 def status(lab):

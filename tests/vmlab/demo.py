@@ -21,6 +21,7 @@ import time
 from . import cluster_config
 from .invariants import InvariantChecker
 from .lab import Lab
+from .owner import owning
 from .story import Story
 from .util import LabError
 
@@ -67,29 +68,36 @@ def run_demo(name="demo", state_root=None, keep=False, mon_lease=2.0):
     kwargs = {"state_root": state_root} if state_root else {}
     lab = Lab(name=name, nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,
               ceph_conf_extra={"mon lease": lease}, verbose=False, **kwargs)
-    checker = None
-    ok = False
+    box = {"checker": None, "ok": False}
+    try:
+        with owning(lab):  # a second demo under the same name stops here
+            _run(lab, tl, lease, keep, name, box)
+    except LabError as exc:  # the lab is someone else's: nothing was touched
+        tl.say(f"FAILED: {exc}")
+    return 0 if box["ok"] else 1
+
+
+def _run(lab, tl, lease, keep, name, box):
     try:
         lab.down()
-        checker = _play(lab, tl, lease)
-        ok = not checker.violations
+        box["checker"] = _play(lab, tl, lease, box)
+        box["ok"] = not box["checker"].violations
     except KeyboardInterrupt:
         tl.say("interrupted: tearing the lab down")
     except LabError as exc:
         tl.say(f"FAILED: {exc}")
     finally:
-        if checker is not None:
-            checker.stop()
-        if keep and ok:
+        if box["checker"] is not None:
+            box["checker"].stop()
+        if keep and box["ok"]:
             tl.say(f"lab {name} left up (python3 -m vmlab --name {name} down)")
         else:
             with tl.step("teardown"):
                 lab.down()
-        _summary(tl, checker)
-    return 0 if ok else 1
+        _summary(tl, box["checker"])
 
 
-def _play(lab, tl, lease):
+def _play(lab, tl, lease, box):
     with tl.step(f"lab up: 3 nodes (node1..node3), Ceph (mon lease {lease} s) + libvirt + "
                  "corosync/Pacemaker (token 1000 ms)"):
         lab.up()
@@ -101,6 +109,7 @@ def _play(lab, tl, lease):
         tl.detail(f"pcs.sh {t['pcs_sh_s']}s, adaptations {t['adapt_s']}s "
                   f"({cfg.cib_dir}/adapt.sh), push -> VMs up and green {t.get('settle_s')}s")
     checker = InvariantChecker(lab, cfg.vms, log=lambda m: None).start()
+    box["checker"] = checker  # stopped by the caller, also if a step fails
     story = Story(lab, cfg, checker, say=tl.detail)
     tl.detail(f"invariant checker sampling {len(cfg.images)} images every 0.5 s")
 

@@ -230,8 +230,16 @@ class Story:
         result["start_failures"] = lines(r"ERROR|exit-reason")
         return result
 
+    def settle(self, timeout=120):
+        """Wait until the cluster runs no action: a failure that happens while one runs is
+        acted on only once it has finished (a VM start waiting for Ceph, say), which would
+        be measured as failover time."""
+        self.lab.run(self.lab.first_alive(), ["crm_resource", "--wait", "-T", f"{timeout}s"],
+                     timeout=timeout + 30)
+
     def crash(self, victim_i, timeout=120):
         """Power a node off; its VMs must run on a survivor after fencing and recovery."""
+        self.settle()
         vms = [vm for vm, nodes in self.where().items()
                if self.lab.node_name(victim_i) in nodes]
         self.checker.move_off(victim_i)
@@ -250,6 +258,7 @@ class Story:
 
     def partition(self, victim_i, timeout=150):
         """Pull a node's cable: the majority must fence it and recover its VMs."""
+        self.settle()
         vms = [vm for vm, nodes in self.where().items()
                if self.lab.node_name(victim_i) in nodes]
         self.checker.move_off(victim_i)
