@@ -7,9 +7,9 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Debian 12 packages: Ceph, libvirt/QEMU, Pacemaker and the tools the tests drive.
 DEB_RUNTIME := ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd \
 	python3-libvirt python3-lxml libvirt-daemon libvirt-daemon-system libvirt-clients \
-	qemu-system-x86 qemu-block-extra qemu-utils pacemaker pacemaker-cli-utils corosync \
+	qemu-system-x86 qemu-block-extra qemu-utils libvirt-daemon-driver-storage-rbd pacemaker pacemaker-cli-utils corosync \
 	pcs crmsh resource-agents fence-agents libxml2-utils
-DEB_TEST := python3-pytest iproute2 uuid-runtime procps psmisc bc util-linux time strace
+DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmisc bc util-linux time strace
 DEB_PACKAGE := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools python3-lxml lintian rpm fakeroot devscripts
 

@@ -14,7 +14,8 @@ end of the run, whatever pytest's capture setting, and written to
 
 Needs root and Debian's packages (`make deps`); without root the tests skip loudly.
 VMCEPH_E2E_MON_LEASE sets the lab's Ceph `mon lease` (default 2, see cib-examples/README.md;
-5 is Ceph's default).
+5 is Ceph's default); VMCEPH_E2E_LAB the lab's name (default e2e: a second run under the
+same name fails at once, see vmlab/owner.py).
 """
 
 import json
@@ -33,9 +34,11 @@ sys.path.insert(0, str(TESTS))
 from vmlab import Lab  # noqa: E402
 from vmlab.cluster_config import configure  # noqa: E402
 from vmlab.invariants import InvariantChecker  # noqa: E402
+from vmlab.owner import owning  # noqa: E402
 from vmlab.story import Story  # noqa: E402
 
 MON_LEASE = float(os.environ.get("VMCEPH_E2E_MON_LEASE", "2"))
+LAB_NAME = os.environ.get("VMCEPH_E2E_LAB", "e2e")
 FIGURES = {}
 FIGURES_FILE = "/tmp/vmlab/e2e-figures.json"
 MODULE_ORDER = ["test_invariant_checker.py", "test_scenarios.py", "test_cephhealth_live.py"]
@@ -98,26 +101,27 @@ def cluster():
     if why:
         pytest.skip("!!! END-TO-END TESTS NOT RUN: " + why + " !!!")
     extra = {"mon lease": int(MON_LEASE) if MON_LEASE == int(MON_LEASE) else MON_LEASE}
-    lab = Lab(name="e2e", nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,
+    lab = Lab(name=LAB_NAME, nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,
               project_root=str(ROOT), ceph_conf_extra=extra)
-    lab.down()  # whatever an interrupted run left
-    checker = None
-    t0 = time.monotonic()
-    try:
-        lab.up()
-        record("lab up (s)", round(time.monotonic() - t0, 1))
-        cfg = configure(lab)
-        record("configure from cib-examples/pcs.sh (s)", cfg.timings.get("total_s"))
-        record("mon lease (s)", MON_LEASE)
-        checker = InvariantChecker(lab, cfg.vms, log=print).start()
-        yield Cluster(lab, cfg, checker)
-    finally:
-        if checker is not None:
-            checker.stop()
-            record("invariant checker", checker.report())
-            if checker.violations:
-                record("invariant violations", [repr(v) for v in checker.violations])
-        lab.down()
+    with owning(lab):  # another run using this lab name stops here instead of killing it
+        lab.down()  # whatever an interrupted run left
+        checker = None
+        t0 = time.monotonic()
+        try:
+            lab.up()
+            record("lab up (s)", round(time.monotonic() - t0, 1))
+            cfg = configure(lab)
+            record("configure from cib-examples/pcs.sh (s)", cfg.timings.get("total_s"))
+            record("mon lease (s)", MON_LEASE)
+            checker = InvariantChecker(lab, cfg.vms, log=print).start()
+            yield Cluster(lab, cfg, checker)
+        finally:
+            if checker is not None:
+                checker.stop()
+                record("invariant checker", checker.report())
+                if checker.violations:
+                    record("invariant violations", [repr(v) for v in checker.violations])
+            lab.down()
 
 
 @pytest.fixture

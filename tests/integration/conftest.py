@@ -18,6 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_DIR = Path(os.environ.get("VMCEPH_AGENT_DIR") or ROOT / "agents")
 OCF_ROOT = "/usr/lib/ocf"
+# VMCEPH_IT_LAB names the lab (default "it"): two runs under one name would tear each
+# other's nodes down, so a second concurrent run must pick another name.
+LAB_NAME = os.environ.get("VMCEPH_IT_LAB", "it")
 
 
 def _lab_prerequisites():
@@ -37,14 +40,16 @@ def lab():
     from vmlab import Lab
     # VMCEPH_AGENT_DIR set (packaging/check-installed's hook): test the installed agents,
     # so the nodes must see the host's /usr/lib/ocf/resource.d/vmceph, not the checkout's
-    lab = Lab(name="it", nodes=3, pacemaker=False, project_root=str(ROOT),
+    lab = Lab(name=LAB_NAME, nodes=3, pacemaker=False, project_root=str(ROOT),
               checkout_agents="VMCEPH_AGENT_DIR" not in os.environ)
-    lab.down()  # leftovers of an earlier, interrupted run
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+    from vmlab.owner import owning
+    with owning(lab):  # a second run under this name stops here instead of killing this one
+        lab.down()  # leftovers of an earlier, interrupted run
+        lab.up()
+        try:
+            yield lab
+        finally:
+            lab.down()
 
 
 class Result:

@@ -41,6 +41,7 @@ from .util import PYTHON, base_env
 
 IMAGEWATCH = HERE / "imagewatch.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PENDING_S = 1.0  # two writers are judged once the /proc scans have caught up with the sample
 
 
 class Violation:
@@ -141,6 +142,7 @@ class InvariantChecker:
         self._qemu_hist = {vm: [] for vm in self.vms}  # (t, {node: info})
         self._last_running = {vm: time.monotonic() for vm in self.vms}
         self._lost_reported = set()
+        self._pending = []                 # two-writer samples waiting for newer scans
         self._scan = QemuScan(lab, self.vms)
         self._threads = []
 
@@ -160,6 +162,8 @@ class InvariantChecker:
         self._kill_sampler()
         for t in self._threads:
             t.join(5)
+        with self._lock:
+            self._judge_pending(time.monotonic(), final=True)
 
     def __enter__(self):
         return self.start()
@@ -205,7 +209,11 @@ class InvariantChecker:
             return sorted(self._qemus.get(vm, {}))
 
     def since(self, mark):
-        """Violations recorded after index mark (mark = len(checker.violations) earlier)."""
+        """Violations recorded after index mark (mark = len(checker.violations) earlier).
+        Waits until the samples taken so far have been judged."""
+        end = time.monotonic() + PENDING_S + 2
+        while self._pending and time.monotonic() < end and not self._stop.is_set():
+            time.sleep(0.1)
         with self._lock:
             return list(self.violations[mark:])
 
@@ -305,6 +313,7 @@ class InvariantChecker:
                     # everything that node i's processes had open is from an earlier life
                     self._dead_addrs |= self._seen_addrs[i]
             self._qemus = found
+            self._judge_pending(now)
             for vm, nodes in found.items():
                 if nodes:
                     self._qemu_hist[vm].append((now, dict(nodes)))
@@ -408,7 +417,20 @@ class InvariantChecker:
             if self._migrating_pair(vm, nodes, t1):
                 self.migration_overlaps.append((t1, vm, image, sorted(nodes)))
                 continue
-            self._violate("two-writers", t1, f"{image} of {vm} written from {names}")
+            # The /proc scan may not have seen a migration's destination QEMU yet (it runs
+            # every 0.2 s, the sample may be younger): judge again after the next scans.
+            self._pending.append((t1, vm, image, frozenset(nodes), names))
+
+    def _judge_pending(self, now, final=False):
+        keep = []
+        for t1, vm, image, nodes, names in self._pending:
+            if not final and now < t1 + PENDING_S:
+                keep.append((t1, vm, image, nodes, names))
+            elif self._migrating_pair(vm, set(nodes), t1):
+                self.migration_overlaps.append((t1, vm, image, sorted(nodes)))
+            else:
+                self._violate("two-writers", t1, f"{image} of {vm} written from {names}")
+        self._pending = keep
 
     def _violate(self, kind, at, text):
         v = Violation(kind, at, text)

@@ -188,11 +188,12 @@ class Story:
             if time.monotonic() - t0 > timeout:
                 raise LabError(f"{kind} of {victim}: not recovered within {timeout}s "
                                f"(running {running}, located {located}, fenced {fenced})")
-            for vm in vms:
-                if vm not in running:
-                    for i in survivors:
-                        if self.domstate(i, vm) == "running":
-                            running[vm] = (self.lab.node_name(i), time.monotonic() - t0)
+            if len(running) < len(vms):
+                for i in survivors:  # one virsh per node and poll: finer timing
+                    out = self.lab.run(i, ["virsh", "-c", "qemu:///system", "list", "--name",
+                                           "--state-running"], timeout=15, check=False)
+                    for vm in set(out.stdout.split()) & set(vms) - set(running):
+                        running[vm] = (self.lab.node_name(i), time.monotonic() - t0)
             # each look on its own: crm_mon may fail while a new DC is elected
             try:
                 where = self.where(poll_on)
