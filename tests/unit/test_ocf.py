@@ -180,8 +180,13 @@ def test_inherited_parameters_come_first_and_are_exactly_virtualdomains():
 
 # ----------------------------------------------------------------------------- parameters
 
-TRUE_SPELLINGS = ["1", "true", "TRUE", "True", "yes", "YES", "on", "On", "y", "Y", " true "]
-FALSE_SPELLINGS = ["0", "false", "FALSE", "no", "No", "off", "OFF", "n", "N", " no "]
+# exactly what ocf-shellfuncs' ocf_is_true accepts (resource-agents 4.12)
+TRUE_SPELLINGS = ["1", "true", "TRUE", "True", "yes", "YES", "on", "ON", "ja"]
+# false for ocf_is_true and for Pacemaker's crm_is_true alike
+FALSE_SPELLINGS = ["0", "false", "FALSE", "False", "no", "No", "NO", "off", "OFF", "Off",
+                   "n", "N"]
+# true for Pacemaker, false for ocf_is_true: refused as ambiguous (issue 16: 'true ' passed)
+AMBIGUOUS_SPELLINGS = ["On", "y", "Y", "Yes", "tRUE", " true ", "true ", "yes\n"]
 
 
 @pytest.mark.parametrize("text", TRUE_SPELLINGS)
@@ -194,23 +199,64 @@ def test_boolean_false_spellings(text):
     assert Param("b", type="boolean").parse(text) is False
 
 
-@pytest.mark.parametrize("text", ["maybe", "2", "truee", "yes please", "-1", "t"])
+@pytest.mark.parametrize("text", AMBIGUOUS_SPELLINGS)
+def test_boolean_ambiguous_spellings_refused(text):
+    with pytest.raises(ValueError) as e:
+        Param("force_stop", type="boolean").parse(text)
+    assert "force_stop" in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "truee", "yes please", "-1", "t", " no "])
 def test_boolean_invalid_names_the_parameter(text):
     with pytest.raises(ValueError) as e:
         Param("force_stop", type="boolean").parse(text)
     assert "force_stop" in str(e.value) and "boolean" in str(e.value)
 
 
-@pytest.mark.parametrize("text,value", [("42", 42), (" 7 ", 7), ("0", 0), ("-3", -3),
-                                        ("007", 7)])
+@pytest.mark.parametrize("text,value", [("42", 42), ("0", 0), ("-3", -3), ("007", 7),
+                                        ("9" * 19, int("9" * 19))])
 def test_integer_values(text, value):
     assert Param("i", type="integer").parse(text) == value
 
 
-@pytest.mark.parametrize("text", ["4x", "1.5", "0x10", "1e3", "", "ten"])
+# issue 16: Python's int() takes all of these; no shell agent or Pacemaker does
+@pytest.mark.parametrize("text", ["4x", "1.5", "0x10", "1e3", "", "ten", " 7 ", "+5", "1_000",
+                                  "\u0663\u0666", "\uff15", "\u00b2", "--1", "-", "7\n"])
 def test_integer_invalid(text):
-    with pytest.raises(ValueError, match="expected an integer"):
+    with pytest.raises(ValueError, match="parameter migration_speed=.*(expected an integer|"
+                                         "control character)"):
         Param("migration_speed", type="integer").parse(text)
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 19, "9" * 400, "-" + "9" * 400])
+def test_integer_huge_values_are_out_of_range_not_a_crash(text):
+    with pytest.raises(ValueError, match="out of range"):
+        Param("migration_speed", type="integer").parse(text)
+
+
+@pytest.mark.parametrize("text,ok", [("0", False), ("1", True), ("65535", True),
+                                     ("65536", False), (str(2 ** 63), False)])
+def test_integer_ranges(text, ok):
+    p = Param("migrateport", type="integer", minimum=1, maximum=65535)
+    if ok:
+        assert p.parse(text) == int(text)
+    else:
+        with pytest.raises(ValueError, match="migrateport.*must be 1 to 65535"):
+            p.parse(text)
+
+
+@pytest.mark.parametrize("ptype", ["string", "integer", "boolean"])
+@pytest.mark.parametrize("text", ["\udcff\udcfe", "qemu:///sys\udce9tem"])
+def test_non_utf8_values_refused_with_a_reason(ptype, text):
+    with pytest.raises(ValueError, match="hypervisor=.*not valid UTF-8"):
+        Param("hypervisor", type=ptype).parse(text)
+
+
+@pytest.mark.parametrize("text", ["a\nb", "a\rb", "a\x1bb", "a\x7fb", "ocf-exit-reason:x\n"])
+def test_control_characters_refused_in_single_line_values(text):
+    with pytest.raises(ValueError, match="control character"):
+        Param("ceph_user").parse(text)
+    assert Param("pools", multiline=True).parse("rbd\nother\tthird") == "rbd\nother\tthird"
 
 
 def test_choices_enforced_and_listed():
