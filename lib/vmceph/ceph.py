@@ -15,6 +15,11 @@ Boundaries (CEPH-FACTS.md):
 - We never take a lock ourselves: ``lock_acquire`` makes QEMU's writes fail with EROFS and an
   advisory lock makes them hang (CEPH-FACTS.md, "Never take a lock yourself").
 - ``Rados.shutdown()`` can hang with an op queued for a dead OSD: closing is bounded too.
+- A bounded call that timed out keeps running in its abandoned thread (a C call cannot be
+  interrupted). It must never see its handles freed under it (use after free: the agent
+  may segfault, and a crashed monitor restarts the VM): every ioctx and image is opened and
+  closed inside the bounded work function, and once any call was abandoned the Rados
+  handle is not shut down but left for the process's exit.
 
 ``rados`` and ``rbd`` are imported lazily (17-26 ms each) and are injectable for tests.
 """
@@ -77,6 +82,7 @@ class CephSession:
         self._rados_mod = rados_mod
         self._rbd_mod = rbd_mod
         self.cluster = None
+        self.abandoned = []             # what timed out and may still run on the handle
 
     # -------------------------------------------------------------- modules and budget
     @property
@@ -162,9 +168,23 @@ class CephSession:
             raise CephUnavailable("cannot connect to Ceph: %s" % e) from None
         self.cluster = cluster
 
+    def _bounded(self, fn, timeout, what):
+        """bounded.call on the session's handle; a timeout is remembered (see close)."""
+        try:
+            return bounded.call(fn, timeout, what)
+        except bounded.Timeout:
+            self.abandoned.append(what)
+            raise
+
     def close(self):
         cluster, self.cluster = self.cluster, None
         if cluster is None:
+            return
+        if self.abandoned:
+            # A call still runs on this handle in an abandoned thread: shutting it down
+            # would free what that call uses. The process ends with the action anyway.
+            self._debug("leaving the Ceph handle open for the process's exit: %s did not "
+                        "finish", ", ".join(self.abandoned))
             return
         try:
             bounded.call(cluster.shutdown, 3.0, "Ceph shutdown")
@@ -189,8 +209,8 @@ class CephSession:
         who = "monitors" if target == "mon" else "manager"
         budget = self._left(self.MON_OP_CAP) + 1.0
         try:
-            ret, out, err = bounded.call(lambda: send(cmd, b""), budget,
-                                         "Ceph %s '%s'" % (target, prefix))
+            ret, out, err = self._bounded(lambda: send(cmd, b""), budget,
+                                          "Ceph %s '%s'" % (target, prefix))
         except bounded.Timeout:
             raise CephUnavailable("Ceph %s did not answer '%s' within %.0f s"
                                   % (who, prefix, budget)) from None
@@ -258,6 +278,8 @@ class CephSession:
 
     # -------------------------------------------------------------- images
     def _ioctx(self, pool, ns):
+        """Open an ioctx; called inside the bounded work functions only (see the module
+        docstring: the abandoned thread owns what it opened and closes it itself)."""
         rados = self.rados
         try:
             ioctx = self.cluster.open_ioctx(pool)
@@ -273,30 +295,32 @@ class CephSession:
         """ImageFacts of one image: who holds its exclusive lock, who watches it."""
         pool, ns, name = split_spec(spec)
         rbd, rados = self.rbd, self.rados
-        try:
+
+        def work():
             ioctx = self._ioctx(pool, ns)
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as img:
+                    lk = img.list_lockers()
+                    ws = list(img.watchers_list())
+                return lk, ws
+            finally:
+                ioctx.close()
+        try:
+            lk, ws = self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, "inspect " + spec)
         except CephConfigError as e:
             return ImageFacts(spec, exists=False, error=str(e))
         except CephPermission:
             return ImageFacts(spec, permission_denied=True)
-
-        def work():
-            with rbd.Image(ioctx, name, read_only=True) as img:
-                lk = img.list_lockers()
-                ws = list(img.watchers_list())
-            return lk, ws
-        try:
-            lk, ws = bounded.call(work, self._left(self.OSD_OP_CAP) + 1.0, "inspect " + spec)
         except rbd.ImageNotFound:
             return ImageFacts(spec, exists=False)
         except (rbd.PermissionError, rados.PermissionDeniedError, rados.PermissionError):
             return ImageFacts(spec, permission_denied=True)
         except bounded.Timeout as e:
             return ImageFacts(spec, error=str(e))
+        except CephUnavailable as e:
+            return ImageFacts(spec, error=str(e))
         except (rbd.Error, rados.Error) as e:
             return ImageFacts(spec, error="%s: %s" % (type(e).__name__, e))
-        finally:
-            ioctx.close()
         return image_facts(spec, lk, ws)
 
     def inspect_all(self, specs):
@@ -308,12 +332,100 @@ class CephSession:
             try:
                 out.append(job.result(self._left(self.OSD_OP_CAP) + 2.0))
             except bounded.Timeout as e:
+                self.abandoned.append("inspect " + spec)
+                out.append(ImageFacts(spec, error=str(e)))
+            except CephUnavailable as e:
                 out.append(ImageFacts(spec, error=str(e)))
         return out
 
+    # ------------------------------------------------------------ image metadata
+    def image_meta_get(self, spec, key):
+        """Value (str) of the image metadata ``key`` of ``spec`` (``rbd image-meta get``),
+        None if the image has no such key. Read through a read-only handle: no watch."""
+        pool, ns, name = split_spec(spec)
+        rbd = self.rbd
+
+        def work():  # ioctx and image opened and closed by the bounded work itself
+            ioctx = self._ioctx(pool, ns)
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as img:
+                    try:
+                        return img.metadata_get(key)
+                    except KeyError:
+                        return None
+            finally:
+                ioctx.close()
+        return self._meta_call(work, "image-meta get %s %s" % (spec, key))
+
+    def image_meta_set(self, spec, key, value):
+        """Set the image metadata ``key`` of ``spec`` to ``value``, as ``rbd image-meta set``
+        stores it (omap key ``metadata_<key>`` of the image's header object), written with
+        librados directly.
+
+        Not through ``Image.metadata_set``: that needs a read-write handle, and a read-write
+        open registers a watch, so for its duration this agent is a second writer to any
+        starter that looks (a racing start, our own post-create check), and with the
+        exclusive-lock feature librbd may take the lock for the update (CEPH-FACTS.md: never
+        take a lock yourself). The omap write registers no watch and takes no lock; the lab
+        showed ``rbd image-meta get`` reading it back, with a ``profile rbd`` user."""
+        pool, ns, name = split_spec(spec)
+        rbd, rados = self.rbd, self.rados
+        data = value.encode("utf-8") if isinstance(value, str) else value
+
+        def work():
+            ioctx = self._ioctx(pool, ns)
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as img:
+                    header = "rbd_header." + img.id()
+                with rados.WriteOpCtx() as op:
+                    ioctx.set_omap(op, ("metadata_" + key,), (data,))
+                    ioctx.operate_write_op(op, header)
+            finally:
+                ioctx.close()
+        self._meta_call(work, "image-meta set %s %s" % (spec, key))
+
+    def _meta_call(self, work, what):
+        rbd, rados = self.rbd, self.rados
+        try:
+            return self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, what)
+        except bounded.Timeout as e:
+            raise CephUnavailable(str(e)) from None
+        except (rbd.PermissionError, rados.PermissionDeniedError, rados.PermissionError):
+            raise CephPermission("client.%s may not %s" % (self.user or "admin", what)) from None
+        except rbd.ImageNotFound:
+            raise CephConfigError("%s: the image does not exist" % what) from None
+        except (rbd.Error, rados.Error) as e:
+            raise CephUnavailable("%s failed: %s" % (what, e)) from None
+
     def blocklist_add(self, addr, expire_s):
-        """Fence one client instance ('ip:port/nonce') for ``expire_s`` seconds."""
+        """Fence one client instance ('ip:port/nonce', nonce > 0) for ``expire_s`` seconds.
+        'ip:0/0' (or a bare IP) would fence every client of that host: refused."""
+        from vmceph.safety import instance_addr
+        if not instance_addr(addr):
+            raise ValueError("refusing to blocklist %r: not one client instance "
+                             "(ip:port/nonce with nonce > 0)" % addr)
         self.mon("osd blocklist", blocklistop="add", addr=addr, expire=float(expire_s))
+
+    # librados answers in a few ms when the monitors are up (it asks them for the newest
+    # map and waits until it has it); bounded like a monitor command.
+    def wait_for_latest_osdmap(self):
+        """Wait until this client has the newest OSD map (the one carrying the blocklist
+        entries just added): librbd's own lock break does this between blocklisting and
+        breaking. Returns the seconds it took; CephUnavailable when it does not finish
+        within the monitor cap or the action's deadline."""
+        import time
+        budget = self._left(self.MON_OP_CAP)
+        t0 = time.monotonic()
+        try:
+            self._bounded(self.cluster.wait_for_latest_osdmap, budget,
+                          "wait for the latest OSD map")
+        except bounded.Timeout:
+            raise CephUnavailable("this client did not get the newest OSD map (the one "
+                                  "carrying the blocklist entries) within %.0f s: no lock "
+                                  "broken" % budget) from None
+        except self.rados.Error as e:
+            raise CephUnavailable("waiting for the newest OSD map failed: %s" % e) from None
+        return time.monotonic() - t0
 
     def blocklist_ls(self):
         """Entries as 'addr' strings (the JSON is two arrays back to back: parse both)."""
@@ -345,23 +457,26 @@ class CephSession:
         pool, ns, name = split_spec(spec)
         rbd = self.rbd
         self.cluster.conf_set("rbd_blocklist_on_break_lock", "false")
-        ioctx = self._ioctx(pool, ns)
 
         def work():
-            # read-write handle: lock_get_owners()/lock_break() fail on a read-only one
-            with rbd.Image(ioctx, name) as img:
-                owners = list(img.lock_get_owners())
-                self._debug("lock owners of %s: %s", spec, owners)
-                broken = False
-                for o in owners:
-                    # Pacific names the owner by its address: [{'mode': 0, 'owner':
-                    # '10.180.0.2:0/2022063107'}] (lab, librbd 16.2.15), not by entity
-                    if o.get("owner") in (locker.addr, locker.entity):
-                        img.lock_break(o["mode"], o["owner"])
-                        broken = True
-                return broken
+            ioctx = self._ioctx(pool, ns)
+            try:
+                # read-write handle: lock_get_owners()/lock_break() fail on a read-only one
+                with rbd.Image(ioctx, name) as img:
+                    owners = list(img.lock_get_owners())
+                    self._debug("lock owners of %s: %s", spec, owners)
+                    broken = False
+                    for o in owners:
+                        # Pacific names the owner by its address: [{'mode': 0, 'owner':
+                        # '10.180.0.2:0/2022063107'}] (lab, librbd 16.2.15), not by entity
+                        if o.get("owner") in (locker.addr, locker.entity):
+                            img.lock_break(o["mode"], o["owner"])
+                            broken = True
+                    return broken
+            finally:
+                ioctx.close()
         try:
-            return bounded.call(work, self._left(self.OSD_OP_CAP) + 1.0, "lock_break " + spec)
+            return self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, "lock_break " + spec)
         except bounded.Timeout as e:
             raise CephUnavailable(str(e)) from None
         except (rbd.PermissionError, self.rados.PermissionDeniedError):
@@ -371,8 +486,6 @@ class CephSession:
             return False
         except (rbd.Error, self.rados.Error) as e:
             raise CephUnavailable("lock_break on %s failed: %s" % (spec, e)) from None
-        finally:
-            ioctx.close()
 
 
 def image_facts(spec, lockers_answer, watchers):

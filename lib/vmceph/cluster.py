@@ -5,20 +5,37 @@ scraped text): ``crm_mon -1 -A --output-as=xml`` gives every node's state and no
 attributes in one call (~30 ms), ``attrd_updater`` publishes and removes this node's
 attributes, ``crm_resource -z`` sets utilization.
 
-A node is, for the start decision (safety.py):
-- MEMBER  online and not unclean: it may be running a QEMU right now;
-- UNCLEAN lost, fencing pending or failed: it may still be writing; never act on its clients;
-- GONE    offline and clean: fenced (or shut down cleanly, which stopped its resources);
-- LOCAL   this node.
-Outside a cluster (``crm_mon`` fails) membership is unknown and every other node is taken
-as a live MEMBER, the safe assumption, unless the ``membership`` parameter says otherwise.
+A node is, for the decisions (safety.py):
+- MEMBER       online and not unclean: it may be running a QEMU right now (a node whose
+               Pacemaker stopped while corosync runs shows online="true" pending="true":
+               still a member);
+- UNCLEAN      lost, fencing pending or failed: it may still be writing;
+- MAINTENANCE  offline while in maintenance (node attribute or cluster maintenance-mode):
+               its unmanaged VMs may still run;
+- GONE         fenced: offline and clean, the newest fencing action against it succeeded
+               (``stonith_admin --history '*' --verbose``), and nothing ran on it since (no
+               resource operation in the CIB status with a time at or after the fencing:
+               Pacemaker erases a fenced node's operation history, so any operation there is
+               from a later join);
+- LEFT         offline and clean, not fenced since its last activity (a clean shutdown);
+- LOCAL        this node.
+Remote and guest nodes keep their own online/unclean state: they run clients too.
+Outside a cluster (``crm_mon`` fails) membership is unknown: every other node counts as a
+live MEMBER and nothing is recovered (safety.Facts.membership_known), unless the
+``membership`` parameter (tests only) says otherwise.
+
+Seen in the three-node lab (Pacemaker 2.1.5; captures in tests/unit/data/pacemaker/):
+after a fence the node's <node_state> has crm-debug-origin="send_stonith_update" and no
+<lrm>; after the same node rejoined and left cleanly, its <lrm> lists operations with
+last-rc-change after the fence's completed time, and the fencing history is unchanged.
 """
 
 import socket
 import xml.etree.ElementTree as ET
 
 from vmceph import bounded
-from vmceph.safety import GONE, LOCAL, MEMBER, UNCLEAN, UNKNOWN, Owner, ip_of
+from vmceph.safety import (CONFLICT, DNS_SOURCE, GONE, LEFT, LOCAL, MAINTENANCE, MEMBER,
+                           UNCLEAN, UNKNOWN, Owner, ip_of)
 
 ADDR_ATTRIBUTE = "vmceph-ceph-addrs"
 HEALTH_ATTRIBUTE = "#health-ceph"
@@ -29,12 +46,13 @@ class ClusterError(Exception):
 
 
 class NodeInfo:
-    __slots__ = ("name", "state", "attributes")
+    __slots__ = ("name", "state", "attributes", "note")
 
-    def __init__(self, name, state, attributes=None):
+    def __init__(self, name, state, attributes=None, note=""):
         self.name = name
         self.state = state
         self.attributes = attributes or {}
+        self.note = note
 
     def __repr__(self):
         return "NodeInfo(%r, %r)" % (self.name, self.state)
@@ -43,23 +61,114 @@ class NodeInfo:
 def parse_crm_mon(xml_text):
     """{node name: NodeInfo} from ``crm_mon -1 -A --output-as=xml``.
 
-    <nodes><node name="node1" online="true" unclean="false" .../></nodes>
+    <nodes><node name="node1" online="true" unclean="false" maintenance="false" .../></nodes>
     <node_attributes><node name="node1"><attribute name="#health-ceph" value="green"/>...
+    An offline clean node is LEFT here; Cluster.nodes() makes it GONE on proof of fencing.
     """
     root = ET.fromstring(xml_text)
+    opts = root.find("summary/cluster_options")
+    cluster_maintenance = opts is not None and opts.get("maintenance-mode") == "true"
     nodes = {}
     for n in root.iterfind("nodes/node"):
         online = n.get("online") == "true"
         unclean = n.get("unclean") == "true"
-        if n.get("type") not in (None, "member"):
-            continue  # remote and guest nodes run no Ceph client of ours
-        state = MEMBER if online and not unclean else (UNCLEAN if unclean else GONE)
+        maintenance = n.get("maintenance") == "true" or cluster_maintenance
+        if unclean:
+            state = UNCLEAN
+        elif online:
+            state = MEMBER
+        elif maintenance:
+            state = MAINTENANCE
+        else:
+            state = LEFT
         nodes[n.get("name")] = NodeInfo(n.get("name"), state)
     for n in root.iterfind("node_attributes/node"):
         info = nodes.get(n.get("name"))
         if info is not None:
             info.attributes = {a.get("name"): a.get("value") for a in n.iterfind("attribute")}
     return nodes
+
+
+def _epoch(text):
+    """Pacemaker's timestamps as epoch seconds: '2026-12-01 15:41:31Z' (fencing history),
+    or an epoch number (CIB operations); None if unreadable."""
+    from datetime import datetime, timezone
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    t = text.strip().replace("Z", "+00:00")
+    try:
+        stamp = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def parse_fence_history(xml_text):
+    """{target: (status, completed epoch or None)} of the newest fencing action against
+    each target, from ``stonith_admin --history '*' --verbose --output-as=xml``:
+    <fence_event action="reboot" target="node3" status="success" completed="2026-12-01
+    15:41:31Z" .../>. A pending action (no completed time) is the newest."""
+    out = {}
+    for e in ET.fromstring(xml_text).iter("fence_event"):
+        target, status = e.get("target"), e.get("status") or ""
+        when = _epoch(e.get("completed"))
+        if status == "pending" or when is None:
+            out[target] = ("pending", None)
+            continue
+        prev = out.get(target)
+        if prev is None or (prev[1] is not None and when >= prev[1]):
+            out[target] = (status, when)
+    return out
+
+
+def parse_cib_activity(xml_text):
+    """{node: newest resource operation time (epoch)} from ``cibadmin -Q -o status``
+    (<node_state uname=...><lrm>...<lrm_rsc_op last-rc-change="1796139704" .../>)."""
+    out = {}
+    for ns in ET.fromstring(xml_text).iter("node_state"):
+        times = []
+        for op in ns.iter("lrm_rsc_op"):
+            for key in ("last-rc-change", "last-run"):
+                t = _epoch(op.get(key))
+                if t is not None:
+                    times.append(t)
+        if times:
+            out[ns.get("uname")] = max(times)
+    return out
+
+
+def confirm_fenced(nodes, history, activity):
+    """Make GONE every LEFT node whose newest fencing action succeeded with no operation of
+    it recorded at or after that fencing (1 s resolution: equal counts as after)."""
+    for name, info in nodes.items():
+        if info.state != LEFT:
+            continue
+        status, when = history.get(name, (None, None))
+        if status != "success" or when is None:
+            continue
+        last = activity.get(name)
+        if last is not None and last >= when:
+            info.note = "fenced, but active again since (it rejoined and left)"
+            continue
+        info.state = GONE
+        info.note = "fenced at %s" % _stamp(when)
+    return nodes
+
+
+class _AlwaysActive(dict):
+    def get(self, key, default=None):
+        return float("inf")
+
+
+def _stamp(epoch):
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
 def parse_cib_nodes(xml_text):
@@ -77,16 +186,22 @@ def parse_cib_nodes(xml_text):
     return out
 
 
+MEMBERSHIP_STATES = {"member": MEMBER, "online": MEMBER, "gone": GONE, "fenced": GONE,
+                     "left": LEFT, "offline": LEFT, "unclean": UNCLEAN,
+                     "maintenance": MAINTENANCE}
+
+
 def parse_membership(text):
-    """The ``membership`` parameter: 'node1=member node2=gone node3=unclean'."""
-    states = {"member": MEMBER, "online": MEMBER, "gone": GONE, "fenced": GONE,
-              "offline": GONE, "unclean": UNCLEAN}
+    """The ``membership`` parameter (tests, outside a cluster): 'node1=member node2=fenced
+    node3=unclean'; also left|offline (clean leave, not fenced) and maintenance."""
     nodes = {}
     for item in text.split():
         name, sep, state = item.partition("=")
-        if not sep or not name or state.lower() not in states:
-            raise ValueError("membership entry %r is not NODE=member|fenced|unclean" % item)
-        nodes[name] = NodeInfo(name, states[state.lower()])
+        if not sep or not name or state.lower() not in MEMBERSHIP_STATES:
+            raise ValueError("membership entry %r is not NODE=member|fenced|unclean|left|"
+                             "maintenance" % item)
+        st = MEMBERSHIP_STATES[state.lower()]
+        nodes[name] = NodeInfo(name, st, note="membership parameter: %s" % state.lower())
     return nodes
 
 
@@ -134,7 +249,40 @@ class Cluster:
             info = nodes.get(name)
             if info is not None:
                 info.attributes = dict(attrs, **info.attributes)
+                if info.state == LEFT and (attrs.get("maintenance") or "").lower() in (
+                        "true", "on", "yes", "1"):
+                    info.state = MAINTENANCE
+        if any(i.state == LEFT for i in nodes.values()):
+            confirm_fenced(nodes, self.fence_history(), self.activity())
         return nodes
+
+    def fence_history(self):
+        """parse_fence_history of the whole cluster; {} (nothing proven fenced) if it
+        cannot be read. --verbose: without it Pacemaker 2.1.5 lists one successful event
+        per target, not necessarily the newest (seen in the lab)."""
+        try:
+            r = self._cmd(["stonith_admin", "--history", "*", "--verbose", "--output-as=xml"])
+            if r.rc != 0:
+                raise ClusterError((r.err or r.out).strip()[:200])
+            return parse_fence_history(r.out)
+        except (FileNotFoundError, bounded.Timeout, ClusterError, ET.ParseError) as e:
+            if self.log is not None:
+                self.log.warning("cannot read the fencing history (no node counts as fenced): "
+                                 "%s", e)
+            return {}
+
+    def activity(self):
+        """parse_cib_activity of the CIB status; None for a node means no operation. If the
+        status cannot be read, every node counts as active now (nothing proven fenced)."""
+        try:
+            r = self._cmd(["cibadmin", "-Q", "-o", "status"])
+            if r.rc != 0:
+                raise ClusterError((r.err or r.out).strip()[:200])
+            return parse_cib_activity(r.out)
+        except (FileNotFoundError, bounded.Timeout, ClusterError, ET.ParseError) as e:
+            if self.log is not None:
+                self.log.warning("cannot read the CIB status (no node counts as fenced): %s", e)
+            return _AlwaysActive()
 
     def permanent_attributes(self):
         """{node: {name: value}} of the CIB's <nodes> section; {} if it cannot be read."""
@@ -219,29 +367,63 @@ def resolve(name, timeout):
         return []
 
 
+def resolve_all(names, timeout, resolver=None):
+    """{name: [ip]} of every name, looked up in parallel under one cap: a lookup that has
+    not answered within ``timeout`` counts as no address (each used to take up to 2 s one
+    after the other). ``resolver(name, timeout)`` defaults to resolve()."""
+    import time
+    resolver = resolver or resolve
+    names = sorted(set(names))
+    jobs = {n: bounded.Background(lambda n=n: resolver(n, timeout), "resolve " + n)
+            for n in names}
+    end = time.monotonic() + timeout
+    out = {}
+    for n, job in jobs.items():
+        try:
+            out[n] = list(job.result(max(0.0, end - time.monotonic())) or [])
+        except (bounded.Timeout, OSError):
+            out[n] = []
+    return out
+
+
 def owners_map(local_node, local_ips, nodes, static_addrs, attr_name=ADDR_ATTRIBUTE,
-               resolver=None):
-    """IP -> Owner from every source, in order of trust:
+               resolver=None, dns=None, membership_known=None):
+    """IP -> Owner from every source:
     1. this node's own Ceph client addresses (as the cluster sees our session) -> LOCAL;
     2. the ``node_addresses`` parameter;
     3. the addresses each node publishes through CephHealth (node attribute);
-    4. name resolution of the node names (``resolver(name) -> [ip]``).
-    A later source never overrides an earlier one. ``nodes`` = {name: NodeInfo} (may be {}:
-    membership unknown, every other node counts as a live member)."""
+    4. name resolution of the node names (``dns`` = {name: [ip]}, or ``resolver(name)``):
+       its owners are marked (safety.DNS_SOURCE) and never justify a recovery.
+    Two sources giving one address to two different nodes make it CONFLICT (refused). A
+    name the cluster does not know (``nodes`` lists every node, remote ones included) is
+    UNKNOWN, not "gone": a typo or an FQDN must never make a live node's client look
+    dead. ``nodes`` = {} means membership unknown: every other node counts as a member."""
     owners = {}
+    if membership_known is None:
+        membership_known = bool(nodes)
 
-    def state_of(node):
+    def owner_of(node, source):
         if node == local_node:
-            return LOCAL
+            return Owner(node, LOCAL, source)
         info = nodes.get(node)
         if info is None:
-            return MEMBER if not nodes else GONE  # not in the cluster's node list: not a member
-        return info.state
+            if not membership_known:
+                return Owner(node, MEMBER, source, "membership unknown")
+            return Owner(node, UNKNOWN, source,
+                         "%s names it, but the cluster has no node %s" % (source, node))
+        return Owner(node, info.state, source, getattr(info, "note", ""))
 
     def add(ip, node, source):
         ip = ip_of(ip) if ("/" in ip or ip.count(":") == 1) else ip
-        if ip and ip not in owners:
-            owners[ip] = Owner(node, state_of(node), source)
+        if not ip:
+            return
+        prev = owners.get(ip)
+        if prev is None:
+            owners[ip] = owner_of(node, source)
+        elif prev.node != node and prev.state != CONFLICT:
+            owners[ip] = Owner(prev.node, CONFLICT, prev.source,
+                               "address %s is given to node %s by %s and to node %s by %s"
+                               % (ip, prev.node, prev.source, node, source))
 
     for ip in local_ips:
         add(ip, local_node, "own session")
@@ -251,15 +433,17 @@ def owners_map(local_node, local_ips, nodes, static_addrs, attr_name=ADDR_ATTRIB
     for node, info in nodes.items():
         for ip in (info.attributes.get(attr_name) or "").split():
             add(ip, node, "attribute " + attr_name)
-    if resolver is not None:
-        names = set(nodes) | set(static_addrs) | {local_node}
-        for node in sorted(names):
-            for ip in resolver(node):
-                if not ip.startswith("127."):
-                    add(ip, node, "name resolution")
+    names = set(nodes) | set(static_addrs) | {local_node}
+    if dns is None and resolver is not None:
+        dns = {n: resolver(n) for n in sorted(names)}
+    for node in sorted(dns or {}):
+        for ip in dns[node]:
+            if not ip.startswith("127.") and ip != "::1":
+                add(ip, node, DNS_SOURCE)
     return owners
 
 
 __all__ = ["Cluster", "ClusterError", "NodeInfo", "owners_map", "parse_crm_mon",
+           "parse_fence_history", "parse_cib_activity", "confirm_fenced", "resolve_all",
            "parse_membership", "parse_node_addresses", "resolve", "ADDR_ATTRIBUTE",
            "HEALTH_ATTRIBUTE", "UNKNOWN"]

@@ -57,19 +57,31 @@ def cluster_view(ctx_params, deadline, log, on_node=None):
     except pcmk.ClusterError as e:
         if log:
             log.warning("cluster membership unknown (%s): every other node counts as a live "
-                        "member", e)
+                        "member and nothing is recovered", e)
         nodes, source = {}, "unknown (%s)" % e
     return nodes, on_node or view.local_name(), source
 
 
 def gather(ctx, dom, domain_active, images=True):
     return gather_with(ctx.params, ctx.deadline, ctx.log, dom, domain_active, images,
-                       on_node=ctx.node_name)
+                       on_node=ctx.node_name, retry_watchless=ctx.action == "start")
 
 
-def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None):
+# DNS lookups of every node name together, at most this long (they run in parallel).
+DNS_CAP_S = 2.0
+# How long a start looks again at lock holders with no watch on a node that may be alive.
+WATCHLESS_RETRY_CAP_S = 20.0
+
+
+def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
+                retry_watchless=False):
     """Facts for the decision. Pacemaker is asked (crm_mon, cibadmin: ~30 ms) in a thread
-    while Ceph is: the two are independent, and start and migrate_to wait for both."""
+    while Ceph is: the two are independent, and start and migrate_to wait for both.
+
+    ``retry_watchless`` (start): a lock holder with no watch on a member, unclean node or
+    this node is refused, but a watch re-registers within seconds after an OSD failover or
+    a network blip; so such images are inspected again, within the deadline (at most
+    WATCHLESS_RETRY_CAP_S), before the decision is made."""
     from vmceph.safety import UNKNOWN_BLOCKLIST, UNKNOWN_REFUSE
     try:
         static = pcmk.parse_node_addresses(p.node_addresses)
@@ -81,9 +93,13 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None)
     ok, detail, imgs, local_ips, session = _gather_ceph(p, deadline, log, dom, images)
     try:
         nodes, local, source = view.result(deadline.at_most(15.0))
-        owners = pcmk.owners_map(local, local_ips, nodes, static,
-                                 resolver=lambda n: pcmk.resolve(n, deadline.at_most(2.0))
-                                 ) if ok else {}
+        known = not source.startswith("unknown")
+        owners = {}
+        if ok:
+            names = set(nodes) | set(static) | {local}
+            dns = pcmk.resolve_all(names, deadline.at_most(DNS_CAP_S), _resolver())
+            owners = pcmk.owners_map(local, local_ips, nodes, static, dns=dns,
+                                     membership_known=known)
     except bounded.Timeout:
         if session is not None:
             session.close()
@@ -95,8 +111,44 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None)
         raise
     policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE
     facts = Facts(quorum_ok=ok, quorum_detail=detail, images=tuple(imgs), owners=owners,
-                  local_node=local, domain_active_here=domain_active, unknown_policy=policy)
+                  local_node=local, domain_active_here=domain_active, unknown_policy=policy,
+                  membership_known=known)
+    if retry_watchless and ok and session is not None:
+        facts = _retry_watchless(session, facts, deadline, log)
     return Gathered(facts, nodes, session, local, source)
+
+
+def _resolver():
+    # looked up at call time: tests replace cluster.resolve
+    return lambda name, timeout: pcmk.resolve(name, timeout)
+
+
+def _retry_watchless(session, facts, deadline, log):
+    """Inspect again, for a while, the images refused only for lock holders with no watch
+    (safety.ImageView.retryable); the refusal then says how long it waited."""
+    from vmceph.safety import classify_image
+    t0 = time.monotonic()
+    budget = min(WATCHLESS_RETRY_CAP_S, deadline.remaining() / 2.0)
+    while True:
+        waiting = [i for i, img in enumerate(facts.images)
+                   if classify_image(facts, img).retryable]
+        if not waiting:
+            return facts
+        if time.monotonic() - t0 + 1.0 > budget:
+            if log:
+                log.warning("lock holders of %s still have no watch after %.1f s: refusing",
+                            ", ".join(facts.images[i].spec for i in waiting),
+                            time.monotonic() - t0)
+            return facts
+        if log:
+            log.warning("%s: a lock holder with no watch on a node that may be alive; "
+                        "looking again (a watch re-registers after an OSD failover)",
+                        ", ".join(facts.images[i].spec for i in waiting))
+        time.sleep(1.0)
+        imgs = list(facts.images)
+        for i in waiting:
+            imgs[i] = session.inspect(imgs[i].spec)
+        facts = facts._replace(images=tuple(imgs))
 
 
 def _connect(p, deadline, log):
@@ -184,34 +236,61 @@ def _retry_inspections(session, imgs, deadline, log):
 
 
 def recover(ctx, session, recoveries):
-    """Blocklist every client of the verdict (with expiry), then break the locks they hold.
+    """Blocklist every client of the verdict (with expiry), wait until the OSDs use the OSD
+    map carrying the entries, then break the locks they hold.
 
     Blocklisting first: a client that is only cut off, not dead, must not write again once
     its lock is gone (CEPH-FACTS.md: the holder's later I/O fails with ConnectionShutdown).
+    Then the wait librbd's own lock break does (blocklist -> wait_for_latest_osdmap ->
+    break), which vmceph must do itself since it blocklists on its own: an OSD still on the
+    previous map accepts the old client's writes. With our session on the newest map, the
+    lock break and the new QEMU's first operations carry that epoch, and an OSD handles an
+    operation only once it has the map of the operation's epoch.
     Each address is blocklisted once, however many images it holds, and all addresses at
     once: every blocklist change is a monitor (Paxos) round of ~1 s, and the monitors fold
     changes that arrive together into one round (lab: 2 entries one after the other 2.0 s,
-    3 at once 1.0 s; a QEMU has one client, so one address, per disk). The lock breaks
-    themselves take ~10-100 ms.
+    3 at once 1.0 s; a QEMU has one client, so one address, per disk). Each lock is broken
+    once per (image, address, cookie): one address may hold another cookie elsewhere. The
+    lock breaks themselves take ~10-100 ms.
     """
+    from vmceph.safety import instance_addr
     expire = ctx.params.blocklist_expire
+    bad = sorted({r.addr for r in recoveries if not instance_addr(r.addr)})
+    if bad:  # the classifier refuses these; never emit ip:0/0 whatever the caller says
+        raise GenericError("refusing to blocklist %s: not the address of one client "
+                           "instance (ip:port/nonce, nonce > 0)" % ", ".join(bad))
     try:
         first = {}
         for r in recoveries:
             first.setdefault(r.addr, r)
         _blocklist_all(ctx, session, list(first.values()), expire)
+        if first:
+            _wait_for_osdmap(ctx, session)
+        done = set()
         for r in recoveries:
-            if r.cookie:
-                t0 = time.monotonic()
-                broken = _break_lock(ctx, session, r)
-                ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s) in %.2f s",
-                                "broke the" if broken else "no longer found the", r.image,
-                                r.entity, r.addr, r.node or "unknown", time.monotonic() - t0)
+            key = (r.image, r.addr, r.cookie)
+            if not r.cookie or key in done:
+                continue
+            done.add(key)
+            t0 = time.monotonic()
+            broken = _break_lock(ctx, session, r)
+            ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s) in %.2f s",
+                            "broke the" if broken else "no longer found the", r.image,
+                            r.entity, r.addr, r.node or "unknown", time.monotonic() - t0)
     except CephPermission as e:
         raise PermError("cannot recover: %s (the Ceph user needs mon 'profile rbd' to add "
                         "blocklist entries)" % e) from None
     except CephUnavailable as e:
         raise GenericError("cannot recover the images of a dead client: %s" % e) from None
+
+
+def _wait_for_osdmap(ctx, session):
+    """Wait (bounded) until this session has the newest OSD map, the one carrying the
+    blocklist entries just added; log how long it took."""
+    t0 = time.monotonic()
+    session.wait_for_latest_osdmap()
+    ctx.log.warning("waited %.2f s for the OSD map carrying the blocklist entries before "
+                    "breaking any lock", time.monotonic() - t0)
 
 
 def _blocklist_all(ctx, session, recoveries, expire):

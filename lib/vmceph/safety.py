@@ -1,20 +1,43 @@
-"""The start decision: may this node start this domain now, and what must be recovered first?
+"""Who may write an RBD image, and what start, migrate_to and the deep monitor do about it.
 
-A pure function over facts the adapters gathered (ceph.py, virt.py, cluster.py). No I/O
-here, so unit tests cover every combination of the table in DESIGN.md:
+Pure functions over facts the adapters gathered (ceph.py, virt.py, cluster.py); no I/O.
+One classifier, ``classify_image``, sorts every client of an image (watchers and lock
+holders) into one of three categories; the three decisions only map those categories to a
+verdict, so they cannot disagree about a client:
 
-| situation                                               | verdict                     |
-|---------------------------------------------------------|-----------------------------|
-| no quorum / Ceph unreachable within the deadline        | UNAVAILABLE (fail)          |
-| image missing / no permission                           | CONFIG / PERM (fail)        |
-| a writer on a live member node other than this one      | REFUSE                      |
-| a writer on a node that is lost but not yet fenced      | REFUSE (Pacemaker fences it)|
-| a writer on this node that is not our running domain    | REFUSE                      |
-| a writer at an unknown address with a live watch        | REFUSE, or recover if policy|
-| a writer / lock holder on a fenced or non-member node   | RECOVER (blocklist + break) |
-| a lock holder with no watch (dead or partitioned)       | RECOVER (blocklist + break) |
-| domain running here and its QEMU is the only writer     | ALREADY_RUNNING             |
-| no writers                                              | START                       |
+- OURS: a writer on this node (our QEMU when the domain runs here);
+- BLOCKS: a client that may be serving a running VM, or that cannot be proven dead: a
+  writer or lock holder on a live member, an unclean node, a node in maintenance, this node
+  (a holder with no watch), a node that left cleanly but still watches, an address two
+  sources give to different nodes, an unknown address under the refuse policy, anything
+  when membership cannot be read;
+- FENCE: a client that cannot be serving a running VM, on positive evidence only: its node
+  was fenced (Pacemaker's fencing history, after the node's last activity), or it left the
+  cluster cleanly and the client has no watch, or an unknown address under the blocklist
+  policy with membership known. An owner learnt only from name resolution never counts as
+  evidence. FENCE needs an address of one client instance (``ip:port/nonce``, nonce > 0):
+  ``ip:0/0`` would blocklist every client of that host.
+
+| situation (DESIGN.md + issue 10)                                    | start              |
+|---------------------------------------------------------------------|--------------------|
+| no quorum / Ceph unreachable within the deadline                    | UNAVAILABLE        |
+| image missing / no permission / could not be inspected              | CONFIG/PERM/UNAVAIL|
+| domain running here, its QEMU the only writer                       | ALREADY_RUNNING    |
+| writer on a live member / unclean / maintenance node                | REFUSE             |
+| writer on this node that is not our running domain                  | REFUSE             |
+| writer at an unknown address                                        | REFUSE / FENCE (*) |
+| writer or holder on a node confirmed fenced                         | RECOVER_THEN_START |
+| holder with no watch on a node that left cleanly                    | RECOVER_THEN_START |
+| holder with no watch on a member, unclean node or this node         | REFUSE (retried)   |
+| holder with no watch at an unknown address                          | as unknown writer  |
+| membership cannot be read                                           | never RECOVER      |
+| lock not librbd's exclusive lock (tag/cookie)                       | REFUSE, names it   |
+| no writers                                                          | START              |
+(*) FENCE only with unknown_client_policy=blocklist and membership known.
+
+migrate_to refuses on any BLOCKS client, foreign lock or image not inspected; FENCE clients
+cannot write and do not stop it. The deep monitor reports BLOCKS clients and foreign locks as
+split brain, and an image or a quorum it could not check as a warning, never as a failure.
 
 "Writer" = a client with the image open read-write = a watcher. The exclusive-lock holder
 (``list_lockers()``: tag ``internal``, cookie ``auto <n>``) is alive iff a watcher has the
@@ -28,13 +51,16 @@ from typing import NamedTuple, Optional, Tuple
 # (python3 -X importtime; typing is loaded by libvirt anyway).
 
 # Where a Ceph client lives, as far as the cluster knows.
-LOCAL = "local"          # this node
-MEMBER = "member"        # a live cluster member (online, not unclean)
-UNCLEAN = "unclean"      # lost, fencing pending or failed: it may still be writing
-GONE = "gone"            # fenced, or cleanly out of the cluster: cannot be writing
-UNKNOWN = "unknown"      # an address no source maps to a node
+LOCAL = "local"              # this node
+MEMBER = "member"            # a live cluster member (online, not unclean)
+UNCLEAN = "unclean"          # lost, fencing pending or failed: it may still be writing
+MAINTENANCE = "maintenance"  # offline while in maintenance: its VMs may still run
+GONE = "gone"                # fenced (fencing history), not active since: cannot be writing
+LEFT = "left"                # offline and clean, not (provably) fenced: left cleanly
+CONFLICT = "conflict"        # two sources give this address to different nodes
+UNKNOWN = "unknown"          # an address no source maps to a cluster node
 
-NODE_STATES = (LOCAL, MEMBER, UNCLEAN, GONE, UNKNOWN)
+NODE_STATES = (LOCAL, MEMBER, UNCLEAN, MAINTENANCE, GONE, LEFT, CONFLICT, UNKNOWN)
 
 # Verdicts.
 START = "start"
@@ -48,6 +74,13 @@ PERM = "perm"
 # Policies for a writer at an address no source maps to a node.
 UNKNOWN_REFUSE = "refuse"
 UNKNOWN_BLOCKLIST = "blocklist"
+
+# Client categories of the classifier.
+OURS = "ours"
+BLOCKS = "blocks"
+FENCE = "fence"
+
+DNS_SOURCE = "name resolution"
 
 
 class Watcher(NamedTuple):
@@ -77,8 +110,8 @@ class ImageFacts(NamedTuple):
     spec: str                           # "pool/image" or "pool/namespace/image"
     exists: bool = True
     permission_denied: bool = False
-    error: Optional[str] = None         # any other failure to inspect (fails the decision)
-    lock_tag: Optional[str] = None
+    error: Optional[str] = None         # any other failure to inspect
+    lock_tag: Optional[str] = None      # list_lockers()'s tag: 'internal' for librbd's lock
     lockers: Tuple[Locker, ...] = ()
     watchers: Tuple[Watcher, ...] = ()
 
@@ -87,6 +120,7 @@ class Owner(NamedTuple):
     node: Optional[str]
     state: str                          # one of NODE_STATES
     source: str = ""                    # how it was learnt: "node_addresses", "attribute", "dns"
+    note: str = ""                      # why this state, for exit reasons
 
 
 class Facts(NamedTuple):
@@ -97,6 +131,8 @@ class Facts(NamedTuple):
     local_node: str
     domain_active_here: bool
     unknown_policy: str = UNKNOWN_REFUSE
+    # False unless the adapters could read the cluster's membership: recovery needs it.
+    membership_known: bool = False
 
 
 class Recovery(NamedTuple):
@@ -142,63 +178,226 @@ def ip_of(addr):
     return a.rsplit(":", 1)[0] if ":" in a else a
 
 
+def instance_addr(addr):
+    """True if ``addr`` names one client instance, 'ip:port/nonce' with nonce > 0.
+    'ip:0/0' (or a bare IP, which the monitors store as ip:0/0) blocklists every client of
+    the host, this node's own sessions included when it is ours."""
+    a = addr.strip()
+    for prefix in ("v2:", "v1:", "any:"):
+        if a.startswith(prefix):
+            a = a[len(prefix):]
+    head, sep, nonce = a.rpartition("/")
+    if not sep or not nonce.isdigit() or int(nonce) == 0 or ":" not in head:
+        return False
+    return bool(ip_of(a)) and head.rsplit(":", 1)[1].isdigit()
+
+
+# ------------------------------------------------------------------ the classifier
+
+class ClientView(NamedTuple):
+    """One client of an image as the classifier sees it."""
+    entity: str
+    addr: str
+    owner: Owner
+    watching: bool                      # has a live watch (open read-write)
+    lock_cookie: Optional[str]          # the exclusive lock it holds, if any
+    category: str                       # OURS, BLOCKS or FENCE
+    why: str                            # one sentence: why this category
+
+    def recovery(self, spec):
+        return Recovery(spec, self.addr, self.entity, self.owner.node, self.why,
+                        self.lock_cookie)
+
+
+class ImageView(NamedTuple):
+    """classify_image's answer for one image."""
+    spec: str
+    status: str                         # "ok", "missing", "denied", "error"
+    detail: str = ""                    # the inspection error
+    clients: Tuple[ClientView, ...] = ()
+    foreign_locks: Tuple[str, ...] = () # one sentence per lock that is not librbd's
+
+    @property
+    def inspected(self):
+        return self.status == "ok"
+
+    def of(self, category):
+        return tuple(c for c in self.clients if c.category == category)
+
+    @property
+    def ours(self):
+        return self.of(OURS)
+
+    @property
+    def blockers(self):
+        return self.of(BLOCKS)
+
+    @property
+    def fenced(self):
+        return self.of(FENCE)
+
+    @property
+    def retryable(self):
+        """Refused only for lock holders with no watch: a watch re-registers within
+        seconds after an OSD failover or a network blip, so look again."""
+        b = self.blockers
+        return bool(b) and not self.foreign_locks and all(not c.watching for c in b)
+
+    def recoveries(self):
+        return tuple(c.recovery(self.spec) for c in self.fenced)
+
+
+def _where(owner, addr, entity):
+    return "%s at %s on %s" % (entity, addr, owner.node or "an unknown node")
+
+
 def _owner(facts, addr):
     return facts.owners.get(ip_of(addr), Owner(None, UNKNOWN))
 
 
-def _where(owner, addr, entity):
-    node = owner.node or "an unknown node"
-    return "%s at %s on %s" % (entity, addr, node)
+def _judge(facts, spec, entity, addr, watching):
+    """(category, why) of one client that is not on this node with a watch."""
+    owner = _owner(facts, addr)
+    where = _where(owner, addr, entity)
+    note = " (%s)" % owner.note if owner.note else ""
+    st = owner.state
+    if watching:
+        what = "image %s is open read-write by %s" % (spec, where)
+    else:
+        what = ("image %s's exclusive lock is held by %s with no watch (a watch re-registers "
+                "after an OSD failover or a network blip)" % (spec, where))
+    if st == LOCAL:
+        # only a holder with no watch gets here (a local watcher is OURS)
+        return BLOCKS, what + ", this node: refusing"
+    if st == MEMBER:
+        return BLOCKS, what + ", a live cluster member%s: refusing a second writer (stop or " \
+            "migrate the domain there first)" % note
+    if st == UNCLEAN:
+        return BLOCKS, what + ", a node that is lost but not yet fenced%s: refusing until " \
+            "Pacemaker has fenced it" % note
+    if st == MAINTENANCE:
+        return BLOCKS, what + ", a node in maintenance%s: its VMs may still run; refusing" % note
+    if st == CONFLICT:
+        return BLOCKS, what + ": %s; refusing (fix node_addresses or the published " \
+            "addresses)" % (owner.note or "sources disagree on this address")
+    if st == LEFT and watching:
+        return BLOCKS, what + ", a node that left the cluster cleanly but was not fenced " \
+            "since, and the client still has a live watch: refusing"
+    dns_only = owner.source == DNS_SOURCE
+    if st in (GONE, LEFT):
+        why = ("node fenced (Pacemaker's fencing history)" if st == GONE else
+               "node left the cluster cleanly and the client has no watch")
+        if dns_only:
+            return BLOCKS, what + ", a node known only from name resolution for this " \
+                "address: no proof to recover on; refusing (map it with node_addresses)"
+    else:  # UNKNOWN
+        if facts.unknown_policy != UNKNOWN_BLOCKLIST:
+            return BLOCKS, what + ", an address no cluster node is known to use%s: refusing " \
+                "(map it with node_addresses, or set unknown_client_policy=blocklist)" % note
+        why = "unknown address, policy blocklist"
+    if not facts.membership_known:
+        return BLOCKS, what + ": cluster membership cannot be read, so nothing is recovered; " \
+            "refusing"
+    if not instance_addr(addr):
+        return BLOCKS, what + ": %s is not the address of one client instance " \
+            "(ip:port/nonce with nonce > 0); blocklisting it would fence every client of " \
+            "that host: refusing" % addr
+    return FENCE, why
+
+
+def classify_image(facts: Facts, img: ImageFacts) -> ImageView:
+    """Every client of ``img`` with its owner and category (see the module docstring)."""
+    if img.permission_denied:
+        return ImageView(img.spec, "denied", "permission denied")
+    if not img.exists:
+        return ImageView(img.spec, "missing", img.error or "does not exist")
+    if img.error:
+        return ImageView(img.spec, "error", img.error)
+
+    foreign = []
+    ours_lock = {}                       # (addr, watch cookie) -> lock cookie
+    holders = []
+    for lk in img.lockers:
+        if img.lock_tag not in (None, "internal") or lk.watch_cookie is None:
+            foreign.append(
+                "image %s has a lock that is not librbd's exclusive lock (tag %r, cookie %r, "
+                "held by %s at %s): QEMU would hang on it; once no process uses it, remove it "
+                "with: rbd lock rm %s '%s' %s"
+                % (img.spec, img.lock_tag, lk.cookie, lk.entity, lk.addr, img.spec,
+                   lk.cookie, lk.entity))
+            continue
+        ours_lock[(lk.addr, lk.watch_cookie)] = lk.cookie
+        holders.append(lk)
+
+    clients = []
+    for w in img.watchers:
+        cookie = ours_lock.get((w.addr, w.cookie))
+        owner = _owner(facts, w.addr)
+        if owner.state == LOCAL:
+            clients.append(ClientView(w.entity, w.addr, owner, True, cookie, OURS,
+                                      "a writer on this node"))
+            continue
+        cat, why = _judge(facts, img.spec, w.entity, w.addr, True)
+        clients.append(ClientView(w.entity, w.addr, owner, True, cookie, cat, why))
+    watched = {(w.addr, w.cookie) for w in img.watchers}
+    for lk in holders:
+        if (lk.addr, lk.watch_cookie) in watched:
+            continue
+        cat, why = _judge(facts, img.spec, lk.entity, lk.addr, False)
+        clients.append(ClientView(lk.entity, lk.addr, _owner(facts, lk.addr), False,
+                                  lk.cookie, cat, why))
+    return ImageView(img.spec, "ok", "", tuple(clients), tuple(foreign))
+
+
+def _not_inspected(views, action):
+    """The verdict for images that could not be inspected, or None."""
+    for v in views:
+        if v.status == "denied":
+            return Verdict(PERM, ("permission denied inspecting RBD image %s: check the caps "
+                                  "of the Ceph user (mon 'profile rbd', osd 'profile rbd')"
+                                  % v.spec,))
+    missing = [v.spec for v in views if v.status == "missing"]
+    if missing:
+        return Verdict(CONFIG, ("RBD image %s does not exist" % ", ".join(missing),))
+    failed = [v for v in views if v.status == "error"]
+    if failed:
+        return Verdict(UNAVAILABLE, tuple("cannot inspect RBD image %s (%s): not %s without "
+                                          "knowing its writers" % (v.spec, v.detail, action)
+                                          for v in failed))
+    return None
+
+
+def _entities(clients):
+    return ", ".join("%s at %s" % (c.entity, c.addr) for c in clients)
 
 
 def decide_start(facts: Facts) -> Verdict:
     """The verdict for ``start`` (see the module table). Pure: same facts, same verdict."""
     if not facts.quorum_ok:
         return Verdict(UNAVAILABLE, ("Ceph is not usable: %s" % facts.quorum_detail,))
-
-    for img in facts.images:
-        if img.permission_denied:
-            return Verdict(PERM, ("permission denied inspecting RBD image %s: check the caps "
-                                  "of the Ceph user (mon 'profile rbd', osd 'profile rbd')"
-                                  % img.spec,))
-    missing = [i.spec for i in facts.images if not i.exists]
-    if missing:
-        return Verdict(CONFIG, ("RBD image %s does not exist" % ", ".join(missing),))
-    failed = [i for i in facts.images if i.error]
-    if failed:
-        return Verdict(UNAVAILABLE, tuple("cannot inspect RBD image %s: %s" % (i.spec, i.error)
-                                          for i in failed))
-
-    refusals, recoveries, local_writers = [], [], []
-    for img in facts.images:
-        r, rec, loc = _judge_image(facts, img)
-        refusals += r
-        recoveries += rec
-        local_writers += loc
-
-    # Writers on this node: with our domain running, exactly one per image is its QEMU.
-    per_image = {}
-    for spec, w in local_writers:
-        per_image.setdefault(spec, []).append(w)
-    for spec, ws in sorted(per_image.items()):
-        if not facts.domain_active_here:
-            refusals.append("image %s is open read-write on this node (%s) by a client that is "
-                            "not this domain: stop it first (e.g. 'rbd status %s' shows it)"
-                            % (spec, ", ".join(w.entity + " at " + w.addr for w in ws), spec))
-        elif len(ws) > 1:
+    views = [classify_image(facts, img) for img in facts.images]
+    bad = _not_inspected(views, "starting")
+    if bad is not None:
+        return bad
+    refusals, recoveries = [], []
+    for v in views:
+        refusals += v.foreign_locks
+        refusals += [c.why for c in v.blockers]
+        ours = v.ours
+        if ours and not facts.domain_active_here:
+            refusals.append("image %s is open read-write on this node (%s) by a client that "
+                            "is not this domain: stop it first (e.g. 'rbd status %s' shows it)"
+                            % (v.spec, _entities(ours), v.spec))
+        elif len(ours) > 1:
             refusals.append("image %s has %d writers on this node while the domain runs here: "
                             "another process (%s) has it open read-write"
-                            % (spec, len(ws), ", ".join(w.entity + " at " + w.addr for w in ws)))
-
+                            % (v.spec, len(ours), _entities(ours)))
+        recoveries += v.recoveries()
     if refusals:
         return Verdict(REFUSE, tuple(refusals))
     if recoveries:
-        if facts.domain_active_here:
-            # Our domain runs here, yet stale clients linger elsewhere: clean them up, the
-            # start itself is a no-op.
-            return Verdict(RECOVER_THEN_START, tuple(r.describe() for r in recoveries) +
-                           ("domain already running here",), tuple(recoveries))
-        return Verdict(RECOVER_THEN_START, tuple(r.describe() for r in recoveries),
+        extra = ("domain already running here",) if facts.domain_active_here else ()
+        return Verdict(RECOVER_THEN_START, tuple(r.describe() for r in recoveries) + extra,
                        tuple(recoveries))
     if facts.domain_active_here:
         return Verdict(ALREADY_RUNNING, ("domain already running here and its QEMU is the only "
@@ -207,88 +406,31 @@ def decide_start(facts: Facts) -> Verdict:
                            if facts.images else "no guarded RBD disks",))
 
 
-def _judge_image(facts, img):
-    """(refusals, recoveries, local writers) for one image."""
-    refusals, recoveries, local = [], [], []
-    watched = {(ip_of(w.addr), w.addr, w.cookie) for w in img.watchers}
-    holder = {}  # addr -> Locker
-    for lk in img.lockers:
-        holder[lk.addr] = lk
-
-    for w in img.watchers:
-        owner = _owner(facts, w.addr)
-        lk = holder.get(w.addr)
-        cookie = lk.cookie if lk and lk.watch_cookie == w.cookie else None
-        if owner.state == LOCAL:
-            local.append((img.spec, w))
-        elif owner.state == MEMBER:
-            refusals.append("image %s is open read-write by %s, a live cluster member: "
-                            "refusing a second writer (stop or migrate the domain there first)"
-                            % (img.spec, _where(owner, w.addr, w.entity)))
-        elif owner.state == UNCLEAN:
-            refusals.append("image %s is open by %s, a node that is lost but not yet fenced: "
-                            "refusing until Pacemaker has fenced it"
-                            % (img.spec, _where(owner, w.addr, w.entity)))
-        elif owner.state == GONE:
-            recoveries.append(Recovery(img.spec, w.addr, w.entity, owner.node,
-                                       "fenced or not a cluster member", cookie))
-        else:
-            if facts.unknown_policy == UNKNOWN_BLOCKLIST:
-                recoveries.append(Recovery(img.spec, w.addr, w.entity, None,
-                                           "unknown address, policy blocklist", cookie))
-            else:
-                refusals.append("image %s is open read-write by %s at %s, an address no cluster "
-                                "node is known to use: refusing (map it with node_addresses, or "
-                                "set unknown_client_policy=blocklist)"
-                                % (img.spec, w.entity, w.addr))
-
-    # A lock holder with no watch: its client is dead or cut off from the OSDs. librbd would
-    # wait ~30 s (osd_client_watch_timeout) before taking the lock over; blocklist it first so
-    # it cannot write when it comes back, then break the lock.
-    for lk in img.lockers:
-        alive = any(addr == lk.addr and (lk.watch_cookie is None or cookie == lk.watch_cookie)
-                    for _ip, addr, cookie in watched)
-        if alive:
-            continue
-        owner = _owner(facts, lk.addr)
-        if any(r.addr == lk.addr for r in recoveries):
-            continue
-        recoveries.append(Recovery(img.spec, lk.addr, lk.entity, owner.node,
-                                   "holds the exclusive lock with no watch (dead or cut off)",
-                                   lk.cookie))
-    return refusals, recoveries, local
-
-
 def decide_migrate(facts: Facts, target: str, target_health: Optional[str]) -> Verdict:
     """May this node live-migrate the domain to ``target``?
 
     The domain runs here; after migration the target's QEMU must be the only writer. So:
-    quorum, target not red for Ceph, and no writer other than this node's QEMU (one per image).
-    A stale writer on the target itself (say, a QEMU left over by a failed migration) is a
-    second writer too.
+    quorum, target not red for Ceph, every image inspected, no BLOCKS client and no foreign
+    lock (a stale writer on the target itself, say a QEMU left over by a failed migration,
+    is a second writer too), at most one writer here. FENCE clients cannot write: the next
+    start recovers them.
     """
     if not facts.quorum_ok:
         return Verdict(UNAVAILABLE, ("Ceph is not usable: %s" % facts.quorum_detail,))
     if target_health == "red":
         return Verdict(REFUSE, ("target node %s reports #health-ceph=red: it cannot use Ceph, "
                                 "the guest would freeze there" % target,))
+    views = [classify_image(facts, img) for img in facts.images]
+    bad = _not_inspected(views, "migrating")
+    if bad is not None:
+        return bad
     refusals = []
-    for img in facts.images:
-        if not img.exists:
-            return Verdict(CONFIG, ("RBD image %s does not exist" % img.spec,))
-        locals_ = 0
-        for w in img.watchers:
-            owner = _owner(facts, w.addr)
-            if owner.state == LOCAL:
-                locals_ += 1
-            elif owner.state == GONE:
-                continue  # a fenced node cannot write; start-time recovery handles leftovers
-            else:
-                refusals.append("image %s is also open read-write by %s: refusing to migrate "
-                                "while a second writer exists"
-                                % (img.spec, _where(owner, w.addr, w.entity)))
-        if locals_ > 1:
-            refusals.append("image %s has %d writers on this node" % (img.spec, locals_))
+    for v in views:
+        refusals += v.foreign_locks
+        refusals += ["refusing to migrate while a second writer exists: " + c.why
+                     for c in v.blockers]
+        if len(v.ours) > 1:
+            refusals.append("image %s has %d writers on this node" % (v.spec, len(v.ours)))
     if refusals:
         return Verdict(REFUSE, tuple(refusals))
     return Verdict(START, ("target %s healthy (%s), no other writer" % (target, target_health or
@@ -296,28 +438,33 @@ def decide_migrate(facts: Facts, target: str, target_health: Optional[str]) -> V
 
 
 class WriterCheck(NamedTuple):
-    """Deep monitor (depth 20): is this node's QEMU the only writer of each guarded image?"""
+    """Deep monitor (depth 20): is this node's QEMU the only writer of each guarded image?
+    ``problems`` fail the monitor; ``warnings`` are logged (could not check, stale clients)."""
     ok: bool
     problems: Tuple[str, ...] = ()
+    warnings: Tuple[str, ...] = ()
 
 
 def check_sole_writer(facts: Facts) -> WriterCheck:
-    problems = []
-    for img in facts.images:
-        if not img.exists:
-            problems.append("RBD image %s has disappeared" % img.spec)
+    if not facts.quorum_ok:
+        return WriterCheck(True, (), ("cannot check the writers of the RBD images: Ceph is not "
+                                      "usable: %s" % facts.quorum_detail,))
+    problems, warnings = [], []
+    for v in (classify_image(facts, img) for img in facts.images):
+        if v.status == "missing":
+            problems.append("RBD image %s has disappeared" % v.spec)
             continue
-        local = 0
-        for w in img.watchers:
-            owner = _owner(facts, w.addr)
-            if owner.state == LOCAL:
-                local += 1
-            elif owner.state != GONE:
-                problems.append("SPLIT BRAIN: image %s is also open read-write by %s"
-                                % (img.spec, _where(owner, w.addr, w.entity)))
-        if local == 0:
+        if not v.inspected:
+            warnings.append("cannot check the writers of RBD image %s: %s" % (v.spec, v.detail))
+            continue
+        problems += ["SPLIT BRAIN: " + f for f in v.foreign_locks]
+        problems += ["SPLIT BRAIN: " + c.why for c in v.blockers]
+        warnings += ["stale client of RBD image %s: %s (%s); the next start recovers it"
+                     % (v.spec, c.entity, c.why) for c in v.fenced]
+        ours = v.ours
+        if not ours:
             problems.append("image %s has no writer on this node: the domain's QEMU lost its "
-                            "Ceph session (blocklisted?)" % img.spec)
-        elif local > 1:
-            problems.append("image %s has %d writers on this node" % (img.spec, local))
-    return WriterCheck(not problems, tuple(problems))
+                            "Ceph session (blocklisted?)" % v.spec)
+        elif len(ours) > 1:
+            problems.append("image %s has %d writers on this node" % (v.spec, len(ours)))
+    return WriterCheck(not problems, tuple(problems), tuple(warnings))

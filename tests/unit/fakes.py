@@ -273,6 +273,19 @@ class FakeCeph:
         self.sessions = []
         self.commands = []
         self.hang_mon = threading.Event()   # set: mon commands block (released at teardown)
+        self.hang_osd = threading.Event()   # set: image calls block (released at teardown)
+        self.use_after_free = []            # image calls that resumed on a freed handle
+        # OSD map epochs. Every blocklist change is a new map; each OSD gets it after its
+        # own propagation delay, or at once when an operation carrying a newer epoch
+        # arrives (an OSD handles an op only once it has the op's map). A session keeps
+        # the map it connected with until wait_for_latest_osdmap().
+        self.osdmap_epoch = 1
+        self.epoch_committed = {1: 0.0}     # epoch -> time the monitors committed it
+        self.osd_delay = [5.0, 5.0, 5.0]    # per OSD: seconds until it has a new map
+        self.osd_bumped = [1, 1, 1]         # per OSD: epoch learnt from operations
+        self.blocklist_epoch = {}           # addr -> epoch of the map carrying its entry
+        self.unsafe_breaks = []             # lock breaks an OSD did before it knew the holder
+                                            # was blocklisted: (spec, addr, osd epoch, needed)
         self.release = threading.Event()
         self._gids = itertools.count(4235)
         self._nonces = itertools.count(3154213287)
@@ -335,6 +348,40 @@ class FakeCeph:
 
     def mon_prefixes(self):
         return [c.get("prefix") for c in self.commands]
+
+    # ---------------------------------------------------------------- OSD map model
+    def new_epoch(self):
+        self.osdmap_epoch += 1
+        self.epoch_committed[self.osdmap_epoch] = time.time()
+        return self.osdmap_epoch
+
+    def osd_epoch(self, osd, now=None):
+        now = time.time() if now is None else now
+        by_time = max(e for e, t in self.epoch_committed.items()
+                      if e == 1 or t + self.osd_delay[osd] <= now)
+        return max(by_time, self.osd_bumped[osd])
+
+    def osd_of(self, spec, obj="header"):
+        """The primary OSD of an object of an image (a fixed hash, like CRUSH)."""
+        return sum(map(ord, spec + "/" + obj)) % len(self.osd_delay)
+
+    def osd_op(self, op_epoch, spec, obj="header"):
+        """An operation carrying ``op_epoch`` reaches the object's OSD: the OSD first gets
+        that map. Returns (osd, the OSD's epoch while it handles the op)."""
+        osd = self.osd_of(spec, obj)
+        self.osd_bumped[osd] = max(self.osd_bumped[osd], op_epoch)
+        return osd, self.osd_epoch(osd)
+
+    def client_write(self, client, spec, obj="data.0", op_epoch=None):
+        """``client`` (a Client, e.g. a QEMU of qemu_writes) writes an object of ``spec``.
+        True if an OSD accepted it: refused only by an OSD whose map carries the client's
+        blocklist entry (ConnectionShutdown on the client for real)."""
+        _osd, epoch = self.osd_op(op_epoch or 1, spec, obj)
+        needed = self.blocklist_epoch.get(client.addr)
+        accepted = needed is None or epoch < needed
+        self.timeline.append(("ceph", "write " + ("accepted" if accepted else "refused"),
+                              spec, client.addr))
+        return accepted
 
     def close(self):
         self.release.set()
@@ -399,6 +446,7 @@ class FakeCeph:
         if op == "add":
             expire = float(cmd.get("expire", 3600.0))
             self.blocklist[addr] = time.time() + expire
+            self.blocklist_epoch[addr] = self.new_epoch()
             self.timeline.append(("ceph", "blocklist add", addr, expire))
             return 0, b"", "blocklisting %s until %s (%d sec)" % (
                 addr, _stamp(self.blocklist[addr]), expire)
@@ -487,7 +535,20 @@ class Rados:
                                      "client_mount_timeout" % mount)
             raise real_rados.TimedOut("error connecting to the cluster", errno=ETIMEDOUT)
         self.client = ceph.new_client(ceph.client_ip)
+        self.epoch = ceph.osdmap_epoch
         self.state = "connected"
+
+    def wait_for_latest_osdmap(self):
+        self._require_connected()
+        ceph = self._ceph
+        if not ceph.has_quorum:
+            if float(self.conf.get("rados_mon_op_timeout", "0") or 0) <= 0:
+                raise AssertionError("wait_for_latest_osdmap without quorum and without "
+                                     "rados_mon_op_timeout would block forever")
+            raise real_rados.TimedOut("error waiting for latest OSD map", errno=ETIMEDOUT)
+        self.epoch = ceph.osdmap_epoch
+        ceph.timeline.append(("ceph", "wait_for_latest_osdmap", self.epoch))
+        return 0
 
     def shutdown(self):
         self.state = "shutdown"
@@ -572,6 +633,7 @@ class Image:
             raise real_rbd.ImageNotFound(what, errno=ENOENT)
         self._st = st
         self._session = session
+        self._ioctx = ioctx
         self.name = name
         self.read_only = bool(read_only or snapshot is not None)
         self.closed = False
@@ -596,10 +658,28 @@ class Image:
     def _open(self):
         if self.closed:
             raise real_rbd.InvalidArgument("RBD image %s is closed" % self.name, errno=EINVAL)
+        ceph = self._session._ceph
+        if ceph.hang_osd.is_set():
+            # an OSD that does not answer: the call outlives any timeout of the caller;
+            # when it resumes, its handles must still be alive (real librbd: segfault)
+            ceph.release.wait(30)
+            if self._ioctx.state != "open" or self._session.state != "connected":
+                ceph.use_after_free.append((self.name, self._ioctx.state,
+                                            self._session.state))
 
     def list_lockers(self):
         self._open()
         return self._st.lockers_answer()
+
+    def id(self):
+        self._open()
+        return self._st.id
+
+    def metadata_get(self, key):
+        self._open()
+        if key not in self._st.metadata:
+            raise KeyError("no metadata %s for image %s" % (key.encode(), self.name.encode()))
+        return self._st.metadata[key]
 
     def watchers_list(self):
         self._open()
@@ -626,6 +706,7 @@ class Image:
                                      errno=EBUSY)
         ceph = self._session._ceph
         conf = self._session.conf
+        blocklisted_before = lock_owner in ceph.blocklist
         # librbd's BreakRequest: blocklist the holder (rbd_blocklist_on_break_lock, default
         # true; expiry rbd_blocklist_expire_seconds, 0 = the monitors' 3600 s), wait for the
         # new OSD map, then break. The blocklist goes to the monitors as a command like ours.
@@ -638,6 +719,13 @@ class Image:
             if ret == -EACCES:
                 raise real_rbd.PermissionError("error breaking lock on image %s" % self.name,
                                                errno=EACCES)
+            self._session.epoch = ceph.osdmap_epoch   # librbd waits for the new map
+            blocklisted_before = True
+        # The break is an operation on the header object, carrying this session's epoch.
+        _osd, osd_epoch = ceph.osd_op(self._session.epoch, self._st.spec)
+        needed = ceph.blocklist_epoch.get(lock_owner)
+        if not blocklisted_before or needed is None or osd_epoch < needed:
+            ceph.unsafe_breaks.append((self._st.spec, lock_owner, osd_epoch, needed))
         self._st.lock_breaks.append((mode, lock_owner))
         ceph.timeline.append(("ceph", "lock_break", self._st.spec, lock_owner))
         self._st.lockers = [lk for lk in self._st.lockers if lk[2] != lock_owner]

@@ -21,7 +21,8 @@ from vmceph import bounded, cluster
 from vmceph.cluster import (Cluster, ClusterError, NodeInfo, owners_map, parse_crm_mon,
                             parse_membership, parse_node_addresses)
 from vmceph.ocf import Deadline
-from vmceph.safety import GONE, LOCAL, MEMBER, UNCLEAN, Owner
+from vmceph.safety import (CONFLICT, DNS_SOURCE, GONE, LEFT, LOCAL, MAINTENANCE, MEMBER,
+                           UNCLEAN, UNKNOWN, Owner)
 
 API_RNG = Path("/usr/share/pacemaker/api/api-result-2.25.rng")
 
@@ -137,8 +138,9 @@ def _summary(nodes):
 EXPECTED = {
     "node1": (MEMBER, {"vmceph-ceph-addrs": "10.252.0.1 fd00:252::1"}),
     "node2": (MEMBER, {"vmceph-ceph-addrs": "10.252.0.2"}),     # standby is still a member
-    "node3": (GONE, {}),
+    "node3": (LEFT, {}),      # offline and clean: GONE only with proof of fencing
     "node4": (UNCLEAN, {}),
+    "rnode5": (LEFT, {}),     # a remote node keeps its state: it runs clients too
 }
 
 
@@ -154,8 +156,13 @@ def test_crm_mon_hides_hash_attributes_and_offline_nodes_attributes():
     assert nodes["node3"].attributes == {} and nodes["node4"].attributes == {}
 
 
-def test_remote_nodes_are_skipped():
-    assert "rnode5" not in parse_crm_mon(CRM_MON)
+def test_remote_nodes_are_kept_with_their_state():
+    """Dropping a remote node made its live QEMU's address look like no node's (issue 10)."""
+    nodes = parse_crm_mon(CRM_MON)
+    assert nodes["rnode5"].state == LEFT
+    online = parse_crm_mon(_mon(_node("r", "true", "false", "remote") +
+                                _node("g", "true", "true", "guest")))
+    assert online["r"].state == MEMBER and online["g"].state == UNCLEAN
 
 
 def test_sample_follows_the_installed_crm_mon_schema():
@@ -194,17 +201,26 @@ def _node(name, online, unclean, type_="member"):
 
 @pytest.mark.parametrize("online,unclean,state", [
     ("true", "false", MEMBER), ("true", "true", UNCLEAN), ("false", "true", UNCLEAN),
-    ("false", "false", GONE)])
+    ("false", "false", LEFT)])
 def test_node_state_table(online, unclean, state):
     assert parse_crm_mon(_mon(_node("n", online, unclean)))["n"].state == state
 
 
-def test_guest_and_ping_nodes_skipped_attributes_of_unknown_nodes_ignored():
-    nodes = parse_crm_mon(_mon(_node("a", "true", "false") + _node("g", "true", "false", "ping"),
+def test_attributes_of_unknown_nodes_ignored():
+    nodes = parse_crm_mon(_mon(_node("a", "true", "false"),
                                "<node name='ghost'><attribute name='x' value='1'/></node>"
                                "<node name='a'><attribute name='x' value='1'/>"
                                "<attribute name='y' value='2'/></node>"))
     assert list(nodes) == ["a"] and nodes["a"].attributes == {"x": "1", "y": "2"}
+
+
+def test_offline_node_in_maintenance_is_not_gone():
+    xml = _mon(_node("a", "false", "false")).replace("maintenance='false'",
+                                                     "maintenance='true'")
+    assert parse_crm_mon(xml)["a"].state == MAINTENANCE
+    cluster_wide = _mon(_node("a", "false", "false")).replace(
+        "<nodes>", "<summary><cluster_options maintenance-mode='true'/></summary><nodes>")
+    assert parse_crm_mon(cluster_wide)["a"].state == MAINTENANCE
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -213,8 +229,9 @@ def test_parse_membership():
     nodes = parse_membership("node1=member node2=fenced node3=unclean node4=offline "
                              "node5=ONLINE node6=Gone")
     assert {n: i.state for n, i in nodes.items()} == {
-        "node1": MEMBER, "node2": GONE, "node3": UNCLEAN, "node4": GONE, "node5": MEMBER,
+        "node1": MEMBER, "node2": GONE, "node3": UNCLEAN, "node4": LEFT, "node5": MEMBER,
         "node6": GONE}
+    assert parse_membership("n=left n2=maintenance")["n2"].state == MAINTENANCE
     assert parse_membership("") == {} and parse_membership("  ") == {}
 
 
@@ -252,8 +269,10 @@ def test_owners_map_states():
     assert owners["10.0.0.2"] == Owner("node2", MEMBER, "node_addresses")
     assert owners["10.0.0.3"].state == GONE
     assert owners["10.0.0.4"].state == UNCLEAN
-    # a node the cluster does not list is not a member
-    assert owners["10.0.0.9"] == Owner("node9", GONE, "node_addresses")
+    # a name the cluster does not know is UNKNOWN, never "gone" (issue 10: an FQDN in
+    # node_addresses made a live node's QEMU a GONE client)
+    assert owners["10.0.0.9"].state == UNKNOWN and owners["10.0.0.9"].node == "node9"
+    assert "no node node9" in owners["10.0.0.9"].note
 
 
 def test_owners_map_membership_unknown_counts_others_as_members():
@@ -265,21 +284,41 @@ def test_owners_map_membership_unknown_counts_others_as_members():
     assert "10.0.0.3" not in owners
 
 
-def test_owners_map_precedence():
-    """own session > node_addresses > published attribute > name resolution; a later source
-    never overrides an earlier one."""
+def test_owners_map_sources_and_conflicts():
+    """own session, node_addresses, published attribute, name resolution; an address two
+    sources give to different nodes is CONFLICT (refused), whatever the sources."""
     nodes = _nodes(node1=MEMBER, node2=MEMBER, node3=GONE)
-    nodes["node2"].attributes = {"vmceph-ceph-addrs": "10.0.0.1 10.0.0.22 10.0.0.3"}
-    static = {"node3": ["10.0.0.3", "10.0.0.22"]}
-    dns = {"node1": ["10.0.0.3", "10.0.0.100", "127.0.1.1"], "node2": ["10.0.0.200"],
-           "node3": ["10.0.0.1"]}
-    owners = owners_map("node1", ["10.0.0.1"], nodes, static, resolver=lambda n: dns.get(n, []))
-    assert owners["10.0.0.1"] == Owner("node1", LOCAL, "own session")
-    assert owners["10.0.0.3"] == Owner("node3", GONE, "node_addresses")
-    assert owners["10.0.0.22"] == Owner("node3", GONE, "node_addresses")
-    assert owners["10.0.0.100"] == Owner("node1", LOCAL, "name resolution")
-    assert owners["10.0.0.200"] == Owner("node2", MEMBER, "name resolution")
+    nodes["node2"].attributes = {"vmceph-ceph-addrs": "10.0.0.1 10.0.0.22 10.0.0.3 10.0.0.2"}
+    static = {"node3": ["10.0.0.3", "10.0.0.33"]}
+    dns = {"node1": ["10.0.0.100", "127.0.1.1"], "node2": ["10.0.0.200", "10.0.0.2"],
+           "node3": ["10.0.0.33"]}
+    owners = owners_map("node1", ["10.0.0.1"], nodes, static, dns=dns)
+    assert owners["10.0.0.1"].state == CONFLICT and "node2" in owners["10.0.0.1"].note
+    assert owners["10.0.0.3"].state == CONFLICT
+    assert owners["10.0.0.33"] == Owner("node3", GONE, "node_addresses")   # DNS agrees
+    assert owners["10.0.0.2"] == Owner("node2", MEMBER, "attribute vmceph-ceph-addrs")
+    assert owners["10.0.0.22"] == Owner("node2", MEMBER, "attribute vmceph-ceph-addrs")
+    assert owners["10.0.0.100"] == Owner("node1", LOCAL, DNS_SOURCE)
+    assert owners["10.0.0.200"] == Owner("node2", MEMBER, DNS_SOURCE)
     assert "127.0.1.1" not in owners
+
+
+def test_resolve_all_is_parallel_under_one_cap():
+    import threading
+    release = threading.Event()
+
+    def slow(name, timeout):
+        if name == "hang":
+            release.wait(5)
+        time.sleep(0.3)
+        return ["10.0.0.%d" % len(name)]
+    t0 = time.monotonic()
+    out = cluster.resolve_all(["a", "bb", "ccc", "dddd", "hang"], 1.0, slow)
+    elapsed = time.monotonic() - t0
+    release.set()
+    assert out == {"a": ["10.0.0.1"], "bb": ["10.0.0.2"], "ccc": ["10.0.0.3"],
+                   "dddd": ["10.0.0.4"], "hang": []}
+    assert elapsed < 1.5   # one cap for all, not 5 x 0.3 s + the hang
 
 
 def test_owners_map_attribute_source_and_custom_name():
@@ -304,7 +343,7 @@ def test_owners_map_from_real_crm_mon_output():
     assert owners["10.252.0.1"].state == LOCAL
     assert owners["fd00:252::1"] == Owner("node1", LOCAL, "attribute vmceph-ceph-addrs")
     assert owners["10.252.0.2"] == Owner("node2", MEMBER, "attribute vmceph-ceph-addrs")
-    assert owners["10.252.0.3"] == Owner("node3", GONE, "node_addresses")
+    assert owners["10.252.0.3"] == Owner("node3", LEFT, "node_addresses")
     # node4 is unclean and publishes nothing crm_mon shows: its address stays unknown
     assert "10.252.0.4" not in owners
 
@@ -335,16 +374,30 @@ CIB_NODES = """<nodes>
 """
 
 
+NO_FENCING = ("<pacemaker-result api-version='2.25'><list name='fencing history' count='0'/>"
+              "<status code='0' message='OK'/></pacemaker-result>")
+
+
 def _crm_mon_and_cib(argv):
-    return _result(argv, out=CRM_MON if argv[0] == "crm_mon" else CIB_NODES)
+    if argv[0] == "crm_mon":
+        return _result(argv, out=CRM_MON)
+    if argv[0] == "stonith_admin":
+        return _result(argv, out=NO_FENCING)
+    if argv[:4] == ["cibadmin", "-Q", "-o", "status"]:
+        return _result(argv, out="<status/>")
+    return _result(argv, out=CIB_NODES)
 
 
 def test_nodes_runs_crm_mon_with_xml_output():
     cl, runner = _cluster(_crm_mon_and_cib)
-    expected = dict(EXPECTED, node3=(GONE, {"vmceph-ceph-addrs": "10.252.0.3"}))
+    expected = dict(EXPECTED, node3=(LEFT, {"vmceph-ceph-addrs": "10.252.0.3"}))
     assert _summary(cl.nodes()) == expected
     calls = [c.args[0] for c in runner.call_args_list]
-    assert calls == [["crm_mon", "-1", "-A", "--output-as=xml"], ["cibadmin", "-Q", "-o", "nodes"]]
+    # offline clean nodes: the fencing history and the CIB status decide whether they
+    # were fenced (not here: no fencing recorded, so node3 stays LEFT)
+    assert calls == [["crm_mon", "-1", "-A", "--output-as=xml"], ["cibadmin", "-Q", "-o", "nodes"],
+                     ["stonith_admin", "--history", "*", "--verbose", "--output-as=xml"],
+                     ["cibadmin", "-Q", "-o", "status"]]
     assert all(0 < c.kwargs["timeout"] <= 10.0 for c in runner.call_args_list)
 
 
@@ -353,14 +406,14 @@ def test_nodes_include_permanent_attributes_of_offline_nodes():
     published permanently are read from the CIB's <nodes> section."""
     cl, _ = _cluster(_crm_mon_and_cib)
     nodes = cl.nodes()
-    assert nodes["node3"].state == GONE
+    assert nodes["node3"].state == LEFT
     assert nodes["node3"].attributes.get("vmceph-ceph-addrs") == "10.252.0.3"
 
 
 def test_nodes_without_readable_cib_nodes_still_answer():
     cl, _ = _cluster(lambda argv: _result(argv, out=CRM_MON) if argv[0] == "crm_mon"
                      else _result(argv, rc=1, err="cibadmin: Connection refused"))
-    assert _summary(cl.nodes()) == EXPECTED
+    assert _summary(cl.nodes()) == EXPECTED   # and nothing counts as fenced
 
 
 @pytest.mark.parametrize("answer,message", [
