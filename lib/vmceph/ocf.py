@@ -126,10 +126,8 @@ def _parse_bool(text):
         return False
     if text.strip().lower() in ("yes", "true", "on", "y", "1"):
         raise ValueError("ambiguous boolean: ocf-shellfuncs reads it as false, Pacemaker "
-                         "as true; write one of %s, or no, false, off, 0"
-                         % ", ".join(BOOL_TRUE[:4] + ("on",)))
-    raise ValueError("expected a boolean (%s, or no, false, off, 0)"
-                     % ", ".join(BOOL_TRUE[:4] + ("on",)))
+                         "as true; write true, yes, on or 1 (or false, no, off, 0)")
+    raise ValueError("expected a boolean: true, yes, on, 1 or false, no, off, 0")
 
 
 def _parse_int(text):
@@ -246,7 +244,7 @@ class Param:
 
 def shown(value, limit=200):
     """``value`` for a message: quoted, escaped (see ``escape``) and cut to ``limit``."""
-    text = escape(repr(value) if isinstance(value, str) else str(value))
+    text = "'%s'" % escape(value) if isinstance(value, str) else escape(str(value))
     if len(text) > limit:
         text = "%s...(%d characters)" % (text[:limit], len(value) if isinstance(value, str)
                                          else len(text))
@@ -385,8 +383,23 @@ def plain_name(text):
         raise ValueError("may contain only ASCII letters, digits and . _ - @ :")
 
 
-class Params:
+def ceph_id(v):
+    """A Ceph client id as librados takes it: without 'client.'."""
+    if not v:
+        return
+    plain_name(v)
+    if v.startswith("client."):
+        raise ValueError("give the id without 'client.' (%s)" % v[len("client."):])
 
+
+def attribute_name(v):
+    """A node attribute name Pacemaker and attrd_updater take as it is."""
+    if v and not all(c.isascii() and (c.isalnum() or c in "#._-") for c in v):
+        raise ValueError("a node attribute name contains only ASCII letters, digits and "
+                         "# . _ -")
+
+
+class Params:
     """The typed values of an agent's parameters, read from ``OCF_RESKEY_*``.
 
     ``given`` is the set of names the environment set explicitly. Access by attribute:
@@ -465,6 +478,19 @@ class Params:
             raise ConfigError("; ".join(problems + missing))
         if missing:
             raise InstalledError("; ".join(missing))
+
+    def checked(self, name):
+        """The value of one parameter with its node check run: ConfigError or
+        InstalledError naming it."""
+        value = getattr(self, name)
+        p = self._param(name)
+        try:
+            p.check_here(value, self.raw(name) if self.given(name) else value)
+        except NotHere as e:
+            raise InstalledError(str(e)) from None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return value
 
     def as_dict(self):
         return {p.name: getattr(self, p.name) for p in self._spec.params}
@@ -564,6 +590,8 @@ def param_longdesc(p):
     text = p.longdesc.strip() or p.shortdesc
     if p.choices:
         text += "\nAccepted values: %s." % ", ".join(c if c else '"" (empty)' for c in p.choices)
+    if p.range_text():
+        text += "\nAccepted values: %s." % p.range_text()
     if p.unsupported:
         text += "\nNot supported by this agent (any value other than the default is refused " \
                 "by validation): %s" % p.unsupported
@@ -911,6 +939,20 @@ def state_file_name(prefix, instance, suffix):
     return "%s%s-%s%s" % (prefix, head, digest, suffix)
 
 
+def usable_state_dir(environ):
+    """The first state directory that is a directory or can be created; the fallback if
+    none is (its users then fail to write, which they must survive)."""
+    import stat
+    for d in state_dirs(environ):
+        try:
+            os.makedirs(d, exist_ok=True)
+            if stat.S_ISDIR(os.stat(d).st_mode):
+                return d
+        except (OSError, ValueError):
+            continue
+    return STATE_DIR_FALLBACK
+
+
 def state_dirs(environ):
     """The directories state may be in, the preferred first."""
     primary = environ.get("HA_RSCTMP") or ""
@@ -940,8 +982,9 @@ def write_state(ctx, name, text):
             os.replace(tmp, path)
             return path
         except (OSError, ValueError) as e:
-            ctx.log.warning("cannot write state file in %s: %s", shown(d),
-                            getattr(e, "strerror", None) or e)
+            why = "not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+                else getattr(e, "strerror", None) or e
+            ctx.log.warning("cannot write state file in %s: %s", shown(d), why)
     return None
 
 
