@@ -1,13 +1,16 @@
 """``vmceph``: the administrator's view of what the agent sees and would decide.
 
-    vmceph disks CONFIG [--json]        the RBD disks of a domain XML, guarded or not
+    vmceph disks CONFIG [--json]        every disk of a domain XML: which RBD image it is
+                                        (network disk, storage-pool volume, krbd device),
+                                        how that was found, guarded or not and why
     vmceph check CONFIG [options]       quorum, holders, watchers, their nodes, and the
                                         decision 'start' would make, with its reasons
     vmceph check --image POOL/IMAGE     the same for one image, without a domain XML
 
 ``check`` uses the agent's own code (facts.gather_with + safety.decide_start): what it
 prints is what the agent would do on this node now. Exit status of check: 0 start
-allowed, 1 refused or Ceph unusable, 2 bad input.
+allowed, 1 refused or Ceph unusable, 2 bad input. Exit status of disks: 0 every disk is
+understood, 1 a disk cannot be guarded (validate-all would refuse it), 2 bad input.
 """
 
 import argparse
@@ -28,9 +31,13 @@ def _parser():
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    d = sub.add_parser("disks", help="list the RBD disks of a domain XML")
+    d = sub.add_parser("disks", help="list the disks of a domain XML and the RBD image of each")
     d.add_argument("config", help="libvirt domain XML file")
     d.add_argument("--json", action="store_true", help="machine-readable output")
+    _resolution_args(d)
+    d.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf",
+                   help="the resource's ceph_conf: every guarded disk must be in its cluster")
+    d.add_argument("--ceph-user", default="", help="client id, without 'client.'")
 
     c = sub.add_parser("check", help="show holders/watchers and the start decision")
     c.add_argument("config", nargs="?", help="libvirt domain XML file")
@@ -45,11 +52,25 @@ def _parser():
     c.add_argument("--node", default=None, help="this node's name (default: as Pacemaker "
                                                  "or the host name says)")
     c.add_argument("--unknown-client-policy", default="refuse", choices=("refuse", "blocklist"))
+    _resolution_args(c, hypervisor=False)
     c.add_argument("--hypervisor", default="qemu:///system",
                    help="libvirt URI, to tell whether the domain runs here")
     c.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
+
+
+def _resolution_args(sub, hypervisor=True):
+    if hypervisor:
+        sub.add_argument("--hypervisor", default="qemu:///system",
+                         help="libvirt URI that describes the storage pools of volume disks")
+        sub.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    sub.add_argument("--no-libvirt", action="store_true",
+                     help="do not ask libvirt (volume disks stay unresolved)")
+    sub.add_argument("--unguarded", default="", metavar="'vdb vdc'",
+                     help="the resource's unguarded_disks parameter")
+    sub.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)  # tests
+    sub.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)  # tests
 
 
 def main(argv=None):
@@ -77,32 +98,113 @@ def _load(path):
         raise UsageError(str(e)) from None
 
 
+def _resolve(args, dom, deadline):
+    """Resolution (vmceph.disks) of a domain's disks as the agent does it on this node."""
+    from vmceph import disks
+    hv = None
+    if not args.no_libvirt:
+        from vmceph import virt
+        hv = virt.Hypervisor(args.hypervisor, deadline)
+    try:
+        return disks.resolve(dom, hv, disks.parse_unguarded(args.unguarded),
+                             sys_root=args.sys_root, dev_root=args.dev_root)
+    finally:
+        if hv is not None:
+            hv.close()
+
+
+def _why_unguarded(d):
+    why = []
+    if d.readonly:
+        why.append("read-only")
+    if d.shareable:
+        why.append("shareable")
+    if d.snapshot:
+        why.append("snapshot %s" % d.snapshot)
+    if d.device not in ("disk", "lun", "floppy"):
+        why.append(d.device)
+    return ", ".join(why)
+
+
+def disks_report(r, cluster_problems=(), cluster_note=None):
+    """[one dict per disk] of a disks.Resolution: the --json output of ``vmceph disks``."""
+    out = []
+    for d in r.domain.rbd_disks:
+        j = {k: d.as_json()[k] for k in ("target", "pool", "namespace", "image", "snapshot",
+                                         "guarded", "readonly", "shareable", "device", "spec",
+                                         "hosts", "auth_user", "config_file", "form",
+                                         "resolved_by", "krbd_client")}
+        j["why_unguarded"] = None if d.guarded else _why_unguarded(d)
+        j["problem"] = None
+        out.append(j)
+    problems = {}
+    for p in tuple(r.problems) + tuple(cluster_problems):
+        if p.kind != "warning":
+            problems[p.target] = "; ".join(filter(None, (problems.get(p.target), p.reason)))
+    for j in out:
+        j["problem"] = problems.get(j["target"])
+    unguarded = {id(o): why for o, why in r.domain.unguarded}
+    for o in r.domain.others:
+        out.append({"target": o.target, "pool": None, "namespace": None, "image": None,
+                    "snapshot": None, "guarded": False, "readonly": o.readonly,
+                    "shareable": o.shareable, "device": o.device, "spec": None, "hosts": [],
+                    "auth_user": None, "config_file": None,
+                    "form": "unresolved" if o.target in problems and id(o) not in unguarded
+                    else "other",
+                    "resolved_by": None, "krbd_client": None, "disk_type": o.type,
+                    "source": dict(o.source), "why_unguarded": unguarded.get(id(o)),
+                    "problem": problems.get(o.target or "?")})
+    return out
+
+
 def cmd_disks(args):
+    from vmceph import disks
+    from vmceph.ocf import Deadline
     dom = _load(args.config)
+    r = _resolve(args, dom, Deadline(args.timeout, margin_s=0))
+    cluster_note = None
+    try:
+        cluster = disks.check_cluster(r.domain, args.ceph_conf, args.ceph_user or None)
+    except OSError as e:
+        cluster, cluster_note = [], "cluster check skipped: %s cannot be read (%s)" % (
+            args.ceph_conf, e)
+    report = disks_report(r, cluster)
+    failed = [p for p in tuple(r.problems) + tuple(cluster) if p.kind != disks.WARNING]
+    notes = list(r.warnings) + [p.reason for p in cluster if p.kind == disks.WARNING] + \
+        ([cluster_note] if cluster_note else [])
     if args.json:
-        out = [{k: d.as_json()[k] for k in ("target", "pool", "namespace", "image", "snapshot",
-                                            "guarded", "readonly", "shareable", "device",
-                                            "spec", "hosts", "auth_user")}
-               for d in dom.rbd_disks]
-        json.dump(out, sys.stdout, indent=2)
+        json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return EXIT_OK
+    else:
+        _print_disks(dom, r, report, notes)
+    for p in failed:
+        sys.stderr.write("vmceph: %s\n" % p.reason)
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def _print_disks(dom, r, report, notes):
+    rbd = [j for j in report if j["spec"]]
+    others = [j for j in report if not j["spec"]]
     print("domain %s (uuid %s): %d RBD disk(s)%s" % (
-        dom.name, dom.uuid or "-", len(dom.rbd_disks),
-        ", other disks: %s" % ", ".join(dom.other_disks) if dom.other_disks else ""))
-    for d in dom.rbd_disks:
-        why = []
-        if d.readonly:
-            why.append("read-only")
-        if d.shareable:
-            why.append("shareable")
-        if d.snapshot:
-            why.append("snapshot %s" % d.snapshot)
-        if d.device not in ("disk", "lun"):
-            why.append(d.device)
-        print("  %-6s %-40s %s" % (d.target or "?", d.spec,
-                                   "guarded" if d.guarded else "not guarded (%s)" % ", ".join(why)))
-    return EXIT_OK
+        dom.name, dom.uuid or "-", len(rbd),
+        ", other disks: %s" % ", ".join(j["target"] or "?" for j in others) if others else ""))
+    for j in rbd:
+        state = "guarded" if j["guarded"] else "not guarded (%s)" % j["why_unguarded"]
+        if j["problem"]:
+            state = "REFUSED: " + j["problem"]
+        print("  %-6s %-40s %s" % (j["target"] or "?", j["spec"], state))
+        print("         %-8s via %s" % (j["form"], j["resolved_by"]))
+    for j in others:
+        src = j["source"].get("file") or j["source"].get("dev") or \
+            "/".join(filter(None, (j["source"].get("pool"), j["source"].get("volume")))) or \
+            j["source"].get("name") or "-"
+        if j["form"] == "unresolved":
+            state = "CANNOT BE GUARDED: %s" % j["problem"]
+        else:
+            state = "not guarded (%s)" % j["why_unguarded"]
+        print("  %-6s %-40s %s" % (j["target"] or "?", "%s %s" % (j["disk_type"], src), state))
+    for n in notes:
+        print("note: %s" % n)
 
 
 class _Args:
@@ -162,8 +264,21 @@ def cmd_check(args):
             parse(value)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    dom = _load(args.config) if args.config else _ImagesOnly(args.image)
     deadline = Deadline(args.timeout, margin_s=0)
+    dom = _load(args.config) if args.config else _ImagesOnly(args.image)
+    if args.config:  # the images the agent would inspect: every form of RBD disk
+        r = _resolve(args, dom, deadline)
+        if r.problems:
+            reasons = [p.reason for p in r.problems]
+            report = {"domain": dom.name, "error": "; ".join(reasons), "decision": "fail",
+                      "may_start": False, "reasons": reasons}
+            if args.json:
+                json.dump(report, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+            else:
+                _print_report(report)
+            return EXIT_REFUSED
+        dom = r.domain
     active, state = _domain_active(args.hypervisor, dom, deadline)
     try:
         with facts.gather_with(_Args(args), deadline, None, dom, active,

@@ -18,8 +18,16 @@ RBD disks in libvirt (formatdomain.html, "disk" / "source"):
       <target dev='vda' bus='virtio'/>
     </disk>
 A disk is *guarded* (exactly one writer allowed) unless it is read-only, shareable, a
-snapshot, or not a disk/lun device (a cdrom is read-only by nature).
+snapshot, or a cdrom (read-only by nature); disk, lun and floppy devices are writable.
+
+Every other disk is kept as an ``OtherDisk`` with its source attributes: a storage-pool
+volume (``type='volume'``) or a block device (``type='block'``, e.g. a krbd ``/dev/rbd0``)
+may still be an RBD image. Telling that needs libvirt and /sys, so it is not done here
+(this module does no I/O beyond reading the file): ``vmceph.disks.resolve`` does it and
+returns the Domain with every RBD disk it found among the guarded ones (docs/disks.md).
 """
+
+WRITABLE_DEVICES = ("disk", "lun", "floppy")
 
 import os
 from typing import NamedTuple, Optional, Tuple
@@ -43,11 +51,19 @@ class RBDDisk(NamedTuple):
     hosts: Tuple[str, ...]
     auth_user: Optional[str]
     config_file: Optional[str]
+    # how the image was found: 'network' (<source protocol='rbd'>), 'volume' (a libvirt
+    # RBD storage pool) or 'krbd' (a block device the kernel maps), and from what
+    form: str = "network"
+    resolved_by: str = "domain XML <source protocol='rbd'>"
+    # krbd only: this node's kernel client that maps the image ("client.4235"); it is the
+    # domain's own path to the image, not a second writer
+    krbd_client: Optional[str] = None
+    cluster_fsid: Optional[str] = None    # krbd only: the fsid the kernel client maps from
 
     @property
     def guarded(self) -> bool:
         return not (self.readonly or self.shareable or self.snapshot
-                    or self.device not in ("disk", "lun"))
+                    or self.device not in WRITABLE_DEVICES)
 
     @property
     def spec(self) -> str:
@@ -64,6 +80,24 @@ class RBDDisk(NamedTuple):
         return d
 
 
+class OtherDisk(NamedTuple):
+    """A disk that is not a network RBD disk, with what ``disks.resolve`` needs to tell
+    whether it is one after all."""
+    target: Optional[str]
+    type: str                             # 'file', 'block', 'volume', 'network', 'dir', ...
+    device: str
+    readonly: bool
+    shareable: bool
+    source: Tuple[Tuple[str, str], ...]   # the <source> element's attributes
+
+    @property
+    def writable(self) -> bool:
+        return not (self.readonly or self.shareable) and self.device in WRITABLE_DEVICES
+
+    def attr(self, name):
+        return dict(self.source).get(name)
+
+
 class Domain(NamedTuple):
     name: str
     uuid: Optional[str]
@@ -74,6 +108,9 @@ class Domain(NamedTuple):
     vcpus: Optional[int]
     networks: Tuple[str, ...]             # libvirt networks used by interfaces
     pools: Tuple[str, ...]                # libvirt storage pools used by volume disks
+    others: Tuple[OtherDisk, ...] = ()    # the disks behind other_disks, in the same order
+    # set by disks.resolve: [(OtherDisk, why it is not guarded)] for the report
+    unguarded: Tuple[Tuple[OtherDisk, str], ...] = ()
 
     @property
     def guarded_disks(self):
@@ -139,20 +176,30 @@ def parse_domain(data: bytes, source="domain XML") -> Domain:
         if d is not None:
             disks.append(d)
         else:
-            t = disk.find("target")
-            others.append(t.get("dev") if t is not None and t.get("dev") else "?")
-            src = disk.find("source")
-            if disk.get("type") == "volume" and src is not None and src.get("pool"):
-                pools.append(src.get("pool"))
+            o = _other_disk(disk)
+            others.append(o)
+            if o.type == "volume" and o.attr("pool"):
+                pools.append(o.attr("pool"))
     nets = tuple(s.get("network") for s in root.iterfind("devices/interface/source")
                  if s.get("network"))
     return Domain(name=name, uuid=uuid, domain_type=root.get("type"), rbd_disks=tuple(disks),
-                  other_disks=tuple(others), memory_kib=_memory_kib(root),
-                  vcpus=_int(root.findtext("vcpu")), networks=nets, pools=tuple(pools))
+                  other_disks=tuple(o.target or "?" for o in others),
+                  memory_kib=_memory_kib(root), vcpus=_int(root.findtext("vcpu")),
+                  networks=nets, pools=tuple(pools), others=tuple(others))
 
 
 def load_domain(path) -> Domain:
     return parse_domain(read_domain_file(path), source="domain configuration %s" % path)
+
+
+def _other_disk(disk):
+    t = disk.find("target")
+    src = disk.find("source")
+    return OtherDisk(target=t.get("dev") if t is not None and t.get("dev") else None,
+                     type=disk.get("type") or "file", device=disk.get("device") or "disk",
+                     readonly=disk.find("readonly") is not None,
+                     shareable=disk.find("shareable") is not None,
+                     source=tuple(sorted(src.attrib.items())) if src is not None else ())
 
 
 def _rbd_disk(disk, source):

@@ -113,8 +113,12 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
     facts = Facts(quorum_ok=ok, quorum_detail=detail, images=tuple(imgs), owners=owners,
                   local_node=local, domain_active_here=domain_active, unknown_policy=policy,
                   membership_known=known)
-    if retry_watchless and ok and session is not None:
-        facts = _retry_watchless(session, facts, deadline, log)
+    for step in ("gathered", "retried"):
+        if step == "retried" and retry_watchless and ok and session is not None:
+            facts = _retry_watchless(session, facts, deadline, log)
+        if not domain_active:  # this node's krbd mapping of a disk is the domain's own
+            from vmceph.disks import without_own_krbd   # path to the image, not a writer
+            facts = facts._replace(images=tuple(without_own_krbd(dom, facts.images)))
     return Gathered(facts, nodes, session, local, source)
 
 

@@ -134,14 +134,60 @@ class RBDVirtualDomain:
             parse_membership(p.membership)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self._domain(ctx)  # the XML must parse, and its disks must be understood
+        # the XML must parse, and its disks must be understood (migrate_from only needs the
+        # domain's name: it never looks at the images)
+        self._domain(ctx, resolve=ctx.action != "migrate_from")
 
-    def _domain(self, ctx):
+    # roots of the kernel's view of krbd devices (vmceph.disks); tests point them at a tree
+    sys_root = "/sys"
+    dev_root = "/dev"
+
+    def _domain(self, ctx, resolve=True):
+        """The domain of ``config``; with ``resolve``, every RBD disk of every form (network,
+        storage-pool volume, krbd) found and checked to be in the cluster of ceph_conf
+        (vmceph.disks, docs/disks.md). Done once per action: validate and the action share
+        it. Never on the depth-0 monitor, stop or probe path."""
+        cached = getattr(self, "_dom_cache", None)
+        if cached is not None and cached[0] is ctx and (cached[1] or not resolve):
+            return cached[2]
         from vmceph.domxml import DomainXMLError, load_domain
         try:
-            return load_domain(ctx.params.config)
+            dom = load_domain(ctx.params.config)
         except DomainXMLError as e:
             raise ConfigError(str(e)) from None
+        if resolve:
+            dom = self._resolve_disks(ctx, dom)
+        self._dom_cache = (ctx, resolve, dom)
+        return dom
+
+    def _resolve_disks(self, ctx, dom):
+        from vmceph import disks
+        from vmceph.cluster import resolve as resolve_name
+        p = ctx.params
+        hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)  # connects only for pools
+        try:
+            r = disks.resolve(dom, hv, disks.parse_unguarded(p.unguarded_disks),
+                              sys_root=self.sys_root, dev_root=self.dev_root)
+        finally:
+            hv.close()
+        for w in r.warnings:
+            ctx.log.warning("%s", w)
+        problems = list(r.problems)
+        try:
+            problems += disks.check_cluster(
+                r.domain, p.ceph_conf, p.ceph_user,
+                resolver=lambda n: resolve_name(n, ctx.deadline.at_most(2.0)))
+        except OSError as e:
+            raise InstalledError("ceph_conf %s cannot be read: %s" % (p.ceph_conf, e)) from None
+        for w in [x for x in problems if x.kind == disks.WARNING]:
+            ctx.log.warning("%s", w.reason)
+        problems = [x for x in problems if x.kind != disks.WARNING]
+        if problems:
+            err = disks.DisksError(problems)
+            cls = {disks.CONFIGURED: ConfigError, disks.INSTALLED: InstalledError}.get(
+                err.kind, GenericError)
+            raise cls(str(err))
+        return r.domain
 
     def degraded(self, ctx, error):
         """stop or probe with an environment that failed validation (ocf-rarun's rules)."""

@@ -206,6 +206,18 @@ OWN = [
           shortdesc="Node health attribute",
           longdesc="Node attribute CephHealth publishes; migrate_to refuses a target where it "
                    "is red."),
+    Param("unguarded_disks", default="",
+          shortdesc="Disks declared unguarded (target names)",
+          longdesc="Target device names (e.g. 'vdb vdc', as in the disk's <target dev=>) of "
+                   "writable disks that may be RBD images but that the agent cannot resolve "
+                   "to one: a volume of a storage pool libvirt cannot describe on this node, "
+                   "a /dev/rbdN the kernel does not map, a device stacked on a krbd device "
+                   "(LVM, partitions of a pool). Without this parameter such a disk fails "
+                   "validation, because nobody would check that it has one writer; listing "
+                   "it declares that the administrator guarantees that by other means. A "
+                   "disk the agent does resolve to an RBD image stays guarded even if listed "
+                   "(a warning is logged). Network RBD disks, RBD pool volumes and mapped "
+                   "krbd devices are resolved; see docs/disks.md."),
 ]
 
 PARAMS = INHERITED + OWN

@@ -34,6 +34,7 @@ VIR_ERR_SYSTEM_ERROR = 38
 VIR_ERR_RPC = 39
 VIR_ERR_AUTH_FAILED = 45
 VIR_ERR_OPERATION_TIMEOUT = 68
+VIR_ERR_NO_STORAGE_POOL = 49
 VIR_FROM_REMOTE = 13
 VIR_FROM_RPC = 7
 
@@ -54,6 +55,10 @@ class VirtOperationFailed(VirtError):
     pass
 
 
+class PoolNotFound(VirtError):
+    """No storage pool of that name is defined on this host."""
+
+
 def _libvirt():
     import libvirt
     return libvirt
@@ -68,6 +73,8 @@ def classify(err, what):
 def classify_codes(code, domain, msg, what):
     if code == VIR_ERR_NO_DOMAIN:
         return DomainNotFound("%s: %s" % (what, msg))
+    if code == VIR_ERR_NO_STORAGE_POOL:
+        return PoolNotFound("%s: %s" % (what, msg))
     if domain in (VIR_FROM_REMOTE, VIR_FROM_RPC) or code in (
             VIR_ERR_NO_CONNECT, VIR_ERR_RPC, VIR_ERR_SYSTEM_ERROR, VIR_ERR_AUTH_FAILED,
             VIR_ERR_OPERATION_TIMEOUT):
@@ -167,6 +174,14 @@ class Hypervisor:
 
     def xml_desc(self, dom, flags=0):
         return self._call(lambda: dom.XMLDesc(flags), "XMLDesc")
+
+    def pool_xml(self, name):
+        """XML of the storage pool ``name``, defined on this host, active or not (what a
+        ``type='volume'`` disk refers to). Raises PoolNotFound, LibvirtUnreachable,
+        VirtOperationFailed."""
+        conn = self.open()
+        pool = self._call(lambda: conn.storagePoolLookupByName(name), "storage pool " + name)
+        return self._call(lambda: pool.XMLDesc(0), "XML of storage pool " + name)
 
 
 def quick_state(uri, name, uuid, budget):

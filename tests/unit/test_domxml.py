@@ -138,8 +138,18 @@ def test_snapshot_forms(dom):
 
 
 def test_non_rbd_disks_reported_not_guarded(dom):
+    # parse_domain does no I/O: a volume disk is kept for disks.resolve (test_disks.py)
     assert dom.other_disks == ("vdg", "vdh", "vdi")
+    assert [(o.type, o.attr("pool")) for o in dom.others] == [
+        ("file", None), ("volume", "local-lvm"), ("network", None)]
     assert len(dom.rbd_disks) == 8
+
+
+def test_floppy_is_writable_and_guarded():
+    d = parse_domain("<domain><name>f</name><devices><disk type='network' device='floppy'>"
+                     "<source protocol='rbd' name='rbd/fd'/><target dev='fda'/></disk>"
+                     "</devices></domain>")
+    assert [x.target for x in d.guarded_disks] == ["fda"]
 
 
 def test_as_json(dom):
@@ -311,11 +321,21 @@ def _vmceph(*args):
 def test_vmceph_disks_json_schema(tmp_path):
     path = tmp_path / "web1.xml"
     path.write_text(DISKS)
-    r = _vmceph("disks", str(path), "--json")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert isinstance(out, list) and len(out) == 8
+    # vdh is a volume of a pool libvirt is not asked about: declared unguarded, or refused
+    r = _vmceph("disks", str(path), "--json", "--no-libvirt", "--unguarded", "vdh",
+                "--ceph-conf", "/etc/ceph/ceph.conf")
+    # a host whose /etc/ceph/ceph.conf has other monitors refuses vda's (test_disks.py)
+    assert r.returncode == 0 or "not a monitor of ceph_conf" in r.stderr, r.stderr
+    every = json.loads(r.stdout)
+    out = [d for d in every if d["spec"]]
+    assert isinstance(every, list) and len(out) == 8 and len(every) == 11
+    others = {d["target"]: d for d in every if not d["spec"]}
+    assert {t: d["form"] for t, d in others.items()} == {"vdg": "other", "vdh": "other",
+                                                          "vdi": "other"}
+    assert "declared in unguarded_disks" in others["vdh"]["why_unguarded"]
+    assert others["vdg"]["why_unguarded"] == "local file"
     for d in out:
+        assert d["form"] == "network" and d["resolved_by"]
         assert {"target", "pool", "namespace", "image", "snapshot", "guarded"} <= set(d)
         assert isinstance(d["guarded"], bool)
         assert d["snapshot"] is None or isinstance(d["snapshot"], str)
@@ -332,7 +352,7 @@ def test_vmceph_disks_json_schema(tmp_path):
 def test_vmceph_disks_text(tmp_path):
     path = tmp_path / "vm1.xml"
     path.write_text(fakes.domain_xml())
-    r = _vmceph("disks", str(path))
+    r = _vmceph("disks", str(path), "--no-libvirt")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert lines[0].startswith("domain vm1 (uuid 8a5b3c2d-") and "3 RBD disk(s)" in lines[0]
