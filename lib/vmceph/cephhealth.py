@@ -17,7 +17,8 @@ import os
 
 from vmceph import ocf
 from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, Action, AgentSpec, ConfigError,
-                        GenericError, InstalledError, Param)
+                        GenericError, InstalledError, Param, absolute_path, attribute_name,
+                        ceph_id, regular_file)
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 COLORS = (GREEN, YELLOW, RED)
@@ -73,41 +74,58 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
 
 
 def _dampen_ok(v):
-    ocf.parse_duration(v)
+    if any(c.isspace() for c in v):
+        raise ValueError("a duration contains no white space (e.g. 5s)")
+    if ocf.parse_duration(v) > 3600:
+        raise ValueError("at most an hour")
 
 
-def _positive(v):
-    if v < 1:
-        raise ValueError("must be at least 1")
+HEALTH_PREFIX = "#health-"
+
+
+def _health_attribute(v):
+    # Pacemaker's node-health-strategy only acts on attributes named #health-*: any other
+    # name would be published and never acted on (issue 16: it passed validation)
+    if not v.startswith(HEALTH_PREFIX) or len(v) == len(HEALTH_PREFIX):
+        raise ValueError("must start with %s (node-health-strategy only reads those), e.g. "
+                         "#health-ceph" % HEALTH_PREFIX)
+    attribute_name(v)
+
+
+def _address_attribute(v):
+    if v:
+        attribute_name(v)
+        if v.startswith("#"):
+            raise ValueError("names starting with '#' are Pacemaker's own")
 
 
 PARAMS = [
-    Param("ceph_conf", default="/etc/ceph/ceph.conf",
+    Param("ceph_conf", default="/etc/ceph/ceph.conf", check=absolute_path, local=regular_file,
           shortdesc="Ceph configuration file",
           longdesc="Ceph configuration used to reach the cluster."),
-    Param("ceph_user", default="",
+    Param("ceph_user", default="", check=ceph_id,
           shortdesc="Ceph client id",
           longdesc="Ceph client id, without 'client.' (e.g. vmceph). Empty: librados' "
                    "default (admin). mon 'profile rbd' caps are enough; the PG check of "
                    "'pools' also needs mgr caps that allow 'pg ls-by-pool', which 'profile "
                    "rbd' does not: mgr 'profile rbd pool=rbd, allow command "
                    "\"pg ls-by-pool\"'."),
-    Param("ceph_keyring", default="",
+    Param("ceph_keyring", default="", check=absolute_path, local=regular_file,
           shortdesc="Ceph keyring",
           longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
-    Param("attribute", default="#health-ceph",
+    Param("attribute", default="#health-ceph", check=_health_attribute,
           shortdesc="Node health attribute",
           longdesc="Name of the node attribute that gets green, yellow or red. Pacemaker's "
                    "node-health-strategy acts on every attribute whose name starts with "
                    "#health-."),
-    Param("address_attribute", default="vmceph-ceph-addrs",
+    Param("address_attribute", default="vmceph-ceph-addrs", check=_address_attribute,
           shortdesc="Node attribute for this node's Ceph client addresses",
           longdesc="Node attribute that gets the addresses (space-separated) this node's Ceph "
                    "clients are seen at; RBDVirtualDomain maps lock holders and watchers to "
                    "nodes with it. It is a permanent attribute (crm_attribute -l forever), "
                    "written when it changes, so that it outlives the node's fencing, when it "
                    "is needed most. Empty: not published."),
-    Param("pools", default="",
+    Param("pools", default="", multiline=True,
           shortdesc="Pools whose PGs must all be active",
           longdesc="Space-separated pools; the node is red while any of their PGs is not "
                    "active (I/O to it would hang). Needs a running ceph-mgr; while none answers "
@@ -123,7 +141,7 @@ PARAMS = [
                    "check_colors. Yellow by default: Ceph's health is cluster-wide, every node "
                    "reports the same, and red on every node would stop every VM; red is kept "
                    "for what stops this node's I/O (no quorum, unreachable, inactive PGs)."),
-    Param("check_colors", default="",
+    Param("check_colors", default="", multiline=True,
           shortdesc="Colors of chosen health checks",
           longdesc="Per health check code: 'OSD_DOWN=yellow PG_AVAILABILITY=red "
                    "MON_DOWN=green'. Checks not listed count by severity (HEALTH_ERR = err_color, "
@@ -132,8 +150,7 @@ PARAMS = [
           shortdesc="Dampening of attribute changes",
           longdesc="attrd waits this long after a change before writing it, so a short blip "
                    "does not move VMs (attrd_updater --delay)."),
-    Param("ceph_timeout", type="integer", default=10,
-          check=lambda v: _positive(v),
+    Param("ceph_timeout", type="integer", default=10, minimum=1, maximum=3600,
           shortdesc="Seconds a Ceph check may take",
           longdesc="Longest time the monitor waits for Ceph (connect, quorum, health, PGs), "
                    "within the monitor's own timeout. No answer in time = red."),
@@ -164,23 +181,32 @@ class CephHealth:
     spec = SPEC
 
     def validate(self, ctx):
+        """Every parameter strictly (types in PARAMS); values wrong everywhere -> 6, what
+        this node lacks -> 5. The librados parse of ceph_conf is skipped for stop and the
+        probe, which never read it."""
         p = ctx.params
-        p.validate()
-        if not p.attribute:
-            raise ConfigError("attribute must not be empty")
+        missing = None
+        try:
+            p.validate()
+        except InstalledError as e:
+            missing = e
         try:
             parse_check_colors(p.check_colors)
         except ValueError as e:
-            raise ConfigError("check_colors: %s" % e) from None
-        if not os.path.isfile(p.ceph_conf):
-            raise InstalledError("ceph_conf %s does not exist on this node" % p.ceph_conf)
-        if p.ceph_keyring and not os.path.isfile(p.ceph_keyring):
-            raise InstalledError("ceph_keyring %s does not exist on this node" % p.ceph_keyring)
-        for mod in ("rados",):
-            try:
-                __import__(mod)
-            except ImportError:
-                raise InstalledError("Python module rados is missing (install python3-rados)")
+            raise ConfigError("parameter check_colors: %s" % e) from None
+        if missing is not None:
+            raise missing
+        try:
+            import rados  # noqa: F401
+        except ImportError:
+            raise InstalledError("Python module rados is missing (install python3-rados)")
+        if ctx.action == "stop" or ctx.is_probe:
+            return
+        from vmceph.inputs import ceph_conf_problem
+        problem = ceph_conf_problem(p.ceph_conf)
+        if problem:
+            cls = InstalledError if problem[0] == "missing" else ConfigError
+            raise cls("parameter ceph_conf=%s: %s" % (ocf.shown(p.ceph_conf), problem[1]))
 
     def degraded(self, ctx, error):
         if ctx.action == "stop":
@@ -318,29 +344,31 @@ class CephHealth:
 
 
 def _state_path(ctx, kind):
-    return os.path.join(ctx.state_dir, "vmceph-CephHealth-%s.%s"
-                        % (ctx.instance.replace("/", "_"), kind))
+    """In the first state directory that is usable (ocf.state_dirs: HA_RSCTMP naming a
+    file made every action fail, issue 16); long instance names hashed."""
+    return os.path.join(ocf.usable_state_dir(ctx.env),
+                        ocf.state_file_name("vmceph-CephHealth-", ctx.instance, "." + kind))
 
 
 def _mark_path(ctx):
     return _state_path(ctx, "started")
 
 
+def _mark_name(ctx):
+    return ocf.state_file_name("vmceph-CephHealth-", ctx.instance, ".started")
+
+
 def _mark(ctx, on):
-    path = _mark_path(ctx)
-    if on:
-        os.makedirs(ctx.state_dir, exist_ok=True)
-        with open(path, "w"):
-            pass
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    if not on:
+        ocf.remove_state(ctx, _mark_name(ctx))  # every state directory; never raises
+    elif ocf.write_state(ctx, _mark_name(ctx), "") is None:
+        raise GenericError("CephHealth cannot record that it runs: no usable state "
+                           "directory (HA_RSCTMP=%s, %s)"
+                           % (ocf.shown(ctx.env.get("HA_RSCTMP", "")), ocf.STATE_DIR_FALLBACK))
 
 
 def _marked(ctx):
-    return os.path.exists(_mark_path(ctx))
+    return ocf.state_exists(ctx, _mark_name(ctx))
 
 
 def main():

@@ -49,7 +49,10 @@ def ceph_conf_problem(path, timeout=PARSE_TIMEOUT_S, rados_mod=None):
     network file system must not hang validation."""
     from vmceph import bounded
     if rados_mod is None:
-        import rados as rados_mod
+        try:
+            import rados as rados_mod
+        except ImportError:
+            return None  # the caller's module check names the missing package
 
     def parse():
         # a bare Rados() only reads the file: no connection, no thread to the monitors

@@ -36,38 +36,55 @@ class Identity:
     __slots__ = ("name", "uuid", "config")
 
     def __init__(self, name, uuid=None, config=None):
-        self.name, self.uuid, self.config = name, uuid, config
+        # a UUID libvirt would refuse ("Invalid UUID" at every lookup) identifies nothing:
+        # the name does (issue 16: stop failed on an invalid <uuid>)
+        from vmceph.inputs import libvirt_uuid
+        self.name, self.uuid, self.config = name, libvirt_uuid(uuid), config
+
+
+def state_name(ctx):
+    return ocf.state_file_name(STATE_PREFIX, ctx.instance, ".state")
 
 
 def state_path(ctx):
-    return os.path.join(ctx.state_dir, STATE_PREFIX + ctx.instance.replace("/", "_") + ".state")
+    """Where the identity is written (the preferred state directory; see ocf.state_dirs)."""
+    return os.path.join(ctx.state_dir, state_name(ctx))
+
+
+def _enc(value):
+    # one value per line whatever it contains
+    return (value or "").replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D")
+
+
+def _dec(value):
+    return value.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
 
 
 def remember(ctx, ident):
-    os.makedirs(ctx.state_dir, exist_ok=True)
-    path = state_path(ctx)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("name=%s\nuuid=%s\nconfig=%s\n" % (ident.name, ident.uuid or "", ident.config or ""))
-    os.replace(tmp, path)
+    """Write the identity; False (logged) when no state directory is usable: the identity
+    is then found from the config file, which is survivable, so start goes on."""
+    text = "name=%s\nuuid=%s\nconfig=%s\n" % (_enc(ident.name), _enc(ident.uuid),
+                                              _enc(ident.config))
+    if ocf.write_state(ctx, state_name(ctx), text) is None:
+        ctx.log.warning("cannot remember the identity of domain %s: stop and monitor will "
+                        "identify it from its configuration file", ident.name)
+        return False
+    return True
 
 
 def recall(ctx):
-    try:
-        with open(state_path(ctx)) as f:
-            kv = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
-    except OSError:
+    text = ocf.read_state(ctx, state_name(ctx))
+    if text is None:
         return None
-    if not kv.get("name"):
+    kv = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
+    name = _dec(kv.get("name", ""))
+    if not name:
         return None
-    return Identity(kv["name"], kv.get("uuid") or None, kv.get("config") or None)
+    return Identity(name, _dec(kv.get("uuid", "")) or None, _dec(kv.get("config", "")) or None)
 
 
 def forget(ctx):
-    try:
-        os.unlink(state_path(ctx))
-    except FileNotFoundError:
-        pass
+    ocf.remove_state(ctx, state_name(ctx))
 
 
 def identify(ctx, allow_config=True):
@@ -100,22 +117,54 @@ class RBDVirtualDomain:
         if not config:
             raise ConfigError("required parameter config is not set")
         if ctx.action in ("monitor", "status", "stop"):
-            p.config  # type/shape check of the one parameter these actions need
-            if not os.path.isfile(config) and recall(ctx) is None:
-                raise InstalledError("domain configuration %s does not exist on this node"
-                                     % config)
+            # what these actions read: the config's shape and the URI they connect to. Only
+            # cheap checks here (the depth-0 monitor runs every few seconds).
+            p.config
+            p.hypervisor
+            _check_transports(p)
+            recurring = ctx.action != "stop" and not ctx.is_probe
+            if recurring and p.monitor_scripts:
+                p.checked("monitor_scripts")
+            if recall(ctx) is None:
+                try:
+                    ocf.regular_file(config)
+                except ocf.NotHere as e:
+                    raise InstalledError("domain configuration %s %s" % (ocf.shown(config), e))
+                if recurring:
+                    # identify() reads the XML: a malformed one is the configuration's fault
+                    # (6), as validate-all says, not "cannot be read" (5)
+                    from vmceph.domxml import DomainXMLError, load_domain
+                    try:
+                        _check_uuid(config, load_domain(config))
+                    except DomainXMLError as e:
+                        raise ConfigError(str(e)) from None
             return
-        p.validate()
+        # Every problem of the values themselves (6) is reported before what this node lacks
+        # (5): no node can do better with a wrong value.
+        missing = None
+        try:
+            p.validate()
+        except InstalledError as e:
+            missing = e
+        _check_transports(p)
         if p.snapshot and p.force_stop:
             raise ConfigError("snapshot and force_stop exclude each other: a forced stop "
                               "cannot save the guest's memory")
         _parse_migrate_options(p.migrate_options or "")
-        if not os.path.isfile(config):
-            raise InstalledError("domain configuration %s does not exist on this node" % config)
-        for name in ("ceph_conf", "ceph_keyring"):
-            path = getattr(p, name)
-            if path and not os.path.isfile(path):
-                raise InstalledError("%s %s does not exist on this node" % (name, path))
+        from vmceph.cluster import parse_membership, parse_node_addresses
+        try:
+            parse_node_addresses(p.node_addresses)
+            parse_membership(p.membership)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if missing is not None:
+            raise missing
+        if ctx.action != "migrate_from":
+            from vmceph.inputs import ceph_conf_problem
+            problem = ceph_conf_problem(p.ceph_conf)
+            if problem:
+                cls = InstalledError if problem[0] == "missing" else ConfigError
+                raise cls("parameter ceph_conf=%s: %s" % (ocf.shown(p.ceph_conf), problem[1]))
         if p.sync_config_on_stop and not _which("csync2"):
             raise InstalledError("sync_config_on_stop is set but csync2 is not installed")
         # migrate_from never talks to Ceph: importing rados and rbd only to check that they
@@ -128,15 +177,9 @@ class RBDVirtualDomain:
             except ImportError:
                 raise InstalledError("Python module %s is missing (install python3-%s)"
                                      % (mod, "lxml" if mod == "lxml" else mod)) from None
-        from vmceph.cluster import parse_membership, parse_node_addresses
-        try:
-            parse_node_addresses(p.node_addresses)
-            parse_membership(p.membership)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
         # the XML must parse, and its disks must be understood (migrate_from only needs the
         # domain's name: it never looks at the images)
-        self._domain(ctx, resolve=ctx.action != "migrate_from")
+        _check_uuid(config, self._domain(ctx, resolve=ctx.action != "migrate_from"))
 
     # roots of the kernel's view of krbd devices (vmceph.disks); tests point them at a tree
     sys_root = "/sys"
@@ -199,9 +242,8 @@ class RBDVirtualDomain:
         ctx.log.warning("%s of domain %s despite an invalid configuration: %s",
                         ctx.action, ident.name, error.reason)
         if ctx.action == "stop":
-            return self._stop(ctx, ident, uri=ctx.params.raw("hypervisor") or "qemu:///system")
-        return self._monitor_state(ctx, ident, uri=ctx.params.raw("hypervisor") or
-                                   "qemu:///system")
+            return self._stop(ctx, ident, uri=lenient_hypervisor(ctx))
+        return self._monitor_state(ctx, ident, uri=lenient_hypervisor(ctx))
 
     # ---------------------------------------------------------------- monitor
     def monitor(self, ctx):
@@ -611,6 +653,45 @@ def _save_config(ctx, hv, dom, ident):
                 ctx.log.warning("csync2 -x failed (rc %d): %s", r.rc, r.err.strip()[:200])
         except (FileNotFoundError, bounded.Timeout) as e:
             ctx.log.warning("csync2 -x: %s", e)
+
+
+def _check_transports(p):
+    """libvirt's 'ext' transport runs the URI's command= program at every connection
+    (every probe and stop): refused unless allow_ext_transport is set (issue 16)."""
+    if p.allow_ext_transport:
+        return
+    for name in ("hypervisor", "remoteuri"):
+        uri = getattr(p, name) or ""
+        if uri.partition("://")[0].partition("+")[2] == "ext":
+            raise ConfigError("parameter %s=%s uses libvirt's ext transport, which runs a "
+                              "program at every connection; set allow_ext_transport=true to "
+                              "allow it" % (name, ocf.shown(uri)))
+    if p.migration_transport == "ext":
+        raise ConfigError("parameter migration_transport=ext runs a program at every "
+                          "connection; set allow_ext_transport=true to allow it")
+
+
+def _check_uuid(config, dom):
+    from vmceph.inputs import libvirt_uuid
+    if dom.uuid and libvirt_uuid(dom.uuid) is None:
+        raise ConfigError("domain configuration %s: <uuid>%s</uuid> is not a UUID libvirt "
+                          "accepts (32 hexadecimal digits, e.g. "
+                          "4dea22b3-1d52-d8f3-2516-782e98ab3fa0)"
+                          % (ocf.shown(config), ocf.shown(dom.uuid, 60)))
+
+
+def lenient_hypervisor(ctx):
+    """The URI a stop or probe with an invalid configuration connects to: the configured
+    one when it parses and passes the transport rule, else libvirt's default for this
+    agent (qemu:///system): never a program named by an 'ext' URI, never a crash on a value
+    libvirt cannot encode."""
+    default = SPEC.param_index["hypervisor"].default
+    try:
+        uri = ctx.params.hypervisor
+        _check_transports(ctx.params)
+    except OCFError:
+        return default
+    return uri or default
 
 
 def _parse_migrate_options(text):

@@ -7,25 +7,54 @@ copy-on-write options) are accepted and documented, and validation refuses a non
 value with the reason: never silently ignored. The rest are vmceph's own.
 """
 
-from vmceph.ocf import Action, AgentSpec, Param
+from vmceph.ocf import (Action, AgentSpec, Param, absolute_path, attribute_name, ceph_id,
+                        directory_or_absent, executables, libvirt_uri, plain_name,
+                        regular_file, transport_name)
 
 _QCOW = ("it creates local qcow2 copy-on-write files; an RBD-backed domain gets the same "
          "from an RBD clone of a protected snapshot (rbd clone), which every node can reach")
 
 
-def _nonneg(v):
-    if v < 0:
-        raise ValueError("must not be negative")
-
-
-def _at_least(v, low):
-    if v < low:
-        raise ValueError("must be at least %d" % low)
+# Ranges (issue 16: migrateport 65536 and 2^63 passed validation). The upper bounds are
+# what the value can mean: a TCP port; a downtime of an hour; a bandwidth in MiB/s that
+# fits libvirt's 32-bit unsigned long; a blocklist entry of ten years.
+PORT = dict(minimum=1, maximum=65535)
+DOWNTIME_MS = dict(minimum=0, maximum=3600000)
+SPEED_MIBS = dict(minimum=0, maximum=2 ** 31 - 1)
+BLOCKLIST_S = dict(minimum=60, maximum=10 * 365 * 86400)
 
 
 def _abs_path(v):
-    if v and not v.startswith("/"):
-        raise ValueError("must be an absolute path")
+    absolute_path(v)
+
+
+def _any_uri(v):
+    # the 'ext' transport is refused by validation unless allow_ext_transport is set: the
+    # rule involves two parameters, so it is not a check of the value alone
+    if v:
+        libvirt_uri(v, allow_ext=True)
+
+
+def _transport(v):
+    if v:
+        transport_name(v, allow_ext=True)
+
+
+def _host_suffix(v):
+    if v and not all(c.isascii() and (c.isalnum() or c in ".-") for c in v):
+        raise ValueError("a host name suffix contains only ASCII letters, digits, '.' and '-'")
+
+
+def _user(v):
+    if v:
+        plain_name(v)
+        if "@" in v or ":" in v:
+            raise ValueError("a user name contains no '@' or ':'")
+
+
+def _no_space(v):
+    if any(c.isspace() for c in v):
+        raise ValueError("a URI contains no white space")
 
 
 SHUTDOWN_MODE_NAMES = ("acpi", "agent", "initctl", "signal", "paravirt")
@@ -41,11 +70,12 @@ def _shutdown_modes(v):
 
 INHERITED = [
     Param("config", required=True, unique=True, inherited=True, check=_abs_path,
+          local=regular_file,
           shortdesc="Virtual domain configuration file",
           longdesc="Absolute path of the libvirt domain XML of this virtual machine. It must "
                    "be the same on every node that may run it (shared storage or config "
                    "management). Its RBD disks are the ones the agent guards."),
-    Param("hypervisor", default="qemu:///system", inherited=True,
+    Param("hypervisor", default="qemu:///system", inherited=True, check=_any_uri,
           shortdesc="Hypervisor URI",
           longdesc="libvirt URI of the local hypervisor (see 'virsh uri')."),
     Param("force_stop", type="boolean", default=False, inherited=True,
@@ -53,30 +83,30 @@ INHERITED = [
           longdesc="Destroy the domain on stop at once, instead of asking the guest to shut "
                    "down first and destroying it only when the graceful part of the stop "
                    "timeout has run out."),
-    Param("migration_transport", default="", inherited=True,
+    Param("migration_transport", default="", inherited=True, check=_transport,
           shortdesc="Remote hypervisor transport",
           longdesc="Transport of the URI of the target's libvirtd during a live migration, "
                    "e.g. ssh, tcp or tls: qemu+TRANSPORT://TARGET/system. Empty: the "
                    "hypervisor URI with the target's host name inserted (libvirt's default "
                    "transport)."),
-    Param("migration_user", inherited=True,
+    Param("migration_user", inherited=True, check=_user,
           shortdesc="Remote username for the remoteuri",
           longdesc="User name placed in the computed remote URI (USER@TARGET). Ignored when "
                    "remoteuri is set."),
-    Param("migration_downtime", type="integer", default=0, inherited=True, check=_nonneg,
+    Param("migration_downtime", type="integer", default=0, inherited=True, **DOWNTIME_MS,
           shortdesc="Live migration downtime",
           longdesc="Maximum tolerated downtime of the guest at the end of a live migration, "
                    "in milliseconds (0 = libvirt's default)."),
-    Param("migration_speed", type="integer", default=0, inherited=True, check=_nonneg,
+    Param("migration_speed", type="integer", default=0, inherited=True, **SPEED_MIBS,
           shortdesc="Live migration speed",
           longdesc="Bandwidth cap of a live migration in MiB/s (0 = unlimited)."),
-    Param("migration_network_suffix", default="", inherited=True,
+    Param("migration_network_suffix", default="", inherited=True, check=_host_suffix,
           shortdesc="Migration network host name suffix",
           longdesc="Migrate over a dedicated network: the suffix is appended to the target's "
                    "node name (before the first dot of a fully qualified name) to form the "
                    "host name used for the remote URI and the migration URI. That name must "
                    "resolve on every node."),
-    Param("migrateuri", inherited=True,
+    Param("migrateuri", inherited=True, check=_no_space,
           shortdesc="Custom migrateuri for migration state transfer",
           longdesc="URI over which QEMU sends the migration stream, e.g. tcp://%n-mig:49152. "
                    "%n is replaced by the target node's name. Overrides "
@@ -88,7 +118,7 @@ INHERITED = [
                    "--auto-converge, --postcopy, --tls, --abort-on-error, --persistent, "
                    "--undefinesource, --migrateuri URI (%n = target node). Anything else is "
                    "refused by validation rather than ignored."),
-    Param("monitor_scripts", default="", inherited=True,
+    Param("monitor_scripts", default="", inherited=True, multiline=True, local=executables,
           shortdesc="space-separated list of monitor scripts",
           longdesc="Programs that check services inside the guest; each must exit 0. They run "
                    "at every recurring monitor, and start and migrate_from wait (within "
@@ -115,11 +145,11 @@ INHERITED = [
     Param("unset_utilization_hv_memory", type="boolean", default=False, inherited=True,
           shortdesc="Enable auto-removing the hv_memory utilization of the resource",
           longdesc="Remove the resource's 'hv_memory' utilization at start and migrate_from."),
-    Param("migrateport", type="integer", inherited=True, check=_nonneg,
+    Param("migrateport", type="integer", inherited=True, **PORT,
           shortdesc="Port for migrateuri",
           longdesc="Port of the migration stream in the computed migration URI (tcp://TARGET:"
                    "PORT). Unset: libvirt picks a port."),
-    Param("remoteuri", inherited=True,
+    Param("remoteuri", inherited=True, check=_any_uri,
           shortdesc="Custom remoteuri to communicate with a remote hypervisor",
           longdesc="URI of the target's libvirtd for a live migration, e.g. "
                    "qemu+tls://%n/system (%n = target node name). Overrides "
@@ -132,7 +162,7 @@ INHERITED = [
           shortdesc="Save running VM's config back to its config file",
           longdesc="Like save_config_on_stop (which it implies), then run 'csync2 -x' to copy "
                    "the file to the other nodes. csync2 must be installed and set up."),
-    Param("snapshot", default="", inherited=True, check=_abs_path,
+    Param("snapshot", default="", inherited=True, check=_abs_path, local=directory_or_absent,
           shortdesc="Restore state on start/stop",
           longdesc="Directory for the guest's memory state: stop saves the running domain "
                    "there (libvirt save) instead of shutting it down, and start restores it "
@@ -162,20 +192,20 @@ INHERITED = [
 ]
 
 OWN = [
-    Param("ceph_conf", default="/etc/ceph/ceph.conf", check=_abs_path,
+    Param("ceph_conf", default="/etc/ceph/ceph.conf", check=_abs_path, local=regular_file,
           shortdesc="Ceph configuration file",
           longdesc="Ceph configuration the agent uses to reach the cluster of the domain's "
                    "RBD disks (monitor addresses, keyring path)."),
-    Param("ceph_user", default="",
+    Param("ceph_user", default="", check=ceph_id,
           shortdesc="Ceph client id",
           longdesc="Ceph client id of the agent, without 'client.' (e.g. vmceph). Empty: "
                    "librados' default (admin). The agent needs mon 'profile rbd' and osd "
                    "'profile rbd pool=...' caps: enough to list lockers and watchers, add "
                    "blocklist entries and break locks; it never takes a lock."),
-    Param("ceph_keyring", default="", check=_abs_path,
+    Param("ceph_keyring", default="", check=_abs_path, local=regular_file,
           shortdesc="Ceph keyring",
           longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
-    Param("node_addresses", default="",
+    Param("node_addresses", default="", multiline=True,
           shortdesc="Node names to Ceph client addresses",
           longdesc="Maps the addresses Ceph clients of each node use to the node: "
                    "'node1=10.0.0.1,10.0.1.1 node2=10.0.0.2'. The agent tells from this which "
@@ -189,23 +219,27 @@ OWN = [
                    "start and names the client; blocklist fences that client off the image "
                    "and starts. Choose blocklist only if no system outside this cluster may "
                    "legitimately write these images."),
-    Param("blocklist_expire", type="integer", default=3600,
-          check=lambda v: _at_least(v, 60),
+    Param("blocklist_expire", type="integer", default=3600, **BLOCKLIST_S,
           shortdesc="Blocklist expiry (s)",
           longdesc="Lifetime in seconds of the blocklist entries the agent adds for dead or "
                    "fenced clients. A blocklisted QEMU can never write again, even after the "
                    "entry expires (its session is gone); the entry only has to outlive the "
                    "client's process, which the fencing of its node ends."),
-    Param("membership", default="",
+    Param("membership", default="", multiline=True,
           shortdesc="Static membership (testing, no Pacemaker)",
           longdesc="Only for running the agent outside a Pacemaker cluster (tests, 'vmceph "
                    "check'): the state of each node, 'node1=member node2=fenced "
                    "node3=unclean'. Empty (always, in a cluster): asked from Pacemaker "
                    "(crm_mon)."),
-    Param("health_attribute", default="#health-ceph",
+    Param("health_attribute", default="#health-ceph", check=attribute_name,
           shortdesc="Node health attribute",
           longdesc="Node attribute CephHealth publishes; migrate_to refuses a target where it "
                    "is red."),
+    Param("allow_ext_transport", type="boolean", default=False,
+          shortdesc="Allow libvirt's ext transport",
+          longdesc="Accept hypervisor, remoteuri or migration_transport with libvirt's 'ext' "
+                   "transport (driver+ext://...?command=PROGRAM), which runs PROGRAM at every "
+                   "connection: every probe, monitor and stop. Refused unless this is true."),
     Param("unguarded_disks", default="",
           shortdesc="Disks declared unguarded (target names)",
           longdesc="Target device names (e.g. 'vdb vdc', as in the disk's <target dev=>) of "

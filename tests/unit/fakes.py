@@ -253,7 +253,7 @@ class FakeCeph:
     wrote: watch + exclusive lock), ``expire_watches``, ``lose_quorum``/``restore_quorum``,
     ``health``, ``caps`` ('admin'; 'rbd': mon 'profile rbd', may not remove blocklist
     entries; 'none': no mon caps at all), ``auth_ok``, ``deny_pool``, ``hang_mon``.
-    Records: ``sessions`` (every Rados), ``commands`` (every mon/mgr command as a dict),
+    Records: ``sessions`` (every Rados that connected or tried to), ``commands`` (every mon/mgr command as a dict),
     ``blocklist`` (addr -> expiry time)."""
 
     def __init__(self, mons=("node1", "node2", "node3"), client_ip="10.252.0.1",
@@ -508,7 +508,8 @@ class Rados:
                 raise real_rados.ObjectNotFound("error calling conf_read_file", errno=ENOENT)
         for k, v in (conf or {}).items():
             self.conf_set(k, v)
-        self._ceph.sessions.append(self)
+        # a handle that only read its configuration file (validation does that) never
+        # talked to the cluster: sessions records those that tried to connect
 
     def conf_set(self, option, val):
         if not isinstance(option, str) or not isinstance(val, str):
@@ -525,6 +526,7 @@ class Rados:
         if self.state != "configuring":
             raise _rados_state_error(self.state)
         ceph = self._ceph
+        ceph.sessions.append(self)
         if not ceph.auth_ok:
             raise real_rados.PermissionDeniedError("error connecting to the cluster",
                                                    errno=EACCES)

@@ -342,7 +342,8 @@ def test_start_with_libvirt_down_fails_without_touching_ceph(w):
     ({"membership": "node1=alive"}, 6, "membership entry"),
     ({"node_addresses": "node2"}, 6, "node_addresses entry"),
     ({"shutdown_mode": "acpi,reboot"}, 6, "unknown shutdown mode 'reboot'"),
-    ({"ceph_conf": "/nonexistent/ceph.conf"}, 5, "ceph_conf /nonexistent/ceph.conf"),
+    ({"ceph_conf": "/nonexistent/ceph.conf"}, 5,
+     "ceph_conf='/nonexistent/ceph.conf': does not exist on this node"),
 ])
 def test_validate_all_refusals(w, params, code, fragment):
     assert w.run("validate-all", params) == code

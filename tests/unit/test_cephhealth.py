@@ -292,7 +292,7 @@ def test_stop_touches_no_ceph(node):
     ({"err_color": "orange"}, 6, "err_color"),
     ({"dampen": "soon"}, 6, "dampen"),
     ({"ceph_timeout": "0"}, 6, "ceph_timeout"),
-    ({"attribute": ""}, 6, "attribute must not be empty"),
+    ({"attribute": ""}, 6, "attribute='': must start with #health-"),
     ({"ceph_conf": "/nonexistent/ceph.conf"}, 5, "/nonexistent/ceph.conf"),
     ({"ceph_keyring": "/nonexistent/keyring"}, 5, "/nonexistent/keyring"),
 ])

@@ -274,9 +274,20 @@ def test_choices_are_documented_in_the_longdesc():
 
 @pytest.mark.parametrize("name,text,message", [
     ("config", "vm1.xml", "must be an absolute path"),
-    ("migration_downtime", "-1", "must not be negative"),
-    ("migrateport", "-5", "must not be negative"),
-    ("blocklist_expire", "30", "must be at least 60"),
+    ("migration_downtime", "-1", "must be 0 to 3600000"),
+    ("migrateport", "-5", "must be 1 to 65535"),
+    ("migrateport", "65536", "must be 1 to 65535"),
+    ("migrateport", str(2 ** 63), "must be 1 to 65535"),
+    ("blocklist_expire", "30", "must be 60 to"),
+    ("hypervisor", "qemu", "not a libvirt URI"),
+    ("hypervisor", "qemu+foo:///system", "unknown libvirt transport"),
+    ("migration_transport", "rsh", "unknown libvirt transport"),
+    ("ceph_user", "client.admin", "without 'client.'"),
+    ("ceph_user", "a b", "ASCII letters"),
+    ("migration_user", "a@b", "no '@'"),
+    ("snapshot", "rel/dir", "must be an absolute path"),
+    ("config", "/" + "a" * 300, "path too long"),
+    ("health_attribute", "#health ceph", "node attribute name"),
 ])
 def test_checks_refuse_bad_values(name, text, message):
     with pytest.raises(ValueError, match=message):
@@ -342,7 +353,8 @@ def test_unsupported_parameters_refused_with_reason(name, value):
 @pytest.mark.parametrize("name,value", [("stateless", "false"), ("backingfile", ""),
                                         ("copyindirs", "")])
 def test_unsupported_parameters_accepted_at_their_default(name, value):
-    _params(config="/etc/vm1.xml", **{name: value}).validate()
+    here = os.path.abspath(__file__)  # any regular file: validate checks that they are
+    _params(config=here, ceph_conf=here, **{name: value}).validate()
 
 
 def test_param_declaration_errors():
