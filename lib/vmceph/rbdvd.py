@@ -27,6 +27,10 @@ MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
 VIR_MIGRATE_LIVE = 1
 VIR_MIGRATE_PEER2PEER = 2
 
+# Seconds of a start's deadline kept, when creating the domain, for the second inspection
+# of its images, the generation stamp and, if need be, destroying the paused domain.
+CHECK_RESERVE_S = 5.0
+
 
 # ------------------------------------------------------------------ remembered identity
 
@@ -276,8 +280,13 @@ class RBDVirtualDomain:
                                    "unreachable, or its Ceph client was blocklisted)"
                                    % ident.name)
             return OCF_SUCCESS
-        if not ctx.is_probe and state == virt.CRASHED:
-            ctx.log.warning("domain %s crashed", ident.name)
+        if state == virt.CRASHED:
+            # on_crash='preserve': the QEMU is still there with its images open. Not "not
+            # running" (Pacemaker would start it elsewhere while this one holds the images),
+            # a failure: Pacemaker stops it (destroy) and recovers the resource.
+            raise GenericError("domain %s crashed and libvirt keeps it (on_crash=preserve): "
+                               "its QEMU still has the images open; stop destroys it"
+                               % ident.name)
         return OCF_NOT_RUNNING
 
     def _libvirt_down(self, ctx, ident, error):
@@ -324,9 +333,13 @@ class RBDVirtualDomain:
         hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
         try:
             try:
-                state, _ = hv.state(dom.name, dom.uuid)
+                state, reason = hv.state(dom.name, dom.uuid)
             except virt.VirtError as e:
                 raise GenericError("libvirt: %s" % e) from None
+            if state == virt.CRASHED:
+                raise GenericError("domain %s crashed and libvirt keeps it (on_crash=preserve): "
+                                   "its QEMU still has the images open; stop the resource "
+                                   "(destroys it) before starting it again" % dom.name)
             active = state in virt.ACTIVE_STATES
             with facts.gather(ctx, dom, domain_active=active) as g:
                 verdict = safety.decide_start(g.facts)
@@ -335,8 +348,12 @@ class RBDVirtualDomain:
                 _raise_for(verdict)
                 if verdict.recoveries:
                     facts.recover(ctx, g.session, verdict.recoveries)
-            if not active:
-                self._create(ctx, hv, dom)
+                if not active:
+                    self._create(ctx, hv, dom, g, verdict)
+                elif state == virt.PAUSED and reason == virt.PAUSED_USER:
+                    ctx.log.warning("domain %s is paused (by a start that did not finish, or "
+                                    "by hand): left paused; 'virsh resume' it if it should "
+                                    "run", dom.name)
         finally:
             hv.close()
         if ctx.params.monitor_scripts:
@@ -344,29 +361,152 @@ class RBDVirtualDomain:
         _utilization(ctx, dom)
         return OCF_SUCCESS
 
-    def _create(self, ctx, hv, dom):
+    def _create(self, ctx, hv, dom, g, verdict):
+        """Create the domain paused, check that its QEMU is the only writer of every
+        guarded image (vmceph.startcheck), stamp a new generation, resume. On any failure
+        after the create, the paused domain is destroyed: no vCPU of it ever ran."""
         p = ctx.params
+        # Read the XML before anything can remove the file: undefining a persistent domain
+        # makes libvirt delete its own copy, /etc/libvirt/qemu/<name>.xml, which may be the
+        # very file `config` names (issue 9).
+        with open(p.config) as f:
+            xml = f.read()
+        saved = _snapshot_file(p, dom.name)
+        saved = self._still_current(ctx, g, dom, saved) if saved and os.path.exists(saved) \
+            else None
         try:
-            if hv.undefine_if_inactive(dom.name):
-                ctx.log.warning("removed an inactive persistent definition of %s, which libvirt "
-                                "could have started outside the cluster's control", dom.name)
+            self._undefine_keeping(ctx, hv, dom, p.config, xml)
             if p.start_resources:
                 _start_resources(ctx, hv, dom)
-            saved = _snapshot_file(p, dom.name)
-            if saved and os.path.exists(saved):
-                conn = hv.open()
-                hv._call(lambda: conn.restore(saved), "restore " + saved, cap=120.0)
-                os.unlink(saved)
-                ctx.log.info("domain %s restored from %s", dom.name, saved)
-            else:
-                with open(p.config) as f:
-                    xml = f.read()
-                hv.create(xml)
         except virt.LibvirtUnreachable as e:
             raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
         except virt.VirtError as e:
             raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
+        # keep time for the check, the generation and, if need be, the destroy
+        cap = max(1.0, ctx.deadline.remaining() - CHECK_RESERVE_S)
+        created = False
+        try:
+            try:
+                if saved:
+                    hv.restore(saved, paused=True, cap=cap)
+                else:
+                    hv.create(xml, paused=True, cap=cap)
+                created = True
+                vdom = hv.lookup(dom.name, dom.uuid)
+            except virt.LibvirtUnreachable as e:
+                raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
+            except virt.VirtError as e:
+                raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
+            check = self._verify_sole_writer(ctx, dom, g, verdict)
+            if not check.ok:
+                raise GenericError("start of %s abandoned, the paused domain was destroyed "
+                                   "before any of its vCPUs ran: %s" % (dom.name,
+                                                                       check.summary()))
+            ctx.log.info("%s created paused; its QEMU is the only writer (%s)", dom.name,
+                         ", ".join("%s: %s" % o for o in check.ours) or "no guarded disks")
+            self._stamp(ctx, g, dom, "restore" if saved else "start")
+            try:
+                hv.resume(vdom)
+            except virt.VirtError as e:
+                raise GenericError("cannot resume %s after the paused create: %s"
+                                   % (dom.name, e)) from None
+        except BaseException:
+            self._destroy_paused(ctx, hv, dom, created)
+            raise
+        if saved:
+            from vmceph import generation
+            generation.discard(saved)
+            ctx.log.info("domain %s restored from %s", dom.name, saved)
         ctx.log.info("domain %s started", dom.name)
+
+    def _verify_sole_writer(self, ctx, dom, g, verdict):
+        """startcheck.judge_after_create over a second inspection of every guarded image,
+        through the session of the first look (the owners map is the same: a second
+        cluster view would add ~30 ms and see the same members)."""
+        from vmceph import startcheck
+        from vmceph.ceph import CephError
+        specs = [i.spec for i in g.facts.images]
+        if not specs:
+            return startcheck.AfterCreate(True)
+        try:
+            after = g.session.inspect_all(specs)
+        except CephError as e:
+            return startcheck.AfterCreate(False, ("cannot inspect the images again after the "
+                                                  "paused create: %s" % e,))
+        excepted = frozenset(r.addr for r in verdict.recoveries)
+        return startcheck.judge_after_create(g.facts.images, after, g.facts.owners, excepted)
+
+    def _stamp(self, ctx, g, dom, why):
+        """A new generation in the first guarded image (vmceph.generation): any memory
+        state saved before this start is stale from now on. Failing it fails the start:
+        running without it would let such a state be restored over this run's writes."""
+        from vmceph import generation
+        from vmceph.ceph import CephError
+        specs = [i.spec for i in g.facts.images]
+        if not specs:
+            return
+        token = generation.new_token(ctx.node_name, why)
+        try:
+            g.session.image_meta_set(specs[0], generation.META_KEY, token)
+        except CephError as e:
+            raise GenericError("cannot record the start of %s in the metadata of %s (%s): "
+                               "the paused domain was destroyed" % (dom.name, specs[0], e)
+                               ) from None
+        ctx.log.info("generation of %s is now '%s'", specs[0], token)
+
+    def _still_current(self, ctx, g, dom, saved):
+        """``saved`` if its recorded generation is the image's current one, else None (the
+        stale state is deleted, with a warning)."""
+        from vmceph import generation
+        from vmceph.ceph import CephError
+        specs = [i.spec for i in g.facts.images]
+        if not specs:
+            return saved           # no shared disk: nothing newer can exist elsewhere
+        try:
+            current = g.session.image_meta_get(specs[0], generation.META_KEY)
+        except CephError as e:
+            ctx.log.warning("cannot read the generation of %s: %s", specs[0], e)
+            current = None
+        ok, why = generation.may_restore(generation.read_recorded(saved), current)
+        if ok:
+            ctx.log.info("saved state %s: %s", saved, why)
+            return saved
+        ctx.log.warning("discarding the saved memory state %s of %s: %s; the guest boots "
+                        "from its disks instead", saved, dom.name, why)
+        generation.discard(saved)
+        return None
+
+    def _undefine_keeping(self, ctx, hv, dom, config, xml):
+        """Remove an inactive persistent definition (libvirt could start it outside the
+        cluster), and keep the file ``config`` whatever libvirt does to its own copy."""
+        try:
+            st = os.stat(config)
+        except OSError:
+            st = None
+        if not hv.undefine_if_inactive(dom.name):
+            return
+        ctx.log.warning("removed an inactive persistent definition of %s, which libvirt "
+                        "could have started outside the cluster's control", dom.name)
+        if st is not None and not os.path.exists(config):
+            _write_keeping(config, xml, st, secret=False)
+            ctx.log.warning("libvirt deleted %s when it undefined %s (it is libvirt's own "
+                            "copy of the definition): written back unchanged; keep config "
+                            "outside libvirt's directory (e.g. /etc/vmceph/domains/)",
+                            config, dom.name)
+
+    def _destroy_paused(self, ctx, hv, dom, created):
+        """Destroy what a failed start created (paused, never resumed). A create that timed
+        out may still finish in libvirt: look for the domain either way."""
+        try:
+            vdom = hv.lookup(dom.name, dom.uuid)
+            hv.destroy(vdom)
+            ctx.log.warning("destroyed the paused domain %s", dom.name)
+        except virt.DomainNotFound:
+            if created:
+                ctx.log.info("paused domain %s already gone", dom.name)
+        except virt.VirtError as e:
+            ctx.log.error("cannot destroy the paused domain %s (%s): stop the resource",
+                          dom.name, e)
 
     # ---------------------------------------------------------------- stop
     def stop(self, ctx):
@@ -398,21 +538,28 @@ class RBDVirtualDomain:
 
     def _stop_domain(self, ctx, hv, dom, ident):
         p = _LenientParams(ctx)
-        try:
-            state = hv._call(dom.state, "state")[0]
-        except virt.DomainNotFound:
+        state, _ = hv.state_of(dom)
+        if state not in virt.LIVE_STATES:
             return OCF_SUCCESS
-        if state not in virt.ACTIVE_STATES:
-            return OCF_SUCCESS
-        if p.get("save_config_on_stop") or p.get("sync_config_on_stop"):
-            _save_config(ctx, hv, dom, ident)
-        saved = _snapshot_file_raw(p.get("snapshot"), ident.name)
-        if saved:
-            os.makedirs(os.path.dirname(saved), exist_ok=True)
-            hv._call(lambda: dom.save(saved), "save to " + saved, cap=ctx.deadline.remaining())
-            ctx.log.info("domain %s saved to %s", ident.name, saved)
-            return OCF_SUCCESS
-        if not p.get("force_stop"):
+        force = bool(p.get("force_stop"))
+        if state == virt.CRASHED:
+            # its QEMU still holds the images: nothing to save, nothing to ask, destroy it
+            ctx.log.warning("domain %s crashed (kept by on_crash=preserve): destroying it",
+                            ident.name)
+            force = True
+        else:
+            # Side tasks: best-effort, each within a share of the deadline. A failure is
+            # logged and the stop goes on: failing here would have Pacemaker fence the node
+            # and every VM on it for want of a config copy or a memory image.
+            if p.get("save_config_on_stop") or p.get("sync_config_on_stop"):
+                _save_config(ctx, hv, dom, ident)
+            saved = _snapshot_file_raw(p.get("snapshot"), ident.name)
+            if saved:
+                outcome = self._save_state(ctx, hv, dom, ident, saved)
+                if outcome == "saved":
+                    return OCF_SUCCESS
+                force = force or outcome == "abandoned"
+        if not force:
             if self._graceful(ctx, hv, dom, ident, p.get("shutdown_mode") or ""):
                 return OCF_SUCCESS
         ctx.log.info("destroying domain %s", ident.name)
@@ -422,7 +569,78 @@ class RBDVirtualDomain:
             return OCF_SUCCESS
         except virt.VirtOperationFailed as e:
             ctx.log.warning("destroy of %s: %s", ident.name, e)
-        return self._wait_inactive(ctx, hv, dom, ident, ctx.deadline.remaining())
+        rc = self._wait_inactive(ctx, hv, dom, ident, ctx.deadline.remaining())
+        partial = getattr(self, "_drop_partial", None)
+        if partial:  # a save that failed or was abandoned may have left part of a file
+            from vmceph import generation
+            generation.discard(partial)
+        return rc
+
+    def _save_state(self, ctx, hv, dom, ident, saved):
+        """Save the guest's memory to ``saved`` with the disk's generation next to it
+        (vmceph.generation). 'saved', 'failed' (go on with a shutdown) or 'abandoned' (the
+        save did not answer within its share: libvirt may still be at it, and a shutdown
+        would wait for its job; destroy at once)."""
+        from vmceph import bounded, generation
+        token = self._current_generation(ctx)
+        share = max(1.0, ctx.deadline.remaining() / 2)
+        try:
+            bounded.call(lambda: os.makedirs(os.path.dirname(saved), exist_ok=True),
+                         min(5.0, share), "mkdir " + os.path.dirname(saved))
+            hv.save(dom, saved, cap=share)
+        except (OSError, bounded.Timeout, virt.VirtError) as e:
+            state, _ = _state_or_unknown(hv, dom)
+            if state is not None and state not in virt.LIVE_STATES:
+                # the save finished as we gave up on it: it is the guest's state
+                ctx.log.warning("saving %s to %s answered late (%s) but the domain is "
+                                "gone", ident.name, saved, e)
+            else:
+                ctx.log.warning("cannot save the memory of %s to %s (%s): stopping it "
+                                "without saving", ident.name, saved, e)
+                self._drop_partial = saved
+                abandoned = isinstance(e, (bounded.Timeout, virt.LibvirtUnreachable))
+                return "abandoned" if abandoned else "failed"
+        if token is not None:
+            try:
+                bounded.call(lambda: generation.write_recorded(saved, token),
+                             ctx.deadline.at_most(5.0), "write " + generation.sidecar(saved))
+            except (OSError, bounded.Timeout) as e:
+                ctx.log.warning("cannot record the generation of %s (%s): the next start "
+                                "will discard it", saved, e)
+        ctx.log.info("domain %s saved to %s (generation %s)", ident.name, saved,
+                     token or "unknown: the next start will discard it")
+        return "saved"
+
+    def _current_generation(self, ctx):
+        """The generation of the first guarded image, asked within a tenth of the stop's
+        time; None if it cannot be told (stop never depends on Ceph)."""
+        from vmceph import bounded, generation
+        p = _LenientParams(ctx)
+        try:
+            dom = self._domain(ctx)
+            specs = [d.spec for d in dom.guarded_disks]
+        except OCFError as e:
+            ctx.log.warning("cannot read the disks of the domain (%s): saving its memory "
+                            "without a generation", e.reason)
+            return None
+        if not specs:
+            return None
+        from vmceph.ceph import CephError, CephSession
+
+        def ask():
+            session = CephSession(p.get("ceph_conf"), p.get("ceph_user"),
+                                  p.get("ceph_keyring"), _Share(ctx.deadline, 0.1), ctx.log)
+            session.connect()
+            try:
+                return session.image_meta_get(specs[0], generation.META_KEY)
+            finally:
+                session.close()
+        try:
+            return bounded.call(ask, max(0.5, ctx.deadline.remaining() / 10), "generation")
+        except (CephError, bounded.Timeout) as e:
+            ctx.log.warning("cannot read the generation of %s (%s): saving the memory "
+                            "without one", specs[0], e)
+            return None
 
     def _graceful(self, ctx, hv, dom, ident, mode):
         """Ask the guest to shut down; wait for 2/3 of what is left (the rest is for
@@ -504,7 +722,7 @@ class RBDVirtualDomain:
         try:
             try:
                 vdom = hv.lookup(dom.name, dom.uuid)
-                state = hv._call(vdom.state, "state")[0]
+                state, _ = hv.state_of(vdom)
             except virt.DomainNotFound:
                 state = virt.SHUTOFF
             except virt.VirtError as e:
@@ -515,12 +733,13 @@ class RBDVirtualDomain:
             with facts.gather(ctx, dom, domain_active=True) as g:
                 health = _node_health(ctx, g, target)
                 verdict = safety.decide_migrate(g.facts, target, health)
-            ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
-                         verdict.summary())
-            _raise_for(verdict)
+                ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
+                             verdict.summary())
+                _raise_for(verdict)
+                self._stamp_migration(ctx, g, target)
             if p.start_resources:
                 _start_resources(ctx, hv, dom)
-            dconnuri, params, flags = migration_args(p, target, hv.mod)
+            dconnuri, params, flags = migration_args(p, target)
             ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, dconnuri)
             try:
                 stats = virt.migrate(hv, vdom, dconnuri, params, flags,
@@ -535,6 +754,21 @@ class RBDVirtualDomain:
         finally:
             hv.close()
         return OCF_SUCCESS
+
+    def _stamp_migration(self, ctx, g, target):
+        """A new generation before the guest moves (vmceph.generation): best-effort, the
+        start that began this run has stamped one already."""
+        from vmceph import generation
+        from vmceph.ceph import CephError
+        specs = [i.spec for i in g.facts.images]
+        if not specs:
+            return
+        try:
+            g.session.image_meta_set(specs[0], generation.META_KEY, generation.new_token(
+                ctx.node_name, "migrate to " + target))
+        except CephError as e:
+            ctx.log.warning("cannot record the migration in the metadata of %s: %s",
+                            specs[0], e)
 
     def migrate_from(self, ctx):
         import time
@@ -560,12 +794,11 @@ class RBDVirtualDomain:
             try:
                 vdom = hv.lookup(dom.name, dom.uuid)
                 # KEEP_COMPLETED: leave them for `virsh domjobinfo --completed` too
-                stats = vdom.jobStats(hv.mod.VIR_DOMAIN_JOB_STATS_COMPLETED |
-                                      hv.mod.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+                stats = hv.job_stats(vdom, completed=True)
                 if stats:
                     ctx.log.info("migration of %s from %s: %s", dom.name, source,
                                  _job_summary(stats))
-            except Exception as e:  # statistics are informational only
+            except virt.VirtError as e:  # statistics are informational only
                 ctx.log.debug("no completed job statistics: %s", e)
         finally:
             hv.close()
@@ -607,10 +840,34 @@ def _node_health(ctx, g, target):
 
 
 def _active(hv, dom):
+    """True while the domain has a QEMU here (a crashed-preserved one too)."""
+    return hv.state_of(dom)[0] in virt.LIVE_STATES
+
+
+def _state_or_unknown(hv, dom):
     try:
-        return hv._call(dom.state, "state")[0] in virt.ACTIVE_STATES
-    except virt.DomainNotFound:
-        return False
+        return hv.state_of(dom, cap=5.0)
+    except virt.VirtError:
+        return None, None
+
+
+class _Share:
+    """A deadline-like share of an action's deadline: ``fraction`` of what is left now."""
+
+    def __init__(self, deadline, fraction):
+        import time
+        self.timeout = deadline.remaining() * fraction
+        self._end = time.monotonic() + self.timeout
+
+    def remaining(self):
+        import time
+        return max(0.0, self._end - time.monotonic())
+
+    def at_most(self, seconds):
+        return max(0.0, min(seconds, self.remaining()))
+
+    def expired(self):
+        return self.remaining() <= 0.0
 
 
 class _LenientParams:
@@ -624,7 +881,7 @@ class _LenientParams:
         try:
             return getattr(self.p, name)
         except OCFError:
-            return self.p._spec.param_index[name].default
+            return self.p.default(name)
 
 
 def _snapshot_file(p, name):
@@ -636,23 +893,82 @@ def _snapshot_file_raw(directory, name):
 
 
 def _save_config(ctx, hv, dom, ident):
+    """Write the running definition back to the config file (and csync2 it), best-effort:
+    within a sixth of the stop's time, a failure is a warning (a config on unmounted shared
+    storage is the very case the remembered identity exists for)."""
+    from vmceph import bounded
     config = ident.config or ctx.params.raw("config")
     if not config:
         return
-    xml = hv.xml_desc(dom, hv.mod.VIR_DOMAIN_XML_SECURE | hv.mod.VIR_DOMAIN_XML_INACTIVE)
-    tmp = config + ".vmceph-tmp"
-    with open(tmp, "w") as f:
-        f.write(xml)
-    os.replace(tmp, config)
+    share = max(1.0, min(20.0, ctx.deadline.remaining() / 6))
+    try:
+        xml = hv.xml_desc(dom, secure=True, inactive=True, cap=share)
+        # the file system may hang (NFS): the write is bounded too
+        bounded.call(lambda: _write_keeping(config, xml, None, secret=True),
+                     max(0.5, min(share, ctx.deadline.remaining() / 6)), "write " + config)
+    except (OSError, bounded.Timeout, virt.VirtError) as e:
+        ctx.log.warning("cannot save the configuration of %s to %s (%s): stopping it "
+                        "anyway", ident.name, config, e)
+        return
     ctx.log.info("saved the running configuration of %s to %s", ident.name, config)
     if _LenientParams(ctx).get("sync_config_on_stop"):
-        from vmceph import bounded
         try:
             r = bounded.command(["csync2", "-x"], ctx.deadline.at_most(20.0), log=ctx.log)
             if r.rc != 0:
                 ctx.log.warning("csync2 -x failed (rc %d): %s", r.rc, r.err.strip()[:200])
         except (FileNotFoundError, bounded.Timeout) as e:
             ctx.log.warning("csync2 -x: %s", e)
+
+
+def _write_keeping(path, text, st=None, secret=False):
+    """Replace the file ``path`` with ``text`` atomically, keeping what an administrator set
+    up: a symbolic link stays a link (its target is replaced), the mode, owner and group
+    stay (``st``: those to keep when the file is gone, else the file's own). With
+    ``secret`` (XML with secrets, VIR_DOMAIN_XML_SECURE) the result is never readable by
+    others, whatever the old mode was. The new content goes to a temporary file in the same
+    directory, is flushed to disk, and is renamed over the old: a reader sees the old or the
+    new file, never a part."""
+    import stat
+    import tempfile
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        pass
+    mode = stat.S_IMODE(st.st_mode) if st is not None else 0o600
+    if secret:
+        mode &= ~0o007
+    directory = os.path.dirname(real) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(real) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        os.fchmod(fd, mode & 0o600)       # nobody else reads it while it is written
+        if st is not None:
+            try:
+                os.fchown(fd, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass
+        with os.fdopen(fd, "w") as f:
+            fd = None
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, real)
+        tmp = None
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _check_transports(p):
@@ -729,7 +1045,7 @@ def target_host(p, target):
     return head + suffix + dot + rest
 
 
-def migration_args(p, target, mod):
+def migration_args(p, target):
     """(destination libvirt URI, typed params, flags) for migrateToURI3."""
     host = target_host(p, target)
     if p.remoteuri:
@@ -749,14 +1065,14 @@ def migration_args(p, target, mod):
     params = {}
     migrateuri = p.migrateuri or opt_uri
     if migrateuri:
-        params[mod.VIR_MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
+        params[virt.MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
     elif p.migrateport or host != target:
         # the stream goes to the migration network's name too (libvirt picks the port
         # when none is given)
-        params[mod.VIR_MIGRATE_PARAM_URI] = "tcp://%s" % host + (
+        params[virt.MIGRATE_PARAM_URI] = "tcp://%s" % host + (
             ":%d" % p.migrateport if p.migrateport else "")
     if p.migration_speed:
-        params[mod.VIR_MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
+        params[virt.MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
     return dconnuri, params, flags
 
 
@@ -800,16 +1116,11 @@ def _run_monitor_scripts(ctx, once):
 
 
 def _start_resources(ctx, hv, dom):
-    conn = hv.open()
     for net in dom.networks:
-        n = hv._call(lambda: conn.networkLookupByName(net), "network " + net)
-        if not hv._call(n.isActive, "network active"):
-            hv._call(n.create, "start network " + net)
+        if hv.ensure_network(net):
             ctx.log.info("started libvirt network %s", net)
     for pool in dom.pools:
-        sp = hv._call(lambda: conn.storagePoolLookupByName(pool), "pool " + pool)
-        if not hv._call(sp.isActive, "pool active"):
-            hv._call(lambda: sp.create(0), "start pool " + pool)
+        if hv.ensure_pool(pool):
             ctx.log.info("started libvirt storage pool %s", pool)
 
 

@@ -24,7 +24,22 @@ STATE_NAMES = {NOSTATE: "no state", RUNNING: "running", BLOCKED: "blocked", PAUS
 PAUSED_IOERROR = 5
 PAUSED_MIGRATION = 2
 PAUSED_POSTCOPY_FAILED = 13
+PAUSED_USER = 1            # what a domain created with START_PAUSED reports (lab: "paused (user)")
 ACTIVE_STATES = (RUNNING, BLOCKED, PAUSED, SHUTDOWN, PMSUSPENDED)
+# A domain libvirt keeps as CRASHED (on_crash='preserve') still has its QEMU and its images
+# open: it is not "running" for the monitor, but it is not gone either (stop destroys it).
+LIVE_STATES = ACTIVE_STATES + (CRASHED,)
+
+# flags and typed-parameter names of libvirt (libvirt-domain.h), so that callers need not
+# import the binding: a unit test checks them against libvirt-python's values
+START_PAUSED = 1                  # VIR_DOMAIN_START_PAUSED
+SAVE_PAUSED = 4                   # VIR_DOMAIN_SAVE_PAUSED
+XML_SECURE, XML_INACTIVE = 1, 2   # VIR_DOMAIN_XML_*
+JOB_STATS_COMPLETED, JOB_STATS_KEEP_COMPLETED = 1, 2
+JOB_NONE = 0                      # VIR_DOMAIN_JOB_NONE
+DESTROY_GRACEFUL = 1
+MIGRATE_PARAM_URI = "migrate_uri"
+MIGRATE_PARAM_BANDWIDTH = "bandwidth"
 
 # virErrorNumber / virErrorDomain values we classify on (libvirt's virterror.h)
 VIR_ERR_NO_DOMAIN = 42
@@ -146,9 +161,69 @@ class Hypervisor:
             return SHUTOFF, 0
         return st[0], st[1]
 
-    def create(self, xml, flags=0):
+    def create(self, xml, paused=False, cap=120.0):
+        """Start a transient domain from ``xml``; with ``paused`` its vCPUs do not run until
+        resume(). QEMU opens its disks before createXML returns, paused or not (lab: a
+        paused QEMU's RBD client is a watcher of the image at once), which is what lets
+        a start verify that it is the only writer before the guest can write."""
         conn = self.open()
-        return self._call(lambda: conn.createXML(xml, flags), "create domain", cap=120.0)
+        flags = START_PAUSED if paused else 0
+        return self._call(lambda: conn.createXML(xml, flags), "create domain", cap=cap)
+
+    def restore(self, path, paused=False, cap=120.0):
+        """Restore a domain saved to ``path`` (kept paused with ``paused``)."""
+        conn = self.open()
+        flags = SAVE_PAUSED if paused else 0
+        self._call(lambda: conn.restoreFlags(path, None, flags), "restore " + path, cap=cap)
+
+    def save(self, dom, path, cap):
+        """Save the domain's memory to ``path`` and stop it."""
+        self._call(lambda: dom.save(path), "save to " + path, cap=cap)
+
+    def resume(self, dom):
+        self._call(dom.resume, "resume")
+
+    def state_of(self, dom, cap=30.0):
+        """(state, reason) of a domain handle, (SHUTOFF, 0) once libvirt no longer knows it."""
+        try:
+            st = self._call(dom.state, "state", cap=cap)
+        except DomainNotFound:
+            return SHUTOFF, 0
+        return st[0], st[1]
+
+    def job_stats(self, dom, completed=False, cap=5.0):
+        """The current (or, with ``completed``, the last completed) job's statistics; {}
+        when there is no such job (libvirt answers {'type': JOB_NONE} then)."""
+        flags = (JOB_STATS_COMPLETED | JOB_STATS_KEEP_COMPLETED) if completed else 0
+        stats = self._call(lambda: dom.jobStats(flags), "jobStats", cap=cap)
+        if not stats or stats.get("type", JOB_NONE) == JOB_NONE:
+            return {}
+        return stats
+
+    def abort_job(self, dom, cap=10.0):
+        self._call(dom.abortJob, "abortJob", cap=cap)
+
+    def set_max_downtime(self, dom, ms, cap=5.0):
+        self._call(lambda: dom.migrateSetMaxDowntime(int(ms), 0), "migrateSetMaxDowntime",
+                   cap=cap)
+
+    def ensure_network(self, name):
+        """Start libvirt network ``name`` if it is not active; True if it was started."""
+        conn = self.open()
+        net = self._call(lambda: conn.networkLookupByName(name), "network " + name)
+        if self._call(net.isActive, "network active"):
+            return False
+        self._call(net.create, "start network " + name)
+        return True
+
+    def ensure_pool(self, name):
+        """Start libvirt storage pool ``name`` if it is not active; True if it was started."""
+        conn = self.open()
+        pool = self._call(lambda: conn.storagePoolLookupByName(name), "pool " + name)
+        if self._call(pool.isActive, "pool active"):
+            return False
+        self._call(lambda: pool.create(0), "start pool " + name)
+        return True
 
     def undefine_if_inactive(self, name):
         """A persistent, inactive definition of the same name would be started by libvirt's
@@ -169,11 +244,12 @@ class Hypervisor:
         self._call(lambda: dom.shutdownFlags(flags), "shutdown")
 
     def destroy(self, dom, graceful=False):
-        flags = self.mod.VIR_DOMAIN_DESTROY_GRACEFUL if graceful else 0
+        flags = DESTROY_GRACEFUL if graceful else 0
         self._call(lambda: dom.destroyFlags(flags), "destroy")
 
-    def xml_desc(self, dom, flags=0):
-        return self._call(lambda: dom.XMLDesc(flags), "XMLDesc")
+    def xml_desc(self, dom, secure=False, inactive=False, cap=30.0):
+        flags = (XML_SECURE if secure else 0) | (XML_INACTIVE if inactive else 0)
+        return self._call(lambda: dom.XMLDesc(flags), "XMLDesc", cap=cap)
 
     def pool_xml(self, name):
         """XML of the storage pool ``name``, defined on this host, active or not (what a
@@ -302,17 +378,25 @@ class MigrationTimeout(VirtError):
     pass
 
 
+def abort_reserve(timeout):
+    """Seconds of an action's deadline kept for aborting a migration and hearing where the
+    guest runs: abortJob makes QEMU cancel the stream and libvirt resume the source, which
+    took ~0.1-2 s on the lab; a fifth of the action's timeout, 3 to 15 s."""
+    return max(3.0, min(15.0, (timeout or 0) / 5.0))
+
+
 def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=0.25):
     """Live-migrate ``dom`` with ``migrateToURI3`` and a deadline.
 
-    The blocking call runs in a worker thread; this thread watches ``jobStats()`` (progress
-    goes to the log), applies ``migrateSetMaxDowntime`` once the job exists (libvirt-python
-    9.0 takes no downtime parameter in migrateToURI3, CEPH-FACTS.md), and at the deadline
-    calls ``abortJob()``: the guest keeps running here and the action fails.
-    Returns the completed job's statistics (downtime, time) when libvirt reports them.
+    The blocking call runs in a worker thread; this thread watches the job's statistics
+    (progress goes to the log), applies the maximum downtime once the job exists
+    (libvirt-python 9.0 takes no downtime parameter in migrateToURI3), and, when only the
+    abort reserve of the deadline is left, aborts the job. Every one of these libvirt calls
+    is bounded (a libvirtd that stops answering must not hold the action past its deadline).
+    After an abort the domain's state on this node is asked again: the error says where the
+    guest actually runs. Returns the completed job's statistics when libvirt reports them.
     """
     import threading
-    mod = hv.mod
     box = {}
 
     def work():
@@ -324,31 +408,22 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
     worker = threading.Thread(target=work, name="migrate", daemon=True)
     t0 = time.monotonic()
     worker.start()
+    reserve = abort_reserve(getattr(hv.deadline, "timeout", 0))
     downtime_set = not max_downtime_ms
     last_log = 0.0
     while worker.is_alive():
-        if hv.deadline.expired():
-            if log:
-                log.warning("migration to %s exceeded its deadline after %.1f s: aborting it",
-                            dconnuri, time.monotonic() - t0)
-            try:
-                dom.abortJob()
-            except mod.libvirtError as e:
-                if log:
-                    log.warning("abortJob: %s", e)
-            worker.join(10.0)
-            raise MigrationTimeout("live migration to %s did not finish within the %.0f s "
-                                   "timeout of migrate_to; aborted, the domain still runs on "
-                                   "this node" % (dconnuri, hv.deadline.timeout))
+        if hv.deadline.remaining() <= reserve:
+            raise _abort(hv, dom, dconnuri, worker, box, t0, log)
         try:
-            stats = dom.jobStats()
-        except mod.libvirtError:
+            stats = hv.job_stats(dom, cap=min(5.0, hv.deadline.remaining() - reserve))
+        except VirtError:
             stats = {}
         if stats and not downtime_set:
             try:
-                dom.migrateSetMaxDowntime(int(max_downtime_ms), 0)
+                hv.set_max_downtime(dom, max_downtime_ms,
+                                    cap=min(5.0, hv.deadline.remaining() - reserve))
                 downtime_set = True
-            except mod.libvirtError as e:
+            except VirtError as e:
                 if log:
                     log.debug("migrateSetMaxDowntime not yet possible: %s", e)
         now = time.monotonic()
@@ -357,16 +432,50 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
             log.info("migration progress: %.0f s, %s MiB remaining of %s MiB, iteration %s",
                      now - t0, _mib(stats.get("memory_remaining")),
                      _mib(stats.get("memory_total")), stats.get("memory_iteration", "?"))
-        worker.join(poll)
+        worker.join(max(0.0, min(poll, hv.deadline.remaining() - reserve)))
     if "error" in box:
         e = box["error"]
-        if isinstance(e, mod.libvirtError):
+        if isinstance(e, hv.mod.libvirtError):
             raise classify(e, "migrate to %s" % dconnuri)
         raise e
     try:
-        return dom.jobStats(mod.VIR_DOMAIN_JOB_STATS_COMPLETED)
-    except (mod.libvirtError, AttributeError):
+        return hv.job_stats(dom, completed=True, cap=min(5.0, hv.deadline.remaining()))
+    except VirtError:
         return {}
+
+
+def _abort(hv, dom, dconnuri, worker, box, t0, log):
+    """Abort the migration job within the reserve and say where the guest runs now."""
+    if log:
+        log.warning("migration to %s reached its deadline after %.1f s: aborting it",
+                    dconnuri, time.monotonic() - t0)
+    try:
+        hv.abort_job(dom, cap=max(0.5, hv.deadline.remaining() / 2))
+    except VirtError as e:
+        if log:
+            log.warning("abortJob: %s", e)
+    worker.join(max(0.0, hv.deadline.remaining() / 2))
+    try:
+        state, _ = hv.state_of(dom, cap=max(0.5, hv.deadline.remaining()))
+        where = None
+    except VirtError as e:
+        state, where = None, "its state on this node is unknown (%s): check both nodes" % e
+    if where is None:
+        if worker.is_alive():
+            where = ("the migration had not ended when the deadline came (domain %s here): "
+                     "check both nodes" % STATE_NAMES.get(state, state))
+        elif state in LIVE_STATES and "error" in box:
+            where = "aborted, the domain still runs on this node (%s)" % STATE_NAMES.get(
+                state, state)
+        elif state in LIVE_STATES:
+            where = ("the migration finished as it was aborted, yet the domain is still %s "
+                     "here: check both nodes" % STATE_NAMES.get(state, state))
+        else:
+            where = ("the migration completed as the deadline came: the domain no longer runs "
+                     "on this node (it runs on the target)")
+    return MigrationTimeout("live migration to %s did not finish within the %.0f s timeout of "
+                            "migrate_to; %s" % (dconnuri, getattr(hv.deadline, "timeout", 0),
+                                                where))
 
 
 def _mib(n):

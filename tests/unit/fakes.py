@@ -218,6 +218,8 @@ class ImageState:
         self.watchers = []         # [{'addr', 'id', 'cookie'}]
         self.snapshots = set()
         self.lock_breaks = []      # (mode, owner) as lock_break got them
+        self.metadata = {}         # image-meta key -> str (omap 'metadata_<key>' of the header)
+        self.id = "%012x" % (abs(hash((pool, namespace, name))) % (1 << 48))
 
     @property
     def spec(self):
@@ -293,6 +295,7 @@ class FakeCeph:
         self.rados = _module("rados", real_rados, {
             "Rados": type("Rados", (Rados,), {"_ceph": self}),
             "Ioctx": Ioctx,
+            "WriteOpCtx": WriteOpCtx,
         })
         self.rbd = _module("rbd", real_rbd, {"Image": Image, "RBD": RBD})
 
@@ -606,6 +609,38 @@ class Ioctx:
     def close(self):
         self.state = "closed"
 
+    def set_omap(self, write_op, keys, values):
+        if self.state != "open":
+            raise real_rados.IoctxStateError("The pool is closed.")
+        write_op._omap.update(zip(keys, values))
+
+    def operate_write_op(self, write_op, oid, mtime=0, flags=0):
+        """Only what the agent writes: image metadata into an image's header object."""
+        if self.state != "open":
+            raise real_rados.IoctxStateError("The pool is closed.")
+        ceph = self.rados._ceph
+        for (ns, _name), st in ceph.pools.get(self.name, {}).items():
+            if ns == self.nspace and oid == "rbd_header." + st.id:
+                for k, v in write_op._omap.items():
+                    if k.startswith("metadata_"):
+                        st.metadata[k[len("metadata_"):]] = v.decode("utf-8")
+                ceph.timeline.append(("ceph", "omap set", st.spec, dict(write_op._omap)))
+                return
+        raise real_rados.ObjectNotFound("Failed to operate write op for oid %s" % oid,
+                                        errno=ENOENT)
+
+
+@mirrors(real_rados.WriteOpCtx)
+class WriteOpCtx:
+    def __init__(self):
+        self._omap = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
 
 @mirrors(real_rbd.RBD)
 class RBD:
@@ -785,6 +820,14 @@ class Guest:
         self.state = VIR.VIR_DOMAIN_RUNNING
         self.reason = VIR.VIR_DOMAIN_RUNNING_BOOTED if reason is None else reason
 
+    def start(self, paused, reason=None):
+        """createXML/restore: with ``paused`` (START_PAUSED, SAVE_PAUSED) the QEMU runs and
+        has its disks open, its vCPUs do not: libvirt reports "paused (user)" (lab)."""
+        if paused:
+            self.state, self.reason = VIR.VIR_DOMAIN_PAUSED, VIR.VIR_DOMAIN_PAUSED_USER
+        else:
+            self.run(reason)
+
     def _tick(self, host):
         """A state query: a guest that was asked to shut down gets there eventually."""
         if self._pending_off is not None:
@@ -817,6 +860,13 @@ class FakeLibvirt:
         self.on_create = None
         self.on_stop = None
         self.on_migrate = None
+        self.on_resume = None
+        self.create_delay = 0.0         # createXML/restore take this long, even abandoned
+        self.save_error = None          # save() fails with this libvirt message
+        self.delays = {}                # method name -> seconds it blocks (goes on after
+        #                                 the caller abandoned it, as a C call does)
+        self.config_dir = None          # libvirt's own persistent definitions (undefine
+        #                                 deletes <config_dir>/<name>.xml, as libvirtd does)
         self.registry = {} if registry is None else registry
         self.registry[hostname] = self
         host = self
@@ -851,6 +901,12 @@ class FakeLibvirt:
 
     def called(self, method):
         return [c for c in self.calls if c[0] == method]
+
+    def crash(self, name):
+        """The guest crashed and on_crash='preserve' keeps it: state CRASHED, its QEMU (and
+        its RBD clients) still there."""
+        g = self.guests[name]
+        g.state, g.reason = VIR.VIR_DOMAIN_CRASHED, VIR.VIR_DOMAIN_CRASHED_PANICKED
 
     def power_off(self, guest, reason):
         guest.state, guest.reason = VIR.VIR_DOMAIN_SHUTOFF, reason
@@ -930,6 +986,8 @@ class Connection:
                                 "XML error: missing domain name information")
         name = m_name.group(1)
         h.record("createXML", name, (flags,))
+        if h.create_delay:
+            time.sleep(h.create_delay)  # goes on (and creates) after a caller gave up
         g = h.guests.get(name)
         uuid = m_uuid.group(1) if m_uuid else "6f1d2c3a-1111-4000-8000-%012d" % len(h.guests)
         if g is not None and g.uuid != uuid:
@@ -944,7 +1002,7 @@ class Connection:
             g = Guest(name, uuid, xmlDesc)
             h.guests[name] = g
         g.xml = xmlDesc
-        g.run()
+        g.start(bool(flags & VIR.VIR_DOMAIN_START_PAUSED))
         if h.on_create:
             h.on_create(g)
         return Domain(h, g.uuid)
@@ -956,6 +1014,20 @@ class Connection:
             name, uuid = f.read().split()[:2]
         g = Guest(name, uuid, "<domain><name>%s</name><uuid>%s</uuid></domain>" % (name, uuid))
         g.run(VIR.VIR_DOMAIN_RUNNING_RESTORED)
+        h.guests[name] = g
+        if h.on_create:
+            h.on_create(g)
+        return 0
+
+    def restoreFlags(self, frm, dxml=None, flags=0):
+        h = self._h()
+        h.record("restoreFlags", None, (frm, flags))
+        if h.create_delay:
+            time.sleep(h.create_delay)
+        with open(frm) as f:
+            name, uuid = f.read().split()[:2]
+        g = Guest(name, uuid, "<domain><name>%s</name><uuid>%s</uuid></domain>" % (name, uuid))
+        g.start(bool(flags & VIR.VIR_DOMAIN_SAVE_PAUSED), VIR.VIR_DOMAIN_RUNNING_RESTORED)
         h.guests[name] = g
         if h.on_create:
             h.on_create(g)
@@ -1010,6 +1082,11 @@ class Domain:
 
     def undefine(self):
         g = self._g("undefine")
+        if self._host.config_dir and g.persistent:
+            try:
+                os.unlink(os.path.join(self._host.config_dir, g.name + ".xml"))
+            except FileNotFoundError:
+                pass
         if g.active:
             g.persistent = False
         else:
@@ -1043,9 +1120,23 @@ class Domain:
     def XMLDesc(self, flags=0):
         return self._g("XMLDesc", flags).xml
 
+    def resume(self):
+        g = self._g("resume")
+        self._require_active(g)
+        if g.state == VIR.VIR_DOMAIN_PAUSED:
+            g.run(VIR.VIR_DOMAIN_RUNNING_UNPAUSED)
+            if self._host.on_resume:
+                self._host.on_resume(g)
+        return 0
+
     def save(self, to):
         g = self._g("save", to)
         self._require_active(g)
+        if self._host.save_error or not os.path.isdir(os.path.dirname(to) or "."):
+            # as libvirt 9.0 reports a state file it cannot create (qemuSaveImageCreate)
+            raise libvirt_error(VIR.VIR_ERR_SYSTEM_ERROR, VIR.VIR_FROM_QEMU,
+                                self._host.save_error or "Failed to create file '%s': No "
+                                "such file or directory" % to)
         with open(to, "w") as f:
             f.write("%s %s\n" % (g.name, g.uuid))
         self._host.power_off(g, VIR.VIR_DOMAIN_SHUTOFF_SAVED)
@@ -1053,6 +1144,7 @@ class Domain:
 
     def jobStats(self, flags=0):
         g = self._g()
+        time.sleep(self._host.delays.get("jobStats", 0))
         if flags & VIR.VIR_DOMAIN_JOB_STATS_COMPLETED:
             return dict(g.completed_job or {})
         if g.job is None:
@@ -1061,6 +1153,7 @@ class Domain:
 
     def abortJob(self):
         g = self._g("abortJob")
+        time.sleep(self._host.delays.get("abortJob", 0))
         if g.job is None:
             raise libvirt_error(VIR.VIR_ERR_OPERATION_INVALID, VIR.VIR_FROM_QEMU,
                                 "Requested operation is not valid: no job is active on the "

@@ -45,6 +45,7 @@ class World:
         for host, ip in ((self.node1, NODE1), (self.node2, NODE2)):
             host.on_create = lambda g, h=host, ip=ip: self._qemu_start(h, g, ip)
             host.on_stop = lambda g, h=host: self._qemu_exit(h, g)
+            host.on_resume = lambda g, h=host: self._qemu_first_write(h, g)
         self.node1.on_migrate = lambda g, dest: self._qemu_start(dest, g, NODE2)
         fakes.install(monkeypatch, self.ceph, self.node1)
         monkeypatch.setattr(cluster, "resolve", lambda name, timeout: [])
@@ -88,8 +89,16 @@ class World:
             p.wait()
 
     def _qemu_start(self, host, guest, ip):
-        self.qemu[(host.hostname, guest.name)] = [self.ceph.qemu_writes(spec, ip)
+        # a paused QEMU has its images open (a watch) but has not written (no lock yet)
+        running = guest.state != VIR.VIR_DOMAIN_PAUSED
+        self.qemu[(host.hostname, guest.name)] = [self.ceph.qemu_writes(spec, ip, lock=running)
                                                   for spec in GUARDED]
+
+    def _qemu_first_write(self, host, guest):
+        for spec, client in zip(GUARDED, self.qemu.get((host.hostname, guest.name), [])):
+            w = next(x for x in self.ceph.image(spec).watchers if x["addr"] == client.addr)
+            self.ceph.image(spec).lockers = [(client.entity, "auto %d" % w["cookie"],
+                                              client.addr)]
 
     def _qemu_exit(self, host, guest):
         for client in self.qemu.pop((host.hostname, guest.name), []):
@@ -695,7 +704,7 @@ def test_migration_deadline_aborts_the_job(w):
     """virt.migrate at its deadline: abortJob, the domain keeps running here."""
     w.node1.add_guest("vm9")
     w.node1.migration = "block"
-    hv = virt.Hypervisor("qemu:///system", ocf.Deadline(0.5, margin_s=0),
+    hv = virt.Hypervisor("qemu:///system", ocf.Deadline(4.0, margin_s=0),
                          libvirt_mod=w.node1.module)
     dom = hv.lookup("vm9")
     with pytest.raises(virt.MigrationTimeout, match="aborted, the domain still runs"):
@@ -713,7 +722,7 @@ def _p(**env):
 
 
 def _args(target="node2", **env):
-    return migration_args(_p(**env), target, VIR)
+    return migration_args(_p(**env), target)
 
 
 FLAGS = VIR.VIR_MIGRATE_LIVE | VIR.VIR_MIGRATE_PEER2PEER
