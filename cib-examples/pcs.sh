@@ -178,7 +178,7 @@ done
 #   migrate_from 60s: the target confirms the domain runs there.
 vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
     p resource create "$1" ocf:vmceph:RBDVirtualDomain \
-        config="/etc/libvirt/qemu/$1.xml" hypervisor=qemu:///system \
+        config="/etc/vmceph/domains/$1.xml" hypervisor=qemu:///system \
         migration_transport=tcp ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph \
         autoset_utilization_host_memory=false \
         meta allow-migrate=true priority="$2" \

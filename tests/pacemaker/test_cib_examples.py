@@ -377,7 +377,7 @@ def test_cluster_xml_says_what_the_issue_asks():
                  health + "/op(interval=0,name=stop,timeout=30000)"}
     for vm in VMS:
         p = "resources/primitive[class=ocf,id=%s,provider=vmceph,type=RBDVirtualDomain]" % vm
-        expected |= {p + "/instance_attributes: config=/etc/libvirt/qemu/%s.xml" % vm,
+        expected |= {p + "/instance_attributes: config=/etc/vmceph/domains/%s.xml" % vm,
                      p + "/instance_attributes: hypervisor=qemu:///system",
                      p + "/instance_attributes: migration_transport=tcp",
                      p + "/instance_attributes: ceph_conf=/etc/ceph/ceph.conf",

@@ -572,3 +572,22 @@ def test_vmceph_disks_shows_every_form_and_how(tmp_path, confs):
     forms = {d["target"]: d["form"] for d in out}
     assert forms == {"vda": "network", "vdb": "volume", "vdc": "krbd", "vdd": "unresolved",
                      "vde": "other"}
+
+
+def test_krbd_disk_migration_refused_while_the_target_maps_it(w, tmp_path, monkeypatch):
+    """Running on node1 through node1's kernel mapping; node2's kernel maps the image too
+    (as it must before a migration of a krbd disk): that is a second writer the agent
+    cannot tell from a rogue one, so migrate_to refuses (docs/disks.md)."""
+    from vmceph.rbdvd import RBDVirtualDomain
+    tree = KrbdTree(tmp_path / "krbd")
+    w.ceph.add_image("rbd/vm1-kdata")
+    kernel = w.holder("rbd/vm1-kdata", "10.252.0.1")
+    tree.map(0, "rbd", "vm1-kdata", client=kernel.gid)
+    monkeypatch.setattr(RBDVirtualDomain, "sys_root", str(tree.sys))
+    monkeypatch.setattr(RBDVirtualDomain, "dev_root", str(tree.dev))
+    w.config.write_text(KRBD_XML % block("vdb", "/dev/rbd/rbd/vm1-kdata"))
+    w.ceph_conf.write_text("[global]\nfsid = %s\nmon_host = 10.252.0.1\n" % FSID)
+    assert w.start() == 0, w.err
+    w.holder("rbd/vm1-kdata", "10.252.0.2", lock=False)          # node2's kernel maps it
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 1, w.err
+    assert "rbd/vm1-kdata" in w.reason and "node2" in w.reason

@@ -18,9 +18,9 @@ The adaptations (ADAPTATIONS below; adapt.sh carries the same reasons as comment
   level 1 (pcmk_host_list=nodeN, static-list, never on the node it fences,
   allow-unhealthy-nodes=true), alone in level 1;
 - each VM's config points at a domain XML the lab writes (lab.make_domain_xml) under the
-  state dir, a path every node sees. Not /etc/libvirt/qemu (the example's path): libvirtd
-  loads the XML files there as persistent definitions, which the agent would then have to
-  undefine (and a person could start by hand);
+  state dir, a path every node sees (the example's /etc/vmceph/domains is per node; the
+  lab's nodes would each need a copy). Never /etc/libvirt/qemu: libvirtd loads the XML
+  files there as persistent definitions (cib-examples/README.md);
 - force_stop=true: the lab's guests have no operating system and ignore the ACPI shutdown
   request, so every stop would wait 2/3 of the 90 s stop timeout before destroying;
 - ceph_keyring is NOT added: librados finds /etc/ceph/ceph.client.vmceph.keyring through
