@@ -21,6 +21,75 @@ from vmceph import __version__
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
+# Argument checks (issue 16): a FIFO given as --ceph-conf blocked 'check' forever, paths
+# failing with ENAMETOOLONG/ELOOP/ENOTDIR printed an uncaught OSError, --timeout took -1, 0,
+# nan and inf, and non-UTF-8 bytes in --ceph-user crashed later with UnicodeEncodeError.
+# Every one is now a usage error (exit 2) before anything is opened.
+TIMEOUT_MAX_S = 3600.0
+
+
+def _timeout_arg(text):
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
+    if not math.isfinite(value) or not 0 < value <= TIMEOUT_MAX_S:
+        raise argparse.ArgumentTypeError("seconds must be more than 0 and at most %.0f: %r"
+                                         % (TIMEOUT_MAX_S, text))
+    return value
+
+
+def _text_arg(text):
+    from vmceph.ocf import _bad_text
+    bad = _bad_text(text, multiline=False)
+    if bad:
+        from vmceph.ocf import escape
+        raise argparse.ArgumentTypeError("%s %s" % (escape(text)[:200], bad))
+    return text
+
+
+def _ceph_id_arg(text):
+    from vmceph.ocf import ceph_id
+    text = _text_arg(text)
+    try:
+        ceph_id(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _file_problem(path):
+    """Why ``path`` cannot be read as a regular file here, or None."""
+    from vmceph.ocf import regular_file
+    try:
+        regular_file(path)
+    except ValueError as e:  # NotHere too
+        return str(e)
+    return None
+
+
+def _check_args(args):
+    """What argparse cannot check alone: the files, before anything opens them."""
+    from vmceph.ocf import shown
+    defaults = {"ceph_conf": "/etc/ceph/ceph.conf", "ceph_keyring": ""}
+    if getattr(args, "config", None):
+        why = _file_problem(args.config)
+        if why:
+            raise UsageError("%s: %s" % (shown(args.config), why))
+    for name, option in (("ceph_conf", "--ceph-conf"), ("ceph_keyring", "--ceph-keyring")):
+        path = getattr(args, name, None)
+        if not path:
+            continue
+        # the default conf may be missing (the command then says what it cannot check);
+        # anything given, or present, must be a regular file (a FIFO would block librados)
+        import os
+        if path == defaults[name] and not os.path.lexists(path):
+            continue
+        why = _file_problem(path)
+        if why:
+            raise UsageError("%s %s: %s" % (option, shown(path), why))
+
 
 def _parser():
     ap = argparse.ArgumentParser(
@@ -32,42 +101,48 @@ def _parser():
     sub.required = True
 
     d = sub.add_parser("disks", help="list the disks of a domain XML and the RBD image of each")
-    d.add_argument("config", help="libvirt domain XML file")
+    d.add_argument("config", type=_text_arg, help="libvirt domain XML file")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     _resolution_args(d)
-    d.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf",
+    d.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf", type=_text_arg,
                    help="the resource's ceph_conf: every guarded disk must be in its cluster")
-    d.add_argument("--ceph-user", default="", help="client id, without 'client.'")
+    d.add_argument("--ceph-user", default="", type=_ceph_id_arg,
+                   help="client id, without 'client.'")
 
     c = sub.add_parser("check", help="show holders/watchers and the start decision")
-    c.add_argument("config", nargs="?", help="libvirt domain XML file")
+    c.add_argument("config", nargs="?", type=_text_arg, help="libvirt domain XML file")
     c.add_argument("--image", action="append", default=[], metavar="POOL/[NS/]IMAGE",
+                   type=_text_arg,
                    help="check this image (repeatable) instead of a domain's disks")
-    c.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf")
-    c.add_argument("--ceph-user", default="", help="client id, without 'client.'")
-    c.add_argument("--ceph-keyring", default="")
-    c.add_argument("--node-addresses", default="", metavar="'NODE=IP[,IP] ...'")
+    c.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf", type=_text_arg)
+    c.add_argument("--ceph-user", default="", type=_ceph_id_arg,
+                   help="client id, without 'client.'")
+    c.add_argument("--ceph-keyring", default="", type=_text_arg)
+    c.add_argument("--node-addresses", default="", metavar="'NODE=IP[,IP] ...'",
+                   type=_text_arg)
     c.add_argument("--membership", default="", metavar="'NODE=member|fenced|unclean ...'",
-                   help="outside a Pacemaker cluster: the state of each node")
-    c.add_argument("--node", default=None, help="this node's name (default: as Pacemaker "
-                                                 "or the host name says)")
+                   type=_text_arg, help="outside a Pacemaker cluster: the state of each node")
+    c.add_argument("--node", default=None, type=_text_arg,
+                   help="this node's name (default: as Pacemaker or the host name says)")
     c.add_argument("--unknown-client-policy", default="refuse", choices=("refuse", "blocklist"))
     _resolution_args(c, hypervisor=False)
-    c.add_argument("--hypervisor", default="qemu:///system",
+    c.add_argument("--hypervisor", default="qemu:///system", type=_text_arg,
                    help="libvirt URI, to tell whether the domain runs here")
-    c.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    c.add_argument("--timeout", type=_timeout_arg, default=30.0,
+                   help="seconds (default 30, at most 3600)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
 
 def _resolution_args(sub, hypervisor=True):
     if hypervisor:
-        sub.add_argument("--hypervisor", default="qemu:///system",
+        sub.add_argument("--hypervisor", default="qemu:///system", type=_text_arg,
                          help="libvirt URI that describes the storage pools of volume disks")
-        sub.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+        sub.add_argument("--timeout", type=_timeout_arg, default=30.0,
+                         help="seconds (default 30, at most 3600)")
     sub.add_argument("--no-libvirt", action="store_true",
                      help="do not ask libvirt (volume disks stay unresolved)")
-    sub.add_argument("--unguarded", default="", metavar="'vdb vdc'",
+    sub.add_argument("--unguarded", default="", metavar="'vdb vdc'", type=_text_arg,
                      help="the resource's unguarded_disks parameter")
     sub.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)  # tests
     sub.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)  # tests
@@ -76,11 +151,13 @@ def _resolution_args(sub, hypervisor=True):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
+        _check_args(args)
         if args.cmd == "disks":
             return cmd_disks(args)
         return cmd_check(args)
     except UsageError as e:
-        sys.stderr.write("vmceph: %s\n" % e)
+        from vmceph.ocf import escape
+        sys.stderr.write("vmceph: %s\n" % escape(str(e)))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -96,6 +173,8 @@ def _load(path):
         return load_domain(path)
     except DomainXMLError as e:
         raise UsageError(str(e)) from None
+    except OSError as e:  # ENAMETOOLONG, ELOOP, ENOTDIR, EACCES... (issue 16)
+        raise UsageError("%s: %s" % (path, e.strerror or e)) from None
 
 
 def _resolve(args, dom, deadline):
@@ -288,6 +367,8 @@ def cmd_check(args):
     except OCFError as e:
         report = {"domain": dom.name, "error": e.reason, "decision": "fail",
                   "may_start": False, "reasons": [e.reason]}
+    from vmceph.inputs import restore_blocking_stdio
+    restore_blocking_stdio()  # librados set O_NONBLOCK on stdout: a long report was cut
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
