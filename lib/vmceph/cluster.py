@@ -322,15 +322,6 @@ class Cluster:
         self._check(self._cmd(["crm_attribute", "-n", name, "-v", value, "-l", "forever"]),
                     "set permanent node attribute %s" % name)
 
-    def query_permanent_attribute(self, name):
-        """This node's permanent attribute ``name`` as the CIB has it, None if absent
-        (crm_attribute -G -q: the bare value; rc 6 or 105 when there is none)."""
-        r = self._cmd(["crm_attribute", "-n", name, "-G", "-q", "-l", "forever"])
-        if r.rc in (6, 105):
-            return None
-        self._check(r, "read permanent node attribute %s" % name)
-        return r.out.strip()
-
     def delete_permanent_attribute(self, name):
         self._check(self._cmd(["crm_attribute", "-n", name, "-D", "-l", "forever"]),
                     "delete permanent node attribute %s" % name)
