@@ -591,3 +591,18 @@ def test_krbd_disk_migration_refused_while_the_target_maps_it(w, tmp_path, monke
     w.holder("rbd/vm1-kdata", "10.252.0.2", lock=False)          # node2's kernel maps it
     assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 1, w.err
     assert "rbd/vm1-kdata" in w.reason and "node2" in w.reason
+
+
+def test_vmceph_check_refuses_what_it_cannot_guard(tmp_path):
+    """check inspects the agent's images: a disk it cannot resolve is a failure, not a
+    silent 'no guarded RBD disks'."""
+    empty = tmp_path / "sys"
+    empty.mkdir()
+    cfg = tmp_path / "d.xml"
+    cfg.write_text(KRBD_XML % block("vdb", "/dev/rbd4"))
+    r = _vmceph("check", str(cfg), "--json", "--no-libvirt", "--sys-root", str(empty),
+                "--membership", "node1=member", "--timeout", "5")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["decision"] == "fail" and not report["may_start"]
+    assert "disk vdb" in report["error"] and "unguarded_disks" in report["error"]
