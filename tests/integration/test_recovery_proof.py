@@ -1,0 +1,118 @@
+"""Recovery only on proof, against the real lab (issue 10, item 7).
+
+- a live writer on a member node (a QEMU holding the exclusive lock) makes a start
+  elsewhere refuse, and no blocklist entry is added;
+- a live, not fenced client (a librbd writer process on node 2, declared fenced through the
+  test-only static membership: the agent's rule is what is tested, not Pacemaker's) is
+  blocklisted by a start on node 1; the agent waits for the OSD map carrying the entry
+  (logged with its duration) before breaking the lock; after the new VM's first write the
+  old client cannot complete a single write.
+"""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+OCF_SUCCESS, OCF_ERR_GENERIC = 0, 1
+
+WRITER = r'''
+import sys, time, rados, rbd
+image, log = sys.argv[1], sys.argv[2]
+c = rados.Rados(conffile="/etc/ceph/ceph.conf", rados_id="vmceph",
+                conf={"keyring": "/etc/ceph/ceph.client.vmceph.keyring",
+                      "rados_osd_op_timeout": "5", "rados_mon_op_timeout": "5"})
+c.connect()
+io = c.open_ioctx("rbd")
+img = rbd.Image(io, image)
+img.write(b"\x11" * 4096, 0)          # the first write takes the exclusive lock
+with open(log, "a") as f:
+    f.write("ready %.3f\n" % time.time())
+k = 1
+while True:
+    try:
+        img.write(b"\x33" * 4096, 4096 * (k % 64))
+        img.flush()
+        line = "ok %.3f\n" % time.time()
+    except Exception as e:
+        line = "fail %.3f %s\n" % (time.time(), type(e).__name__)
+    with open(log, "a") as f:
+        f.write(line)
+    k += 1
+    time.sleep(0.2)
+'''
+
+
+def _blocklist(lab):
+    return lab.ceph(1, "osd", "blocklist", "ls")
+
+
+def test_live_writer_on_a_member_is_refused_and_never_blocklisted(lab, make_vm):
+    vm = make_vm(disks=1)
+    assert vm.agent(2, "start").rc == OCF_SUCCESS
+    try:
+        lab.guest_write(2, vm.name, 0)
+        holder = vm.clients(0)["lockers"]
+        assert [lk["addr"].split(":")[0] for lk in holder] == [lab.node_ip(2)]
+        before = _blocklist(lab)
+        r = vm.agent(1, "start", timeout_ms=30000)
+        print("\nstart on node1 while node2's QEMU writes: rc %d in %.1f s: %s"
+              % (r.rc, r.elapsed, r.reason))
+        assert r.rc == OCF_ERR_GENERIC, r
+        assert lab.node_name(2) in r.reason and "live cluster member" in r.reason, r.reason
+        after = _blocklist(lab)
+        assert holder[0]["addr"] not in after
+        assert after.count(lab.node_ip(2)) == before.count(lab.node_ip(2))
+        assert vm.running_on() == [2]
+    finally:
+        vm.agent(2, "stop")
+
+
+def test_declared_fenced_live_client_is_cut_off_after_the_osd_map_wait(lab, make_vm,
+                                                                       shared_dir):
+    vm = make_vm(disks=1)
+    script = shared_dir / "h3_writer.py"
+    script.write_text(WRITER)
+    log = shared_dir / ("%s-writer.log" % vm.name)
+    log.write_text("")
+    lab.spawn(2, "h3writer-" + vm.name, "exec python3 %s %s %s" % (script, vm.images[0], log))
+    try:
+        end = time.monotonic() + 60
+        while "ready" not in log.read_text():
+            assert time.monotonic() < end, "the writer on node 2 did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        held = vm.clients(0)["lockers"]
+        assert [lk["addr"].split(":")[0] for lk in held] == [lab.node_ip(2)]
+        old_addr = held[0]["addr"]
+        fenced = vm.agent.params["membership"].replace("%s=member" % lab.node_name(2),
+                                                       "%s=fenced" % lab.node_name(2))
+        r = vm.agent(1, "start", extra={"membership": fenced, "blocklist_expire": "600"})
+        assert r.rc == OCF_SUCCESS, r
+        m = re.search(r"waited ([0-9.]+) s for the OSD map carrying the blocklist", r.stderr)
+        assert m, r.stderr
+        bl = r.stderr.index("blocklisted %s" % old_addr)
+        assert bl < m.start() < r.stderr.index("broke the exclusive lock"), r.stderr
+        print("\nOSD map wait after blocklisting %s: %s s" % (old_addr, m.group(1)))
+        assert old_addr in _blocklist(lab)
+        lab.guest_write(1, vm.name, 0)
+        first_write = time.time()
+        time.sleep(3.0)
+        lines = log.read_text().split("\n")
+        oks_after = [l for l in lines if l.startswith("ok ") and float(l.split()[1]) > first_write]
+        fails = [l for l in lines if l.startswith("fail ")]
+        print("old client after the new VM's first write: %d ok, %d failed (%s)"
+              % (len(oks_after), len(fails), fails[:1]))
+        assert oks_after == [], oks_after
+        assert fails, "the old client kept writing? %s" % lines[-5:]
+    finally:
+        pid = lab.daemon_pid(2, "h3writer-" + vm.name)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        vm.agent(1, "stop")
+        try:
+            lab.ceph(1, "osd", "blocklist", "rm", old_addr)
+        except Exception:
+            pass
