@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-import fakes
 from vmceph import disks, virt
-from vmceph.disks import Krbd, check_cluster, parse_mon_host, read_conf, resolve
+from vmceph.disks import check_cluster, parse_mon_host, read_conf, resolve
 from vmceph.domxml import parse_domain
 from vmceph.ocf import Deadline
 
@@ -41,7 +40,9 @@ NODE_XML = """<node>
       <name>vms</name>
       <host name='10.252.0.1' port='6789'/>
       <host name='10.252.0.2'/>
-      <auth type='ceph' username='vmceph'><secret uuid='9a1b5ce0-7c2d-4e3f-8a5b-766d63657068'/></auth>
+      <auth type='ceph' username='vmceph'>
+        <secret uuid='9a1b5ce0-7c2d-4e3f-8a5b-766d63657068'/>
+      </auth>
     </source>
   </pool>
   <pool type='rbd'>
@@ -204,7 +205,8 @@ def tree(tmp_path):
 def test_krbd_device_and_its_udev_link_resolve_through_sysfs(tree):
     tree.map(0, "rbd", "vm1-root")
     tree.map(1, "vms", "vm1-data", ns="tenant", client=4302)
-    r = tree.resolve(domain(block("vda", "/dev/rbd0"), block("vdb", "/dev/rbd/vms/tenant/vm1-data")))
+    r = tree.resolve(domain(block("vda", "/dev/rbd0"),
+                            block("vdb", "/dev/rbd/vms/tenant/vm1-data")))
     assert r.problems == ()
     a, b = by_target(r)["vda"], by_target(r)["vdb"]
     assert (a.spec, a.form, a.krbd_client, a.cluster_fsid) == ("rbd/vm1-root", "krbd",
