@@ -472,15 +472,27 @@ def _norm_key(k):
     return re.sub(r"[\s_-]+", "_", k.strip().lower())
 
 
-def read_conf(path, user=None):
-    """fsid and monitor addresses of a ceph.conf, the way a client reads them: [global],
-    then [client], then [client.USER] (later wins); mon_host, else the [mon.X] sections'
-    mon_addr. Raises OSError if it cannot be read."""
+READ_TIMEOUT_S = 5.0
+
+
+def _read_text(path):
     import stat
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO would block the read
         raise OSError("%s is not a regular file" % path)
     with open(path, errors="replace") as f:
-        text = f.read(1024 * 1024)
+        return f.read(1024 * 1024)
+
+
+def read_conf(path, user=None, timeout=READ_TIMEOUT_S):
+    """fsid and monitor addresses of a ceph.conf, the way a client reads them: [global],
+    then [client], then [client.USER] (later wins); mon_host, else the [mon.X] sections'
+    mon_addr. Raises OSError if it cannot be read (within ``timeout``: a disk's config
+    file may sit on a network file system that hangs)."""
+    from vmceph import bounded
+    try:
+        text = bounded.call(lambda: _read_text(path), timeout, "reading " + path)
+    except bounded.Timeout as e:
+        raise OSError(str(e)) from None
     sections, current = {}, None
     pending = ""
     for raw in text.splitlines():
@@ -618,7 +630,7 @@ def same_cluster(conf, ref, resolver=None):
 
 
 def check_cluster(dom, ceph_conf, ceph_user=None, resolver=None, default_conf=DEFAULT_CONF,
-                  krbd_fsid_required=True):
+                  krbd_fsid_required=True, read_timeout=READ_TIMEOUT_S):
     """Problems of guarded disks that do not belong to the cluster of ``ceph_conf``.
 
     The agent inspects every image in that cluster: a disk in another one (an rbd-mirror
@@ -628,14 +640,14 @@ def check_cluster(dom, ceph_conf, ceph_user=None, resolver=None, default_conf=DE
     - neither: QEMU reads the node's default ceph.conf, which must then be that cluster's;
     - krbd: the mapping's cluster_fsid (sysfs) must be ceph_conf's fsid.
     Raises OSError if ceph_conf itself cannot be read."""
-    ref = read_conf(ceph_conf, ceph_user)
+    ref = read_conf(ceph_conf, ceph_user, read_timeout)
     problems = []
     confs = {}
 
     def conf_of(path):
         if path not in confs:
             try:
-                confs[path] = read_conf(path, ceph_user)
+                confs[path] = read_conf(path, ceph_user, read_timeout)
             except OSError as e:
                 confs[path] = e
         return confs[path]

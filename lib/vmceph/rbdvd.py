@@ -223,7 +223,8 @@ class RBDVirtualDomain:
         try:
             problems += disks.check_cluster(
                 r.domain, p.ceph_conf, p.ceph_user,
-                resolver=lambda n: resolve_name(n, ctx.deadline.at_most(2.0)))
+                resolver=lambda n: resolve_name(n, ctx.deadline.at_most(2.0)),
+                read_timeout=ctx.deadline.at_most(disks.READ_TIMEOUT_S))
         except OSError as e:
             raise InstalledError("ceph_conf %s cannot be read: %s" % (p.ceph_conf, e)) from None
         for w in [x for x in problems if x.kind == disks.WARNING]:

@@ -608,3 +608,22 @@ def test_vmceph_check_refuses_what_it_cannot_guard(tmp_path):
     report = json.loads(r.stdout)
     assert report["decision"] == "fail" and not report["may_start"]
     assert "disk vdb" in report["error"] and "unguarded_disks" in report["error"]
+
+
+def test_conf_reading_is_bounded(tmp_path, monkeypatch):
+    """A config file on a hung network file system must not hang validation."""
+    import threading
+    release = threading.Event()
+    monkeypatch.setattr(disks, "_read_text", lambda p: release.wait(30) and "")
+    try:
+        with pytest.raises(OSError, match="did not answer within 0.2 s"):
+            read_conf(str(tmp_path / "x.conf"), timeout=0.2)
+    finally:
+        release.set()
+
+
+def test_fifo_conf_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_conf(str(fifo))
