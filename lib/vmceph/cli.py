@@ -243,7 +243,9 @@ def cmd_disks(args):
     r = _resolve(args, dom, Deadline(args.timeout, margin_s=0))
     cluster_note = None
     try:
-        cluster = disks.check_cluster(r.domain, args.ceph_conf, args.ceph_user or None)
+        from vmceph.cluster import resolve as resolve_name   # monitors given by name
+        cluster = disks.check_cluster(r.domain, args.ceph_conf, args.ceph_user or None,
+                                      resolver=lambda n: resolve_name(n, 2.0))
     except OSError as e:
         cluster, cluster_note = [], "cluster check skipped: %s cannot be read (%s)" % (
             args.ceph_conf, e)
