@@ -58,11 +58,18 @@ def write_recorded(state_file, token):
 
 
 def discard(state_file):
+    """Delete the state file and its generation; best-effort (the file system may be
+    read-only or gone: lab, a snapshot directory on a read-only mount). Returns the errors
+    (empty when both are gone)."""
+    errors = []
     for path in (state_file, sidecar(state_file)):
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            errors.append("%s: %s" % (path, e.strerror or e))
+    return errors
 
 
 def may_restore(recorded, current):

@@ -416,7 +416,8 @@ class RBDVirtualDomain:
             raise
         if saved:
             from vmceph import generation
-            generation.discard(saved)
+            for err in generation.discard(saved):  # restored: the file must not be reused
+                ctx.log.warning("cannot delete the restored state: %s", err)
             ctx.log.info("domain %s restored from %s", dom.name, saved)
         ctx.log.info("domain %s started", dom.name)
 
@@ -474,7 +475,8 @@ class RBDVirtualDomain:
             return saved
         ctx.log.warning("discarding the saved memory state %s of %s: %s; the guest boots "
                         "from its disks instead", saved, dom.name, why)
-        generation.discard(saved)
+        for err in generation.discard(saved):
+            ctx.log.warning("cannot delete the stale state: %s", err)
         return None
 
     def _undefine_keeping(self, ctx, hv, dom, config, xml):
@@ -574,7 +576,8 @@ class RBDVirtualDomain:
         partial = getattr(self, "_drop_partial", None)
         if partial:  # a save that failed or was abandoned may have left part of a file
             from vmceph import generation
-            generation.discard(partial)
+            for err in generation.discard(partial):
+                ctx.log.warning("cannot delete what the failed save left: %s", err)
         return rc
 
     def _save_state(self, ctx, hv, dom, ident, saved):
