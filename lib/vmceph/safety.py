@@ -285,8 +285,10 @@ def _judge(facts, spec, entity, addr, watching):
             "since, and the client still has a live watch: refusing"
     dns_only = owner.source == DNS_SOURCE
     if st in (GONE, LEFT):
-        why = ("node fenced (Pacemaker's fencing history)" if st == GONE else
-               "node left the cluster cleanly and the client has no watch")
+        why = ("node fenced (%s)" % (owner.note or "Pacemaker's fencing history")
+               if st == GONE else
+               "node left the cluster cleanly (%s) and the client has no watch"
+               % (owner.note or "offline, clean, not fenced since"))
         if dns_only:
             return BLOCKS, what + ", a node known only from name resolution for this " \
                 "address: no proof to recover on; refusing (map it with node_addresses)"

@@ -1,0 +1,128 @@
+"""Recovery only on proof, with membership from a real Pacemaker (issue 10, item 7).
+
+Its own lab, with corosync + Pacemaker and a fence device (named after VMCEPH_IT_LAB plus
+"p", so it never collides with the session's `lab`). The VMs are not Pacemaker resources:
+the agent is run directly on the nodes, with no `membership` parameter, so it asks
+crm_mon, cibadmin and stonith_admin exactly as in production.
+
+- a node that was powered off and fenced (fencing history) has its dead QEMU's client
+  blocklisted and its lock broken by a start elsewhere, after the OSD map wait;
+- a node in maintenance whose cluster stack was stopped cleanly (offline, clean, not
+  fenced) still runs its VM: a start elsewhere refuses and blocklists nothing.
+"""
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LAB_NAME, ROOT, VM, _lab_prerequisites
+
+OCF_SUCCESS, OCF_ERR_GENERIC = 0, 1
+
+
+@pytest.fixture(scope="module")
+def plab():
+    why = _lab_prerequisites()
+    if why:
+        pytest.skip("INTEGRATION TESTS NOT RUN: " + why)
+    from vmlab import Lab
+    from vmlab.owner import owning
+    lab = Lab(name=LAB_NAME + "p", nodes=3, pacemaker=True, node_prefix="node",
+              token_ms=1000, project_root=str(ROOT), mgr=False)
+    with owning(lab):
+        lab.down()
+        lab.up()
+        try:
+            lab.wait_fence_device(timeout=120)
+            lab.wait_pacemaker_online(3, timeout=120)
+            yield lab
+        finally:
+            lab.down()
+
+
+@pytest.fixture
+def pvm(plab):
+    shared = Path(plab.state_dir) / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    addrs = " ".join("%s=%s" % (plab.node_name(i), plab.node_ip(i)) for i in plab.indexes)
+    made = []
+
+    def make():
+        vm = VM(plab, shared, addrs, "pv%d" % (len(made) + int(time.time()) % 10000), 1,
+                membership="")
+        made.append(vm)
+        return vm
+    yield make
+    for vm in made:
+        try:
+            vm.cleanup()
+        except Exception as e:  # a node may be down
+            print("cleanup of %s: %s" % (vm.name, e))
+
+
+def _blocklist(lab, i=1):
+    return lab.ceph(i, "osd", "blocklist", "ls")
+
+
+def test_fenced_node_s_client_recovered_from_the_fencing_history(plab, pvm):
+    vm = pvm()
+    r = vm.agent(3, "start")
+    assert r.rc == OCF_SUCCESS, r
+    plab.guest_write(3, vm.name, 0)
+    held = vm.clients(0)["lockers"]
+    assert [lk["addr"].split(":")[0] for lk in held] == [plab.node_ip(3)]
+    t = time.time()
+    plab.crash(3)
+    end = time.monotonic() + 120
+    while not plab.fenced_since(3, t):
+        assert time.monotonic() < end, "node3 was not fenced"
+        time.sleep(0.5)
+    r = vm.agent(1, "start", extra={"blocklist_expire": "600"})
+    print("\nstart on node1 after node3 was fenced: rc %d in %.2f s" % (r.rc, r.elapsed))
+    assert r.rc == OCF_SUCCESS, r
+    assert "start decision for %s: recover-then-start" % vm.name in r.stderr, r.stderr
+    m = re.search(r"waited ([0-9.]+) s for the OSD map carrying the blocklist", r.stderr)
+    assert m, r.stderr
+    print("OSD map wait: %s s" % m.group(1))
+    assert "node node3: node fenced (fenced at " in r.stderr, r.stderr
+    assert held[0]["addr"] in _blocklist(plab)
+    plab.guest_write(1, vm.name, 0)
+    assert vm.agent(1, "stop").rc == OCF_SUCCESS
+    plab.start_node(3)
+    plab.wait_pacemaker_online(3, timeout=180)
+
+
+def test_node_in_maintenance_with_stack_stopped_keeps_its_vm(plab, pvm):
+    vm = pvm()
+    r = vm.agent(2, "start")
+    assert r.rc == OCF_SUCCESS, r
+    plab.guest_write(2, vm.name, 0)
+    held = vm.clients(0)["lockers"]
+    plab.run(1, ["crm_attribute", "-N", "node2", "-n", "maintenance", "-v", "true"])
+    for daemon in ("pacemaker", "corosync"):
+        pid = plab.daemon_pid(2, daemon)
+        assert pid, daemon
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + 60
+        while plab.daemon_pid(2, daemon):
+            assert time.monotonic() < end, "%s of node2 did not stop" % daemon
+            time.sleep(0.3)
+    end = time.monotonic() + 60
+    while plab.pacemaker_nodes(1).get("node2") != "offline":
+        assert time.monotonic() < end, plab.pacemaker_nodes(1)
+        time.sleep(0.5)
+    assert vm.running_on() == [2], "the VM must still run on node2"
+    before = _blocklist(plab)
+    r = vm.agent(1, "start", timeout_ms=30000)
+    print("\nstart on node1 while node2 (maintenance, stack stopped) runs the VM: rc %d: %s"
+          % (r.rc, r.reason))
+    assert r.rc == OCF_ERR_GENERIC, r
+    assert "maintenance" in r.reason, r.reason
+    assert held[0]["addr"] not in _blocklist(plab)
+    assert _blocklist(plab).count(plab.node_ip(2)) == before.count(plab.node_ip(2))
+    assert vm.running_on() == [2]
+    plab.guest_write(2, vm.name, 0)     # node2's guest still writes
