@@ -157,7 +157,10 @@ INHERITED = [
     Param("save_config_on_stop", type="boolean", default=False, inherited=True,
           shortdesc="Save running VM's config back to its config file",
           longdesc="At stop, write the running domain's XML back to the config file "
-                   "(atomically), so changes made while it ran survive."),
+                   "(atomically, keeping a symbolic link, the mode and the owner; never "
+                   "readable by others, as it may hold secrets), so changes made while it ran "
+                   "survive. Best-effort: if it fails (say, the file's directory is not "
+                   "mounted), stop logs a warning and stops the domain all the same."),
     Param("sync_config_on_stop", type="boolean", default=False, inherited=True,
           shortdesc="Save running VM's config back to its config file",
           longdesc="Like save_config_on_stop (which it implies), then run 'csync2 -x' to copy "
@@ -168,7 +171,11 @@ INHERITED = [
                    "there (libvirt save) instead of shutting it down, and start restores it "
                    "when a state file exists. Incompatible with force_stop. On a cluster, the "
                    "directory must be shared, or a restore on another node starts the guest "
-                   "from scratch."),
+                   "from scratch. A state is restored only if the guest has not run since it "
+                   "was saved (the generation in the first guarded image's metadata, "
+                   "vmceph.generation, is still the one saved with it); a stale one is "
+                   "deleted with a warning and the guest boots from its disks. Saving is "
+                   "best-effort: if it fails, stop shuts the domain down or destroys it."),
     Param("backingfile", default="", inherited=True, unsupported=_QCOW,
           shortdesc="Backing file of a copy-on-write image",
           longdesc="ocf:heartbeat:VirtualDomain's local copy-on-write mode."),
