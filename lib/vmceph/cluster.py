@@ -322,6 +322,15 @@ class Cluster:
         self._check(self._cmd(["crm_attribute", "-n", name, "-v", value, "-l", "forever"]),
                     "set permanent node attribute %s" % name)
 
+    def query_permanent_attribute(self, name):
+        """This node's permanent attribute ``name`` as the CIB has it, None if absent
+        (crm_attribute -G -q: the bare value; rc 6 or 105 when there is none)."""
+        r = self._cmd(["crm_attribute", "-n", name, "-G", "-q", "-l", "forever"])
+        if r.rc in (6, 105):
+            return None
+        self._check(r, "read permanent node attribute %s" % name)
+        return r.out.strip()
+
     def delete_permanent_attribute(self, name):
         self._check(self._cmd(["crm_attribute", "-n", name, "-D", "-l", "forever"]),
                     "delete permanent node attribute %s" % name)
@@ -386,6 +395,19 @@ def resolve_all(names, timeout, resolver=None):
     return out
 
 
+def unknown_node_names(static_addrs, nodes):
+    """Sentences for validate-all: the names of ``node_addresses`` that the cluster does not
+    know (``nodes`` = {name: NodeInfo}; empty = membership unknown, nothing to say). Their
+    addresses count as UNKNOWN: a typo or an FQDN ('node2.example.com' for 'node2') must
+    not make a live node's QEMU look like nobody's, nor look dead."""
+    if not nodes:
+        return []
+    return ["node_addresses names %s, which is not a node of this cluster (nodes: %s): its "
+            "addresses count as unknown; use the names crm_mon shows"
+            % (name, ", ".join(sorted(nodes))) for name in sorted(static_addrs)
+            if name not in nodes]
+
+
 def owners_map(local_node, local_ips, nodes, static_addrs, attr_name=ADDR_ATTRIBUTE,
                resolver=None, dns=None, membership_known=None):
     """IP -> Owner from every source:
@@ -445,5 +467,6 @@ def owners_map(local_node, local_ips, nodes, static_addrs, attr_name=ADDR_ATTRIB
 
 __all__ = ["Cluster", "ClusterError", "NodeInfo", "owners_map", "parse_crm_mon",
            "parse_fence_history", "parse_cib_activity", "confirm_fenced", "resolve_all",
+           "unknown_node_names",
            "parse_membership", "parse_node_addresses", "resolve", "ADDR_ATTRIBUTE",
            "HEALTH_ATTRIBUTE", "UNKNOWN"]

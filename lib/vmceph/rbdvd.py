@@ -157,10 +157,12 @@ class RBDVirtualDomain:
         _parse_migrate_options(p.migrate_options or "")
         from vmceph.cluster import parse_membership, parse_node_addresses
         try:
-            parse_node_addresses(p.node_addresses)
+            static = parse_node_addresses(p.node_addresses)
             parse_membership(p.membership)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if ctx.action == "validate-all" and static and not p.membership:
+            _warn_unknown_node_names(ctx, static)
         if missing is not None:
             raise missing
         if ctx.action != "migrate_from":
@@ -813,6 +815,18 @@ class RBDVirtualDomain:
 
 
 # ------------------------------------------------------------------ helpers
+
+def _warn_unknown_node_names(ctx, static):
+    """validate-all: warn about node_addresses names the cluster does not know (issue 10;
+    they count as unknown addresses). Silent when Pacemaker cannot be asked."""
+    from vmceph import cluster
+    try:
+        nodes = cluster.Cluster(ctx.deadline, ctx.log).nodes()
+    except cluster.ClusterError:
+        return
+    for sentence in cluster.unknown_node_names(static, nodes):
+        ctx.log.warning("%s", sentence)
+
 
 def _raise_for(verdict):
     from vmceph import safety
