@@ -438,7 +438,12 @@ class RBDVirtualDomain:
             return startcheck.AfterCreate(False, ("cannot inspect the images again after the "
                                                   "paused create: %s" % e,))
         excepted = frozenset(r.addr for r in verdict.recoveries)
-        return startcheck.judge_after_create(g.facts.images, after, g.facts.owners, excepted)
+        kernel = frozenset(d.spec for d in dom.guarded_disks if getattr(d, "krbd_client", None))
+        if kernel:  # the first look left this node's own krbd client out: so does this one
+            from vmceph.disks import without_own_krbd
+            after = without_own_krbd(dom, after)
+        return startcheck.judge_after_create(g.facts.images, after, g.facts.owners, excepted,
+                                             kernel)
 
     def _stamp(self, ctx, g, dom, why):
         """A new generation in the first guarded image (vmceph.generation): any memory

@@ -51,11 +51,16 @@ def describe_writer(watcher, owner):
                                    owner.node or "an unknown node", what)
 
 
-def judge_after_create(before, after, owners, excepted=frozenset()):
+def judge_after_create(before, after, owners, excepted=frozenset(), kernel_mapped=frozenset()):
     """AfterCreate for the images ``after`` (ImageFacts inspected once the paused domain
     exists), given ``before`` (ImageFacts of the same images from the first look), the
     owners map (IP -> safety.Owner) and the addresses ``excepted`` (clients this start
-    blocklisted)."""
+    blocklisted).
+
+    ``kernel_mapped``: images the domain reaches through this node's krbd mapping. QEMU
+    opens the block device, not the image: no new Ceph client appears, and the kernel
+    client (left out of both inspections by the caller, disks.without_own_krbd) is the
+    domain's writer. Any other watcher of such an image is another writer."""
     seen = {img.spec: {(w.addr, w.cookie) for w in img.watchers} for img in before}
     problems, ours_all = [], []
     for img in after:
@@ -66,11 +71,13 @@ def judge_after_create(before, after, owners, excepted=frozenset()):
                             "paused (%s): its writers cannot be verified" % (img.spec, why))
             continue
         ours, others = [], []
+        kernel = img.spec in kernel_mapped
         for w in img.watchers:
             if w.addr in excepted:
                 continue
             owner = _node_of(owners, w.addr)
-            if owner.state == safety.LOCAL and (w.addr, w.cookie) not in seen.get(img.spec, ()):
+            if not kernel and owner.state == safety.LOCAL and \
+                    (w.addr, w.cookie) not in seen.get(img.spec, ()):
                 ours.append(w)
             else:
                 others.append((w, owner))
@@ -78,6 +85,8 @@ def judge_after_create(before, after, owners, excepted=frozenset()):
             problems.append("image %s is also open read-write by %s: another writer appeared "
                             "while this domain was being started" % (img.spec, ", ".join(
                                 describe_writer(w, o) for w, o in others)))
+        elif kernel:
+            ours_all.append((img.spec, "this node's krbd mapping"))
         elif not ours:
             problems.append("this domain's QEMU does not show as a writer of image %s after "
                             "the paused create: its writers cannot be verified" % img.spec)

@@ -212,6 +212,21 @@ def test_rule_two_new_local_writers_fail():
     assert not r.ok and "2 new writers on this node" in r.summary()
 
 
+def test_rule_krbd_image_needs_no_new_writer_but_refuses_any_other():
+    """A krbd disk: QEMU opens /dev/rbdN, no new Ceph client; this node's kernel client
+    was left out of both looks (disks.without_own_krbd)."""
+    b = [ImageFacts("rbd/a")]
+    ok = startcheck.judge_after_create(b, [ImageFacts("rbd/a")], OWNERS,
+                                       kernel_mapped={"rbd/a"})
+    assert ok.ok
+    bad = startcheck.judge_after_create(b, [ImageFacts("rbd/a", watchers=(W(NODE2, 2),))],
+                                        OWNERS, kernel_mapped={"rbd/a"})
+    assert not bad.ok and "node2" in bad.summary()
+    local = startcheck.judge_after_create(b, [ImageFacts("rbd/a", watchers=(W(NODE1, 3),))],
+                                          OWNERS, kernel_mapped={"rbd/a"})
+    assert not local.ok
+
+
 def test_rule_no_writer_of_ours_fails_and_an_uninspectable_image_fails():
     assert not judge([], []).ok
     r = startcheck.judge_after_create([ImageFacts("rbd/a")],
