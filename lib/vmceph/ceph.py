@@ -202,6 +202,23 @@ class CephSession:
         """JSON answer of a manager command; raises on error codes."""
         return self._command("mgr", prefix, args)
 
+    def mon_target(self, name, prefix, **args):
+        """JSON answer of a command to the one monitor ``name`` (``ceph tell mon.NAME``,
+        e.g. 'sessions', which fence.py needs); raises like mon()."""
+        args.update(prefix=prefix, format="json")
+        cmd = json.dumps(args)
+        budget = self._left(self.MON_OP_CAP) + 1.0
+        try:
+            ret, out, err = self._bounded(
+                lambda: self.cluster.mon_command(cmd, b"", target=name), budget,
+                "Ceph mon.%s '%s'" % (name, prefix))
+        except bounded.Timeout:
+            raise CephUnavailable("mon.%s did not answer '%s' within %.0f s"
+                                  % (name, prefix, budget)) from None
+        except self.rados.Error as e:
+            raise CephUnavailable("mon.%s '%s' failed: %s" % (name, prefix, e)) from None
+        return self._answer(prefix, ret, out, err)
+
     def _command(self, target, prefix, args):
         args.update(prefix=prefix, format="json")
         cmd = json.dumps(args)
