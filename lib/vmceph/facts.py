@@ -139,11 +139,11 @@ def _retry_watchless(session, facts, deadline, log):
         if not waiting:
             return facts
         if time.monotonic() - t0 + 1.0 > budget:
+            spent = time.monotonic() - t0
             if log:
                 log.warning("lock holders of %s still have no watch after %.1f s: refusing",
-                            ", ".join(facts.images[i].spec for i in waiting),
-                            time.monotonic() - t0)
-            return facts
+                            ", ".join(facts.images[i].spec for i in waiting), spent)
+            return facts._replace(watchless_retried_s=spent) if spent >= 0.5 else facts
         if log:
             log.warning("%s: a lock holder with no watch on a node that may be alive; "
                         "looking again (a watch re-registers after an OSD failover)",

@@ -133,6 +133,8 @@ class Facts(NamedTuple):
     unknown_policy: str = UNKNOWN_REFUSE
     # False unless the adapters could read the cluster's membership: recovery needs it.
     membership_known: bool = False
+    # How long start looked again at lock holders with no watch (facts._retry_watchless).
+    watchless_retried_s: float = 0.0
 
 
 class Recovery(NamedTuple):
@@ -265,7 +267,9 @@ def _judge(facts, spec, entity, addr, watching):
         what = "image %s is open read-write by %s" % (spec, where)
     else:
         what = ("image %s's exclusive lock is held by %s with no watch (a watch re-registers "
-                "after an OSD failover or a network blip)" % (spec, where))
+                "after an OSD failover or a network blip%s)"
+                % (spec, where, "; none did while looking again for %.0f s"
+                   % facts.watchless_retried_s if facts.watchless_retried_s else ""))
     if st == LOCAL:
         # only a holder with no watch gets here (a local watcher is OURS)
         return BLOCKS, what + ", this node: refusing"
