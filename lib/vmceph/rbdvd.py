@@ -609,7 +609,7 @@ class RBDVirtualDomain:
                 ctx.log.warning("cannot save the memory of %s to %s (%s): stopping it "
                                 "without saving", ident.name, saved, e)
                 self._drop_partial = saved
-                abandoned = isinstance(e, (bounded.Timeout, virt.LibvirtUnreachable))
+                abandoned = isinstance(e, (bounded.Timeout, virt.CallTimeout))
                 return "abandoned" if abandoned else "failed"
         if token is not None:
             try:

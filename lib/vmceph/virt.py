@@ -62,6 +62,11 @@ class LibvirtUnreachable(VirtError):
     """libvirtd could not be asked: the domain's state is unknown, not 'stopped'."""
 
 
+class CallTimeout(LibvirtUnreachable):
+    """A call libvirt did not answer within its bound: abandoned, it may still be running in
+    libvirtd (a save, a create), which an error reply never is."""
+
+
 class DomainNotFound(VirtError):
     pass
 
@@ -118,7 +123,7 @@ class Hypervisor:
         try:
             return bounded.call(fn, budget, what)
         except bounded.Timeout:
-            raise LibvirtUnreachable("libvirt did not answer %s within %.1f s" % (what, budget))
+            raise CallTimeout("libvirt did not answer %s within %.1f s" % (what, budget))
         except self.mod.libvirtError as e:
             raise classify(e, what) from None
 

@@ -1132,6 +1132,7 @@ class Domain:
     def save(self, to):
         g = self._g("save", to)
         self._require_active(g)
+        time.sleep(self._host.delays.get("save", 0))
         if self._host.save_error or not os.path.isdir(os.path.dirname(to) or "."):
             # as libvirt 9.0 reports a state file it cannot create (qemuSaveImageCreate)
             raise libvirt_error(VIR.VIR_ERR_SYSTEM_ERROR, VIR.VIR_FROM_QEMU,

@@ -272,6 +272,23 @@ def test_failing_snapshot_does_not_fail_stop(w):
     assert not w.node1.running("vm1")
     assert "cannot save the memory of vm1" in w.logfile.read_text()
     assert list(snap.iterdir()) == []
+    # an error answer: libvirt is fine, the guest is shut down as without snapshot
+    assert w.node1.called("shutdownFlags") and not w.node1.called("destroyFlags")
+
+
+def test_snapshot_that_does_not_answer_in_time_is_abandoned_and_the_domain_destroyed(w):
+    """A save still running in libvirtd holds the domain's job: a shutdown request would
+    wait for it; destroy at once, within the stop's deadline."""
+    snap = w.tmp / "snap"
+    snap.mkdir()
+    assert w.start(snapshot=str(snap)) == 0
+    w.node1.delays["save"] = 30.0
+    t0 = time.monotonic()
+    assert w.run("stop", {"snapshot": str(snap)}, meta={"timeout": "10000"}) == 0, w.err
+    assert time.monotonic() - t0 < 10.0
+    assert not w.node1.running("vm1")
+    assert not w.node1.called("shutdownFlags") and w.node1.called("destroyFlags")
+    assert "did not answer save" in w.logfile.read_text()
 
 
 def test_snapshot_into_a_file_that_is_no_directory_does_not_fail_stop(w):
