@@ -281,3 +281,33 @@ def test_stale_snapshot_is_discarded_after_the_guest_ran_elsewhere(lab, make_vm)
     assert lab.run(1, ["test", "-e", snap + "/%s.state" % vm.name], check=False).returncode != 0
     assert read_first_bytes(lab, vm)[:4] == ["5a"] * 4      # node 2's data, untouched
     assert a(1, "stop", extra={"force_stop": "true"}).rc == OCF_SUCCESS
+
+
+def test_migration_with_a_frozen_target_ends_within_its_timeout(lab, make_vm):
+    """The target's libvirtd stops answering (SIGSTOP) during migrate_to: every libvirt
+    call of the source is bounded, the job is aborted with time left in the action, and
+    the reason says where the guest is, as the source sees it."""
+    import signal
+    vm = make_vm(disks=1)
+    assert vm.agent(1, "start").rc == OCF_SUCCESS
+    pid = lab.daemon_pid(2, "libvirtd")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r = vm.agent(1, "migrate_to", meta={"migrate_source": lab.node_name(1),
+                                           "migrate_target": lab.node_name(2)},
+                     timeout_ms=20000)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print("\nmigrate_to with a frozen target: rc %d after %.1f s: %s\n%s"
+          % (r.rc, r.elapsed, r.reason, r.stderr[-1500:]))
+    assert r.rc == OCF_ERR_GENERIC, r
+    assert r.elapsed < 20.0, "migrate_to outlived its 20 s timeout"
+    assert "did not finish within the 20 s timeout" in r.reason
+    assert "still runs on this node" in r.reason or "check both nodes" in r.reason
+    # whatever libvirt makes of it once the target answers again: one node runs the guest
+    end = time.monotonic() + 60
+    while running_on(lab, vm.name) != [1]:
+        assert time.monotonic() < end, running_on(lab, vm.name)
+        time.sleep(1)
+    assert vm.agent(1, "stop").rc == OCF_SUCCESS
+    lab.run(2, ["virsh", "-c", "qemu:///system", "destroy", vm.name], check=False)
