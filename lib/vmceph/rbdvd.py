@@ -387,15 +387,18 @@ class RBDVirtualDomain:
             raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
         # keep time for the check, the generation and, if need be, the destroy
         cap = max(1.0, ctx.deadline.remaining() - CHECK_RESERVE_S)
-        created = False
+        created = "no"
         try:
             try:
                 if saved:
                     hv.restore(saved, paused=True, cap=cap)
                 else:
                     hv.create(xml, paused=True, cap=cap)
-                created = True
+                created = "yes"
                 vdom = hv.lookup(dom.name, dom.uuid)
+            except virt.CallTimeout as e:
+                created = "maybe"      # abandoned: libvirt may still create it, paused
+                raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
             except virt.LibvirtUnreachable as e:
                 raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
             except virt.VirtError as e:
@@ -505,14 +508,22 @@ class RBDVirtualDomain:
                             config, dom.name)
 
     def _destroy_paused(self, ctx, hv, dom, created):
-        """Destroy what a failed start created (paused, never resumed). A create that timed
-        out may still finish in libvirt: look for the domain either way."""
+        """Destroy what a failed start created (paused, never resumed): ``created`` 'yes',
+        or 'maybe' (the create timed out and may still finish in libvirt: only a domain
+        that is paused is ours then). With 'no' (libvirt refused the create, e.g. the name
+        was taken meanwhile) the domain there is not ours: never touched."""
+        if created == "no":
+            return
         try:
             vdom = hv.lookup(dom.name, dom.uuid)
+            if created == "maybe" and hv.state_of(vdom)[0] != virt.PAUSED:
+                ctx.log.warning("domain %s exists and is not paused: not created by this "
+                                "start, left alone", dom.name)
+                return
             hv.destroy(vdom)
             ctx.log.warning("destroyed the paused domain %s", dom.name)
         except virt.DomainNotFound:
-            if created:
+            if created == "yes":
                 ctx.log.info("paused domain %s already gone", dom.name)
         except virt.VirtError as e:
             ctx.log.error("cannot destroy the paused domain %s (%s): stop the resource",

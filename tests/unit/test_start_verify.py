@@ -161,6 +161,17 @@ def test_slow_create_abandoned_never_runs_the_guest(w):
     assert not w.node1.running("vm1")
 
 
+def test_a_create_refused_by_libvirt_destroys_nothing(w, monkeypatch):
+    """The name was taken between the state query and createXML (an outside 'virsh
+    create'): libvirt refuses the create, and the running domain is not ours to destroy."""
+    w.node1.add_guest("vm1", uuid="8a5b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d")  # no Ceph client
+    monkeypatch.setattr(virt.Hypervisor, "state", lambda self, name=None, uuid=None:
+                        (virt.SHUTOFF, 0))
+    assert w.start() == ocf.OCF_ERR_GENERIC
+    assert "already active" in w.reason
+    assert w.node1.running("vm1") and not w.node1.called("destroyFlags")
+
+
 def test_start_of_a_crashed_domain_is_refused(w):
     assert w.start() == 0
     w.node1.crash("vm1")
