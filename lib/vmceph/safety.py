@@ -287,6 +287,10 @@ def _judge(facts, spec, entity, addr, watching):
     if st == LEFT and watching:
         return BLOCKS, what + ", a node that left the cluster cleanly but was not fenced " \
             "since, and the client still has a live watch: refusing"
+    if st == LEFT and any(w.addr == addr for img in facts.images for w in img.watchers):
+        # the same client instance watches another image: it is alive
+        return BLOCKS, what + ", a node that left the cluster cleanly but was not fenced " \
+            "since, and the client still watches another image: refusing"
     dns_only = owner.source == DNS_SOURCE
     if st in (GONE, LEFT):
         why = ("node fenced (%s)" % (owner.note or "Pacemaker's fencing history")
