@@ -257,9 +257,27 @@ class Fencer:
     def _wait_map(self):
         return self.s.wait_for_latest_osdmap()
 
+    def _retrying(self, fn, what):
+        """``fn()`` again while the monitors cannot commit and time is left: after a mon
+        dies, even a peon, the survivors answer no write for ~14 s (lease, then election;
+        lab: the first 'osd blocklist' timed out after 10 s, a retry then succeeds). Every
+        step of off and on is idempotent, so a retry repeats it whole."""
+        while True:
+            try:
+                return fn()
+            except CephUnavailable as e:
+                left = self.s.deadline.remaining() if self.s.deadline is not None else 0
+                if left < 2.0:
+                    raise
+                self._info("%s: %s; retrying (%.0f s left)", what, e, left)
+                time.sleep(0.5)
+
     def off(self, node, ips, mark_osds_down=False):
         """Fence ``node``: host-wide entries for ``ips``, recorded; returns a summary dict.
         Raises FenceError (nothing proven) or CephError."""
+        return self._retrying(lambda: self._off(node, ips, mark_osds_down), "fence " + node)
+
+    def _off(self, node, ips, mark_osds_down):
         if not ips:
             raise FenceError("no Ceph client address known for node %s: set node_addresses "
                              "or let CephHealth publish the node attribute" % node)
@@ -384,6 +402,9 @@ class Fencer:
     def on(self, node, ips):
         """Unfence ``node``: blocklist each client instance now connected from its
         addresses, then remove the host-wide entries ``off`` recorded. Returns a dict."""
+        return self._retrying(lambda: self._on(node, ips), "unfence " + node)
+
+    def _on(self, node, ips):
         t0 = self.clock()
         rec = self.record(node)
         present = set(self.entries())
@@ -439,7 +460,7 @@ class Fencer:
 # functions hold everything but fencing.py itself, so they are tested without it.
 DEFAULTS = {"--ceph-conf": "/etc/ceph/ceph.conf", "--ceph-user": "", "--ceph-keyring": "",
             "--node-addresses": "", "--address-attribute": "vmceph-ceph-addrs",
-            "--ceph-timeout": "20"}
+            "--ceph-timeout": "30"}
 
 
 class Config:

@@ -56,6 +56,7 @@ class FakeCluster:
         self.deny = set()               # prefixes answered with EACCES
         self.log = []                   # (what, epoch) in order
         self.osd_tell_denied = False
+        self.unavailable_for = 0        # next N monitor writes time out (re-election)
 
     # -- monitors
     def _commit(self, entries):
@@ -71,6 +72,9 @@ class FakeCluster:
     def mon(self, prefix, **a):
         if not self.quorum or len(self.quorum) * 2 <= len(self.mons):
             raise CephUnavailable("Ceph '%s' timed out (no monitor quorum?)" % prefix)
+        if prefix == "osd blocklist" and self.unavailable_for:
+            self.unavailable_for -= 1
+            raise CephUnavailable("Ceph 'osd blocklist' timed out (no monitor quorum?)")
         if prefix in self.deny:
             raise CephPermission("Ceph refused '%s': access denied" % prefix)
         self.log.append((prefix + " " + str(a.get("blocklistop", "")), self.epoch))
@@ -307,10 +311,22 @@ def test_off_mark_osds_down_option(cl, fencer):
     assert r["osds_down"] == [2] and not cl.osd_up[2]
 
 
-def test_off_without_quorum_fails_and_reports_no_success(cl, fencer):
+def test_off_without_quorum_fails_within_the_budget(cl):
     cl.quorum = ["a"]
+    import time
+    f = Fencer(FakeSession(cl, Deadline(2.5)))
+    t0 = time.monotonic()
     with pytest.raises(CephUnavailable):
-        fencer.off("n3", [T_IP])
+        f.off("n3", [T_IP])
+    assert time.monotonic() - t0 < 2.5
+    assert cl.entries() == set()
+
+
+def test_off_retries_while_the_monitors_reelect(cl, fencer, monkeypatch):
+    monkeypatch.setattr(fence.time, "sleep", lambda s: None)
+    cl.unavailable_for = 2          # a mon died: the first commands time out
+    assert fencer.off("n3", [T_IP])["entries"] == [T_IP + ":0/0"]
+    assert fencer.status([T_IP]) == "off"
 
 
 def test_off_refuses_the_fencers_own_address(cl, fencer):
