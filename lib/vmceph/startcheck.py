@@ -83,7 +83,9 @@ def judge_after_create(before, after, owners, excepted=frozenset(), kernel_mappe
                 others.append((w, owner))
         if others:
             problems.append("image %s is also open read-write by %s: another writer appeared "
-                            "while this domain was being started" % (img.spec, ", ".join(
+                            "while this domain was being started (a start racing there, or a "
+                            "process outside the cluster); see where the domain runs before "
+                            "starting it again" % (img.spec, ", ".join(
                                 describe_writer(w, o) for w, o in others)))
         elif kernel:
             ours_all.append((img.spec, "this node's krbd mapping"))
