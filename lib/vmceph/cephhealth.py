@@ -303,41 +303,38 @@ class CephHealth:
     def _publish_addresses(self, ctx, cl, value):
         """The addresses go into a *permanent* node attribute: RBDVirtualDomain needs them
         after this node is fenced (to recover its images), and fencing clears transient
-        attributes. Written only when they change (a CIB write each time otherwise)."""
+        attributes. Written only when the CIB's value differs (a CIB write each time
+        otherwise): compared with the CIB itself, not a local cache, which a node whose
+        CIB entry was removed meanwhile (crm_attribute -D, a node re-added) would trust
+        and never publish again."""
         from vmceph.cluster import ClusterError
         from vmceph import bounded
-        cache = _state_path(ctx, "addrs")
-        try:
-            with open(cache) as f:
-                if f.read() == value:
-                    return
-        except OSError:
-            pass
         name = ctx.params.address_attribute
+        try:
+            if cl.query_permanent_attribute(name) == value:
+                return
+        except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+            ctx.log.debug("cannot read node attribute %s from the CIB (%s): writing it", name, e)
         try:
             cl.set_permanent_attribute(name, value)
         except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
             raise GenericError("cannot publish node attribute %s: %s" % (name, e)) from None
-        with open(cache, "w") as f:
-            f.write(value)
         ctx.log.info("published %s=%s", name, value)
 
     def _unpublish(self, ctx):
+        """Remove the health attribute. The permanent address attribute stays (issue 10):
+        removing it at stop left the node unmapped exactly when it may be fenced next (a
+        health-clone restart, a node leaving), and then its QEMUs' addresses are unknown
+        and its images cannot be recovered. The addresses are this node's, whatever runs."""
         from vmceph.cluster import Cluster, ClusterError
         from vmceph import bounded
         cl = Cluster(ctx.deadline, ctx.log)
         health = ctx.params.raw("attribute") or "#health-ceph"
-        addrs = ctx.params.raw("address_attribute")
-        addrs = "vmceph-ceph-addrs" if addrs is None else addrs
-        for name, delete in ((health, cl.delete_attribute),
-                             (addrs, cl.delete_permanent_attribute)):
-            if not name:
-                continue
-            try:
-                delete(name)
-            except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
-                ctx.log.warning("could not remove node attribute %s: %s", name, e)
         try:
+            cl.delete_attribute(health)
+        except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+            ctx.log.warning("could not remove node attribute %s: %s", health, e)
+        try:  # the local cache of earlier versions
             os.unlink(_state_path(ctx, "addrs"))
         except FileNotFoundError:
             pass

@@ -11,7 +11,7 @@ from vmceph import bounded
 from vmceph import cluster as pcmk
 from vmceph.ceph import CephConfigError, CephPermission, CephSession, CephUnavailable
 from vmceph.ocf import ConfigError, GenericError, InstalledError, PermError
-from vmceph.safety import Facts, Locker
+from vmceph.safety import Facts
 
 
 class Gathered:
@@ -139,11 +139,11 @@ def _retry_watchless(session, facts, deadline, log):
         if not waiting:
             return facts
         if time.monotonic() - t0 + 1.0 > budget:
+            spent = time.monotonic() - t0
             if log:
                 log.warning("lock holders of %s still have no watch after %.1f s: refusing",
-                            ", ".join(facts.images[i].spec for i in waiting),
-                            time.monotonic() - t0)
-            return facts
+                            ", ".join(facts.images[i].spec for i in waiting), spent)
+            return facts._replace(watchless_retried_s=spent) if spent >= 0.5 else facts
         if log:
             log.warning("%s: a lock holder with no watch on a node that may be alive; "
                         "looking again (a watch re-registers after an OSD failover)",
@@ -240,132 +240,17 @@ def _retry_inspections(session, imgs, deadline, log):
 
 
 def recover(ctx, session, recoveries):
-    """Blocklist every client of the verdict (with expiry), wait until the OSDs use the OSD
-    map carrying the entries, then break the locks they hold.
-
-    Blocklisting first: a client that is only cut off, not dead, must not write again once
-    its lock is gone (CEPH-FACTS.md: the holder's later I/O fails with ConnectionShutdown).
-    Then the wait librbd's own lock break does (blocklist -> wait_for_latest_osdmap ->
-    break), which vmceph must do itself since it blocklists on its own: an OSD still on the
-    previous map accepts the old client's writes. With our session on the newest map, the
-    lock break and the new QEMU's first operations carry that epoch, and an OSD handles an
-    operation only once it has the map of the operation's epoch.
-    Each address is blocklisted once, however many images it holds, and all addresses at
-    once: every blocklist change is a monitor (Paxos) round of ~1 s, and the monitors fold
-    changes that arrive together into one round (lab: 2 entries one after the other 2.0 s,
-    3 at once 1.0 s; a QEMU has one client, so one address, per disk). Each lock is broken
-    once per (image, address, cookie): one address may hold another cookie elsewhere. The
-    lock breaks themselves take ~10-100 ms.
-    """
-    from vmceph.safety import instance_addr
-    expire = ctx.params.blocklist_expire
-    bad = sorted({r.addr for r in recoveries if not instance_addr(r.addr)})
-    if bad:  # the classifier refuses these; never emit ip:0/0 whatever the caller says
-        raise GenericError("refusing to blocklist %s: not the address of one client "
-                           "instance (ip:port/nonce, nonce > 0)" % ", ".join(bad))
+    """Carry out the verdict's recoveries (fencing.Fencer: blocklist, wait until the OSDs
+    use the map carrying the entries, break the locks), with the adapter's errors turned
+    into the agent's."""
+    from vmceph.fencing import Fencer
+    fencer = Fencer(session, ctx.deadline, ctx.log, ctx.params.blocklist_expire)
     try:
-        first = {}
-        for r in recoveries:
-            first.setdefault(r.addr, r)
-        _blocklist_all(ctx, session, list(first.values()), expire)
-        if first:
-            _wait_for_osdmap(ctx, session)
-        done = set()
-        for r in recoveries:
-            key = (r.image, r.addr, r.cookie)
-            if not r.cookie or key in done:
-                continue
-            done.add(key)
-            t0 = time.monotonic()
-            broken = _break_lock(ctx, session, r)
-            ctx.log.warning("%s exclusive lock of %s held by %s at %s (node %s) in %.2f s",
-                            "broke the" if broken else "no longer found the", r.image,
-                            r.entity, r.addr, r.node or "unknown", time.monotonic() - t0)
+        fencer.recover(recoveries)
+    except ValueError as e:
+        raise GenericError(str(e)) from None
     except CephPermission as e:
         raise PermError("cannot recover: %s (the Ceph user needs mon 'profile rbd' to add "
                         "blocklist entries)" % e) from None
     except CephUnavailable as e:
         raise GenericError("cannot recover the images of a dead client: %s" % e) from None
-
-
-def _wait_for_osdmap(ctx, session):
-    """Wait (bounded) until this session has the newest OSD map, the one carrying the
-    blocklist entries just added; log how long it took."""
-    t0 = time.monotonic()
-    session.wait_for_latest_osdmap()
-    ctx.log.warning("waited %.2f s for the OSD map carrying the blocklist entries before "
-                    "breaking any lock", time.monotonic() - t0)
-
-
-def _blocklist_all(ctx, session, recoveries, expire):
-    """_blocklist_add for every recovery's address, concurrently; the first error raises
-    once all have finished."""
-    import concurrent.futures
-
-    def one(r):
-        t0 = time.monotonic()
-        _blocklist_add(ctx, session, r.addr, expire)
-        ctx.log.warning("blocklisted %s for %d s in %.2f s: %s", r.addr, expire,
-                        time.monotonic() - t0, r.describe())
-    if len(recoveries) == 1:
-        one(recoveries[0])
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(recoveries))) as pool:
-        futures = [pool.submit(one, r) for r in recoveries]
-    for f in futures:
-        f.result()
-
-
-# Below this much time left in the action, a failed blocklist change is not retried.
-BLOCKLIST_RETRY_MIN_S = 3.0
-
-
-def _blocklist_add(ctx, session, addr, expire):
-    """Add one blocklist entry, retrying until the action's deadline while the monitors
-    cannot commit it.
-
-    Right after a node dies with its monitor, the survivors keep answering reads from their
-    lease (quorum_status still lists the dead monitor), so the start decision is made, but a
-    blocklist change is a Paxos write: it waits for the new quorum (~15 s with the default
-    mon lease of 5 s) and one attempt times out after rados_mon_op_timeout (10 s). Seen in
-    the three-node lab: a start after a node crash failed that way, and Pacemaker then
-    banned the VM from this node (start-failure-is-fatal) for a condition that healed
-    seconds later. The entry is idempotent, so a retry is safe.
-    """
-    attempt = 1
-    while True:
-        try:
-            session.blocklist_add(addr, expire)
-            return
-        except CephUnavailable as e:
-            if ctx.deadline.remaining() < BLOCKLIST_RETRY_MIN_S:
-                raise
-            ctx.log.warning("blocklisting %s not confirmed yet (attempt %d: %s); retrying "
-                            "while the monitors form a quorum", addr, attempt, e)
-            attempt += 1
-            time.sleep(0.5)
-
-
-def _break_lock(ctx, session, r):
-    """Break one exclusive lock, retrying until the action's deadline while its image
-    cannot be opened.
-
-    Breaking needs a read-write open of the image, which reads its header object. When the
-    OSD serving that object was cut off (a partitioned node) rather than killed, the OSD
-    stays "up" in the osdmap until its peers' heartbeat grace (20 s) runs out and every
-    open waits for it; one attempt times out after rados_osd_op_timeout (15 s). Seen in the
-    three-node lab: the start failed, and the half-done read-write open left a watch of
-    this node on the image for 30 s, which made the next node refuse the start as a second
-    writer. The holder is blocklisted already, so a retry is safe.
-    """
-    attempt = 1
-    while True:
-        try:
-            return session.break_lock(r.image, Locker(r.entity, r.cookie, r.addr))
-        except CephUnavailable as e:
-            if ctx.deadline.remaining() < BLOCKLIST_RETRY_MIN_S:
-                raise
-            ctx.log.warning("breaking the lock of %s not possible yet (attempt %d: %s); "
-                            "retrying", r.image, attempt, e)
-            attempt += 1
-            time.sleep(0.5)

@@ -133,6 +133,8 @@ class Facts(NamedTuple):
     unknown_policy: str = UNKNOWN_REFUSE
     # False unless the adapters could read the cluster's membership: recovery needs it.
     membership_known: bool = False
+    # How long start looked again at lock holders with no watch (facts._retry_watchless).
+    watchless_retried_s: float = 0.0
 
 
 class Recovery(NamedTuple):
@@ -265,7 +267,9 @@ def _judge(facts, spec, entity, addr, watching):
         what = "image %s is open read-write by %s" % (spec, where)
     else:
         what = ("image %s's exclusive lock is held by %s with no watch (a watch re-registers "
-                "after an OSD failover or a network blip)" % (spec, where))
+                "after an OSD failover or a network blip%s)"
+                % (spec, where, "; none did while looking again for %.0f s"
+                   % facts.watchless_retried_s if facts.watchless_retried_s else ""))
     if st == LOCAL:
         # only a holder with no watch gets here (a local watcher is OURS)
         return BLOCKS, what + ", this node: refusing"
@@ -283,6 +287,10 @@ def _judge(facts, spec, entity, addr, watching):
     if st == LEFT and watching:
         return BLOCKS, what + ", a node that left the cluster cleanly but was not fenced " \
             "since, and the client still has a live watch: refusing"
+    if st == LEFT and any(w.addr == addr for img in facts.images for w in img.watchers):
+        # the same client instance watches another image: it is alive
+        return BLOCKS, what + ", a node that left the cluster cleanly but was not fenced " \
+            "since, and the client still watches another image: refusing"
     dns_only = owner.source == DNS_SOURCE
     if st in (GONE, LEFT):
         why = ("node fenced (%s)" % (owner.note or "Pacemaker's fencing history")

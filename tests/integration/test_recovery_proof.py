@@ -116,3 +116,44 @@ def test_declared_fenced_live_client_is_cut_off_after_the_osd_map_wait(lab, make
             lab.ceph(1, "osd", "blocklist", "rm", old_addr)
         except Exception:
             pass
+
+
+def test_member_lock_holder_whose_watch_is_gone_is_refused_not_blocklisted(lab, make_vm):
+    """A live QEMU on a member node holds the lock, but its watch is gone: node 2 is cut
+    off (switch port down), and after osd_client_watch_timeout (30 s) the OSDs drop the
+    watch while the QEMU lives on. Under the eager rule this client was blocklisted; now a
+    start on node 1 looks again within its deadline, refuses, says so, blocklists nothing."""
+    vm = make_vm(disks=1)
+    assert vm.agent(2, "start").rc == OCF_SUCCESS
+    lab.guest_write(2, vm.name, 0)
+    held = vm.clients(0)["lockers"]
+    assert [lk["addr"].split(":")[0] for lk in held] == [lab.node_ip(2)]
+    before = _blocklist(lab)
+    lab.partition(2)
+    try:
+        end = time.monotonic() + 120
+        while True:
+            try:
+                c = vm.clients(0)
+            except Exception as e:  # while the OSDs mark node 2's OSD down and re-peer
+                c = {"error": str(e)[-200:]}
+            if c.get("lockers") and not [w for w in c["watchers"]
+                                         if w["addr"] == held[0]["addr"]]:
+                break
+            assert time.monotonic() < end, "node 2's watch did not expire: %s" % c
+            time.sleep(2)
+        print("\nnode 2's QEMU holds the lock with no watch: %s" % c)
+        r = vm.agent(1, "start", timeout_ms=60000)
+        print("start on node1: rc %d in %.1f s: %s" % (r.rc, r.elapsed, r.reason))
+        assert r.rc == OCF_ERR_GENERIC, r
+        assert "no watch" in r.reason and "live cluster member" in r.reason, r.reason
+        assert "looking again" in r.stderr and "none did while looking again" in r.reason, r
+        after = _blocklist(lab)
+        assert held[0]["addr"] not in after
+        assert after.count(lab.node_ip(2)) == before.count(lab.node_ip(2))
+        assert 1 not in vm.running_on()
+    finally:
+        lab.heal(2)
+    lab.wait_ceph_healthy(timeout=180)
+    assert vm.running_on() == [2]
+    vm.agent(2, "stop")

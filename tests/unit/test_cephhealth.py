@@ -142,10 +142,10 @@ def test_start_publishes_green_and_the_addresses(node):
     assert node.run("start") == 0, node.err
     assert node.attrd() == [["-n", "#health-ceph", "-B", "green", "-d", "5s"]]
     # the addresses are permanent (they must outlive this node's fencing), written once
-    assert node.crm_attribute() == [["-n", "vmceph-ceph-addrs", "-v", "10.252.0.1",
-                                     "-l", "forever"]]
+    # (compared with the CIB's value first: test_cephhealth_addresses.py, stateful stub)
+    assert [c for c in node.crm_attribute() if "-v" in c] == [
+        ["-n", "vmceph-ceph-addrs", "-v", "10.252.0.1", "-l", "forever"]]
     assert node.run("monitor", interval=10000) == 0
-    assert len(node.crm_attribute()) == 1, "unchanged addresses are not rewritten"
     # bounded by ceph_timeout (10 s) and the operation's own timeout
     conf = node.ceph.sessions[-1].conf
     for key in ("client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"):
@@ -248,11 +248,12 @@ def test_attrd_unreachable_fails_the_monitor(node):
     assert "Connection refused" in node.reason
 
 
-def test_stop_removes_both_attributes(node):
+def test_stop_removes_the_health_attribute_and_keeps_the_addresses(node):
     assert node.run("start") == 0
     assert node.run("stop") == 0
     assert node.attrd()[-1:] == [["-n", "#health-ceph", "-D"]]
-    assert node.crm_attribute()[-1:] == [["-n", "vmceph-ceph-addrs", "-D", "-l", "forever"]]
+    # issue 10: the permanent address attribute stays (test_cephhealth_addresses.py)
+    assert not [c for c in node.crm_attribute() if "-D" in c]
     assert node.run("monitor") == ocf.OCF_NOT_RUNNING
 
 
@@ -260,7 +261,7 @@ def test_stop_removes_custom_attributes(node):
     assert node.run("start", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
     assert node.run("stop", {"attribute": "#health-x", "address_attribute": "x-addrs"}) == 0
     assert node.attrd()[-1:] == [["-n", "#health-x", "-D"]]
-    assert node.crm_attribute()[-1:] == [["-n", "x-addrs", "-D", "-l", "forever"]]
+    assert not [c for c in node.crm_attribute() if "-D" in c]
 
 
 def test_stop_succeeds_even_when_attrd_fails(node):

@@ -514,3 +514,93 @@ def test_resolve_addresses_and_failure(monkeypatch):
         raise OSError(-2, "Name or service not known")
     monkeypatch.setattr(cluster.socket, "getaddrinfo", fail)
     assert cluster.resolve("nowhere", 2) == []
+
+
+# ----------------------------------------------------------------------------- fencing proof
+
+def _history(*events):
+    return ("<pacemaker-result api-version='2.25'><list name='fencing history'>%s</list>"
+            "<status code='0' message='OK'/></pacemaker-result>"
+            % "".join("<fence_event action='reboot' target='%s' status='%s'%s/>"
+                      % (t, st, " completed='%s'" % c if c else "") for t, st, c in events))
+
+
+def test_fence_history_newest_action_per_target():
+    h = cluster.parse_fence_history(_history(
+        ("n1", "success", "2026-12-01 15:00:00Z"), ("n1", "failed", "2026-12-01 15:10:00Z"),
+        ("n2", "failed", "2026-12-01 15:00:00Z"), ("n2", "success", "2026-12-01 15:10:00Z"),
+        ("n3", "success", "2026-12-01 15:00:00Z"), ("n3", "pending", None)))
+    assert h["n1"][0] == "failed"                       # a later failure: not fenced
+    assert h["n2"] == ("success", cluster._epoch("2026-12-01 15:10:00Z"))
+    assert h["n3"] == ("pending", None)
+
+
+def _left(*names):
+    return {n: NodeInfo(n, LEFT) for n in names}
+
+
+def test_confirm_fenced_needs_success_and_no_activity_since():
+    t = cluster._epoch("2026-12-01 15:41:31Z")
+    nodes = _left("a", "b", "c", "d", "e")
+    nodes["e"].state = MEMBER
+    history = {"a": ("success", t), "b": ("success", t), "c": ("failed", t),
+               "e": ("success", t)}
+    activity = {"b": t + 13, "a": t - 100}
+    cluster.confirm_fenced(nodes, history, activity)
+    assert nodes["a"].state == GONE and "fenced at 2026-12-01 15:41:31Z" in nodes["a"].note
+    assert nodes["b"].state == LEFT and "active again since" in nodes["b"].note  # rejoined
+    assert nodes["c"].state == LEFT       # failed fencing
+    assert nodes["d"].state == LEFT       # never fenced: left cleanly
+    assert nodes["e"].state == MEMBER     # online now: fenced earlier means nothing
+    same_second = _left("x")
+    cluster.confirm_fenced(same_second, {"x": ("success", t)}, {"x": t})
+    assert same_second["x"].state == LEFT  # 1 s resolution: equal counts as after
+
+
+@pytest.mark.parametrize("broken", ["stonith_admin", "status"])
+def test_nothing_counts_as_fenced_when_the_proof_cannot_be_read(broken):
+    def answer(argv):
+        if argv[0] == "crm_mon":
+            return _result(argv, out=CRM_MON)
+        if argv[0] == "stonith_admin":
+            if broken == "stonith_admin":
+                return _result(argv, rc=1, err="stonith_admin: Connection refused")
+            return _result(argv, out=_history(("node3", "success", "2026-11-26 01:00:00Z")))
+        if argv[:4] == ["cibadmin", "-Q", "-o", "status"]:
+            if broken == "status":
+                return _result(argv, rc=1, err="cibadmin: timeout")
+            return _result(argv, out="<status/>")
+        return _result(argv, out=CIB_NODES)
+    cl, _ = _cluster(answer)
+    assert cl.nodes()["node3"].state == LEFT
+
+
+def test_fenced_node_from_the_tools():
+    def answer(argv):
+        if argv[0] == "crm_mon":
+            return _result(argv, out=CRM_MON)
+        if argv[0] == "stonith_admin":
+            return _result(argv, out=_history(("node3", "success", "2026-11-26 01:00:00Z")))
+        if argv[:4] == ["cibadmin", "-Q", "-o", "status"]:
+            return _result(argv, out="<status/>")
+        return _result(argv, out=CIB_NODES)
+    cl, _ = _cluster(answer)
+    nodes = cl.nodes()
+    assert nodes["node3"].state == GONE and nodes["node4"].state == UNCLEAN
+
+
+def test_offline_node_with_permanent_maintenance_attribute_is_maintenance():
+    cib = CIB_NODES.replace('<node id="2" uname="node2"/>', '''<node id="4" uname="node4"/>
+  <node id="3b" uname="rnode5"><instance_attributes id="m"><nvpair id="m1" name="maintenance"
+    value="true"/></instance_attributes></node>''')
+
+    def answer(argv):
+        if argv[0] == "crm_mon":
+            return _result(argv, out=CRM_MON)
+        if argv[0] == "stonith_admin":
+            return _result(argv, out=_history(("rnode5", "success", "2026-11-26 01:00:00Z")))
+        if argv[:4] == ["cibadmin", "-Q", "-o", "status"]:
+            return _result(argv, out="<status/>")
+        return _result(argv, out=cib)
+    cl, _ = _cluster(answer)
+    assert cl.nodes()["rnode5"].state == MAINTENANCE

@@ -206,3 +206,17 @@ def test_sole_writer_check():
     img, _ = build_image((), "none")
     r = check_sole_writer(facts([img], active=True))
     assert not r.ok and "no writer on this node" in r.problems[0]
+
+
+def test_left_node_holder_that_still_watches_another_image_is_alive():
+    """'Left cleanly and has no live watch' is about the client, not one image: a client
+    instance that watches any image of the domain is alive, whatever it does with this one."""
+    left = Owner("node5", safety.LEFT, "node_addresses")
+    owners = dict(OWNERS, **{"10.0.0.5": left})
+    lk = Locker("client.4600", "auto 1", "10.0.0.5:0/77")
+    a = ImageFacts("rbd/vm1", lock_tag="internal", lockers=(lk,))
+    f = Facts(True, "q", (a,), owners, "node1", False, membership_known=True)
+    assert decide_start(f).kind == safety.RECOVER_THEN_START
+    b = ImageFacts("rbd/vm1-data", watchers=(Watcher("10.0.0.5:0/77", 4600, 2),))
+    v = decide_start(f._replace(images=(a, b)))
+    assert v.kind == safety.REFUSE and "still watches another image" in v.summary()

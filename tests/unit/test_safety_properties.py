@@ -127,6 +127,8 @@ def test_recovery_only_on_proof(f):
         assert safety.instance_addr(r.addr)
         if place == "unknown":
             assert f.unknown_policy == safety.UNKNOWN_BLOCKLIST
+        if place == "left":   # left cleanly: only a client with no watch anywhere
+            assert not any(w.addr == r.addr for img in f.images for w in img.watchers)
 
 
 @SETTINGS
