@@ -506,6 +506,7 @@ class Rados:
         self.conf = {}
         self.state = "configuring"
         self.client = None
+        self.epoch = 0                  # OSD map epoch this client has
         if conffile:
             if not os.path.isfile(conffile):
                 raise real_rados.ObjectNotFound("error calling conf_read_file", errno=ENOENT)
