@@ -63,6 +63,8 @@ def discard(state_file):
     (empty when both are gone)."""
     errors = []
     for path in (state_file, sidecar(state_file)):
+        if not os.path.lexists(path):   # unlink says EROFS, not ENOENT, on a read-only fs
+            continue
         try:
             os.unlink(path)
         except FileNotFoundError:
