@@ -97,14 +97,63 @@ def identify(ctx, allow_config=True):
     if ident is not None or not allow_config:
         return ident
     config = ctx.params.raw("config")
-    if not config or not os.path.isfile(config):
+    from vmceph.defstore import is_uri
+    if not config or not (is_uri(config) or os.path.isfile(config)):
         return None
-    from vmceph.domxml import DomainXMLError, load_domain
+    from vmceph.domxml import DomainXMLError, parse_domain
     try:
-        dom = load_domain(config)
+        dom = parse_domain(domain_xml(ctx), source="domain configuration %s" % config)
     except DomainXMLError:
         return None
     return Identity(dom.name, dom.uuid, config)
+
+
+_XML_READ = [None]   # (weakref to ctx, config, fresh, bytes) of this process's action
+
+
+def domain_xml(ctx, fresh=False):
+    """The domain XML (bytes) that ``config`` names: a file, or a definition kept in Ceph
+    (``ceph:POOL[/NAMESPACE]/NAME``, vmceph.defstore, docs/definitions.md).
+
+    For a definition in Ceph, ``fresh`` (start, migrate_to, migrate_from, validate-all)
+    reads the current version from Ceph and keeps it as this node's local copy; otherwise
+    (probe, monitor, stop) only the local copy is read: they work when Ceph cannot be
+    reached, as with a file. DomainXMLError when it cannot be had, with the reason. An
+    action reads it once: later calls of the same action return the same bytes."""
+    from vmceph import defstore
+    from vmceph.domxml import DomainXMLError, read_domain_file
+    config = ctx.params.raw("config") or ""
+    last = _XML_READ[0]
+    if last is not None and last[0]() is ctx and last[1] == config and (last[2] or not fresh):
+        return last[3]
+    try:
+        ref = defstore.parse_uri(config)
+    except ValueError as e:
+        raise DomainXMLError("parameter config: %s" % e) from None
+    if ref is None:
+        data = read_domain_file(config)
+    elif not fresh:
+        data = defstore.cache_read(ctx.env, ref)
+        if data is None:
+            raise DomainXMLError("definition %s: this node has no local copy (it is made "
+                                 "when the domain starts or migrates here)" % ref.uri)
+    else:
+        p = _LenientParams(ctx)
+        try:
+            data, entry = defstore.fetch(ref, p.get("ceph_conf"), p.get("ceph_user"),
+                                         p.get("ceph_keyring"), ctx.deadline, ctx.log)
+        except defstore.DefError as e:
+            raise DomainXMLError("definition %s cannot be read from Ceph: %s" % (ref.uri, e)
+                                 ) from None
+        ctx.log.info("definition %s: version %d (stored by %s at %s)", ref.uri,
+                     entry["version"], entry["who"], entry["when"])
+        try:
+            defstore.cache_write(ctx.env, ref, data)
+        except OSError as e:  # probe/monitor/stop then identify the domain by its state
+            ctx.log.warning("cannot keep a local copy of %s: %s", ref.uri, e)
+    import weakref  # never keep a finished action's context (its log's fd) alive
+    _XML_READ[0] = (weakref.ref(ctx), config, fresh, data)
+    return data
 
 
 # ------------------------------------------------------------------ the agent
@@ -130,16 +179,28 @@ class RBDVirtualDomain:
             if recurring and p.monitor_scripts:
                 p.checked("monitor_scripts")
             if recall(ctx) is None:
-                try:
-                    ocf.regular_file(config)
-                except ocf.NotHere as e:
-                    raise InstalledError("domain configuration %s %s" % (ocf.shown(config), e))
+                from vmceph.defstore import is_uri
+                from vmceph.domxml import DomainXMLError, parse_domain
+                if is_uri(config):
+                    # a definition in Ceph: this node's local copy stands for the file
+                    try:
+                        data = domain_xml(ctx)
+                    except DomainXMLError as e:
+                        raise InstalledError(str(e)) from None
+                else:
+                    try:
+                        ocf.regular_file(config)
+                    except ocf.NotHere as e:
+                        raise InstalledError("domain configuration %s %s"
+                                             % (ocf.shown(config), e))
+                    data = None
                 if recurring:
                     # identify() reads the XML: a malformed one is the configuration's fault
                     # (6), as validate-all says, not "cannot be read" (5)
-                    from vmceph.domxml import DomainXMLError, load_domain
                     try:
-                        _check_uuid(config, load_domain(config))
+                        _check_uuid(config, parse_domain(
+                            data if data is not None else domain_xml(ctx),
+                            source="domain configuration %s" % config))
                     except DomainXMLError as e:
                         raise ConfigError(str(e)) from None
             return
@@ -199,10 +260,16 @@ class RBDVirtualDomain:
         cached = getattr(self, "_dom_cache", None)
         if cached is not None and cached[0] is ctx and (cached[1] or not resolve):
             return cached[2]
-        from vmceph.domxml import DomainXMLError, load_domain
+        from vmceph.domxml import DomainXMLError, parse_domain
+        config = ctx.params.config
+        fresh = ctx.action in ("start", "migrate_to", "migrate_from", "validate-all")
         try:
-            dom = load_domain(ctx.params.config)
+            dom = parse_domain(domain_xml(ctx, fresh=fresh),
+                               source="domain configuration %s" % config)
         except DomainXMLError as e:
+            from vmceph.defstore import is_uri
+            if is_uri(config) and "cannot be read from Ceph" in str(e):
+                raise GenericError(str(e)) from None    # Ceph's state, not the value's
             raise ConfigError(str(e)) from None
         if resolve:
             dom = self._resolve_disks(ctx, dom)
@@ -372,8 +439,7 @@ class RBDVirtualDomain:
         # Read the XML before anything can remove the file: undefining a persistent domain
         # makes libvirt delete its own copy, /etc/libvirt/qemu/<name>.xml, which may be the
         # very file `config` names (issue 9).
-        with open(p.config) as f:
-            xml = f.read()
+        xml = domain_xml(ctx, fresh=True).decode("utf-8")   # what _domain parsed
         saved = _snapshot_file(p, dom.name)
         saved = self._still_current(ctx, g, dom, saved) if saved and os.path.exists(saved) \
             else None
@@ -933,6 +999,11 @@ def _save_config(ctx, hv, dom, ident):
     from vmceph import bounded
     config = ident.config or ctx.params.raw("config")
     if not config:
+        return
+    from vmceph.defstore import is_uri
+    if is_uri(config):
+        ctx.log.info("save_config_on_stop: %s is a definition in Ceph, not a file: not "
+                     "written back (change it with 'vmceph config edit')", config)
         return
     share = max(1.0, min(20.0, ctx.deadline.remaining() / 6))
     try:

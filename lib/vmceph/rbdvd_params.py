@@ -28,6 +28,21 @@ def _abs_path(v):
     absolute_path(v)
 
 
+def _config_value(v):
+    # a file (absolute path) or a definition kept in Ceph (vmceph.defstore)
+    from vmceph.defstore import parse_uri
+    if parse_uri(v) is None:
+        absolute_path(v)
+
+
+def _config_here(v):
+    # a definition in Ceph is read at start/migration (and kept as a local copy): nothing
+    # to find on this node beforehand
+    from vmceph.defstore import is_uri
+    if not is_uri(v):
+        regular_file(v)
+
+
 def _any_uri(v):
     # the 'ext' transport is refused by validation unless allow_ext_transport is set: the
     # rule involves two parameters, so it is not a check of the value alone
@@ -69,12 +84,16 @@ def _shutdown_modes(v):
 
 
 INHERITED = [
-    Param("config", required=True, unique=True, inherited=True, check=_abs_path,
-          local=regular_file,
+    Param("config", required=True, unique=True, inherited=True, check=_config_value,
+          local=_config_here,
           shortdesc="Virtual domain configuration file",
           longdesc="Absolute path of the libvirt domain XML of this virtual machine. It must "
                    "be the same on every node that may run it (shared storage or config "
-                   "management). Its RBD disks are the ones the agent guards."),
+                   "management). Its RBD disks are the ones the agent guards. Or "
+                   "ceph:POOL/NAME (ceph:POOL/NAMESPACE/NAME): the definition of domain NAME "
+                   "kept in Ceph ('vmceph config put', docs/definitions.md), read at every "
+                   "start and migration with ceph_conf/ceph_user; each node keeps a local "
+                   "copy of the last one it used for probe, monitor and stop."),
     Param("hypervisor", default="qemu:///system", inherited=True, check=_any_uri,
           shortdesc="Hypervisor URI",
           longdesc="libvirt URI of the local hypervisor (see 'virsh uri')."),
