@@ -131,6 +131,8 @@ def _parser():
     c.add_argument("--timeout", type=_timeout_arg, default=30.0,
                    help="seconds (default 30, at most 3600)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    from vmceph import configcmd   # definitions kept in Ceph (docs/definitions.md)
+    configcmd.add_parser(sub, _text_arg, _ceph_id_arg, _timeout_arg)
     return ap
 
 
@@ -154,6 +156,9 @@ def main(argv=None):
         _check_args(args)
         if args.cmd == "disks":
             return cmd_disks(args)
+        if args.cmd == "config":
+            from vmceph import configcmd
+            return configcmd.run(args)
         return cmd_check(args)
     except UsageError as e:
         from vmceph.ocf import escape

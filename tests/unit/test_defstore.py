@@ -515,3 +515,101 @@ def test_save_config_on_stop_never_writes_a_file_named_like_the_uri(d, monkeypat
 def ocf_not_running():
     from vmceph import ocf
     return ocf.OCF_NOT_RUNNING
+
+
+# ------------------------------------------------------------------ vmceph config
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path, capsys):
+    from vmceph import cli as cli_mod, configcmd
+    cluster = FakeCluster()
+
+    class Opened:
+        def __init__(self, args, ref):
+            self.ref = ref
+
+        def __enter__(self):
+            return Store(FakeSession(cluster), self.ref.pool, self.ref.namespace)
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(configcmd, "_Opened", Opened)
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\nmon_host = 10.252.0.1\n")
+
+    def run(*argv):
+        rc = cli_mod.main(list(argv) + ["--ceph-conf", str(conf)])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    run.tmp = tmp_path
+    run.cluster = cluster
+    return run
+
+
+def write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_cli_put_get_log_diff(cli):
+    f1 = write(cli.tmp, "a.xml", xml())
+    f2 = write(cli.tmp, "b.xml", xml(mem=512))
+    assert cli("config", "put", "ceph:rbd/vm1", f1, "-m", "first")[:2] == (
+        0, "ceph:rbd/vm1: version 1 stored\n")
+    assert cli("config", "put", "vm1", f1, "--pool", "rbd")[1] == \
+        "ceph:rbd/vm1: unchanged (version 1)\n"
+    assert cli("config", "put", "vm1", f2, "--pool", "rbd", "-m", "more memory")[0] == 0
+    rc, out, _ = cli("config", "get", "ceph:rbd/vm1")
+    assert rc == 0 and out == xml(mem=512).decode()
+    assert cli("config", "get", "ceph:rbd/vm1", "--version", "1")[1] == xml().decode()
+    rc, out, _ = cli("config", "log", "ceph:rbd/vm1")
+    lines = out.splitlines()
+    assert lines[0].startswith("v2") and "more memory" in lines[0]
+    assert lines[1].startswith("v1") and "first" in lines[1]
+    rc, out, _ = cli("config", "diff", "ceph:rbd/vm1")
+    assert "+  <memory unit='MiB'>512</memory>" in out and "v1" in out and "v2" in out
+
+
+def test_cli_stale_put_is_told_and_exits_3(cli):
+    f1 = write(cli.tmp, "a.xml", xml())
+    f2 = write(cli.tmp, "b.xml", xml(mem=512))
+    assert cli("config", "put", "ceph:rbd/vm1", f1)[0] == 0
+    assert cli("config", "put", "ceph:rbd/vm1", f2, "--expect-version", "1")[0] == 0
+    rc, out, err = cli("config", "put", "ceph:rbd/vm1", f1, "--expect-version", "1")
+    assert rc == 3 and "changed meanwhile" in err and "NOT stored" in err
+
+
+def test_cli_refuses_an_invalid_definition(cli):
+    f = write(cli.tmp, "x.xml", xml("vm2"))
+    rc, _, err = cli("config", "put", "ceph:rbd/vm1", f)
+    assert rc == 1 and "named 'vm2'" in err
+    assert cli.cluster.writes == 0
+
+
+def test_cli_edit_applies_the_editor_result(cli, monkeypatch):
+    f1 = write(cli.tmp, "a.xml", xml())
+    cli("config", "put", "ceph:rbd/vm1", f1)
+    script = cli.tmp / "ed.sh"
+    script.write_text("#!/bin/sh\nsed -i 's/256/384/' \"$1\"\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(script))
+    rc, out, err = cli("config", "edit", "ceph:rbd/vm1")
+    assert rc == 0, err
+    assert "version 2 stored" in out
+    assert "384" in cli("config", "get", "ceph:rbd/vm1")[1]
+
+
+def test_cli_import_prints_the_switch_without_restart(cli):
+    f1 = write(cli.tmp, "vm1.xml", xml())
+    rc, out, err = cli("config", "import", f1, "--resource", "vm1-rsc", "--pool", "rbd")
+    assert rc == 0, err
+    assert "ceph:rbd/vm1: version 1 stored from" in out
+    assert "pcs resource unmanage vm1-rsc" in out
+    assert "pcs resource update vm1-rsc config=ceph:rbd/vm1" in out
+    assert out.index("unmanage") < out.index("update") < out.index("--refresh") \
+        < out.index("resource manage")
+    # again: identical, nothing new stored; a different file is a conflict
+    assert "already stored, identical" in cli("config", "import", f1, "--pool", "rbd")[1]
+    f2 = write(cli.tmp, "vm1b.xml", xml(mem=999))
+    assert cli("config", "import", f2, "--pool", "rbd")[0] == 3
