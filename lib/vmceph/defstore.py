@@ -326,6 +326,9 @@ class RadosBackend:
                               "writing objects in pool %s)" % (s.user or "admin", what,
                                                                self.pool)) from None
         except rados.Error as e:
+            if abs(getattr(e, "errno", 0) or 0) == 110:    # rados.TimedOut (ETIMEDOUT)
+                raise Unavailable("%s timed out: this node cannot reach the OSDs or a "
+                                  "monitor quorum" % what) from None
             raise Unavailable("%s failed: %s" % (what, e)) from None
 
     def _open(self):
