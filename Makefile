@@ -13,7 +13,7 @@ DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmis
 DEB_PACKAGE := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools python3-lxml lintian rpm fakeroot devscripts
 
-.PHONY: docs help deps deps-package test unit offline integration e2e ocf-tester demo bench \
+.PHONY: docs help deps deps-package test unit fuzz offline integration e2e ocf-tester demo bench \
 	package lab-up lab-down lab-status clean
 
 help:
@@ -44,6 +44,7 @@ deps-package:
 # purge vmceph on this host.
 test: deps deps-package
 	$(PYTEST) -q tests/unit
+	$(PYTEST) -q tests/fuzz -m "not long"
 	$(PYTEST) -v tests/pacemaker
 	$(PYTEST) -v tests/integration
 	$(PYTEST) -v tests/e2e
@@ -51,6 +52,11 @@ test: deps deps-package
 
 unit:
 	$(PYTEST) -q tests/unit
+
+# Both agents and vmceph as whole processes over every parameter and the OCF environment:
+# at least 5,000 invocations (docs/reliability.md). No daemon needed (libvirt's test driver).
+fuzz: deps
+	$(PYTEST) -q -p no:cacheprovider tests/fuzz
 
 offline: deps
 	$(PYTEST) -q tests/pacemaker

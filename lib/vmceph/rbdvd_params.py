@@ -308,8 +308,9 @@ first write. The agent never takes an RBD lock of its own.
 
 Stop needs no Ceph. Monitor at depth 0 asks libvirt only; OCF_CHECK_LEVEL 10 adds Ceph \
 quorum, 20 adds a check that this node's QEMU is the only writer of each guarded image \
-(a second one is reported as split brain). A monitor never answers "not running" when \
-libvirt cannot be asked."""
+(a second one is reported as split brain). When libvirt cannot be asked, a recurring \
+monitor fails (the state is unknown) and a probe answers from the QEMU process itself: \
+running if one runs for the domain on this node, not running if none does."""
 
 SPEC = AgentSpec(
     name="RBDVirtualDomain",
