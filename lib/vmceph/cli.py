@@ -133,6 +133,8 @@ def _parser():
     c.add_argument("--json", action="store_true", help="machine-readable output")
     from vmceph import configcmd   # definitions kept in Ceph (docs/definitions.md)
     configcmd.add_parser(sub, _text_arg, _ceph_id_arg, _timeout_arg)
+    from vmceph import status   # the cluster view (docs/status.md)
+    status.add_parsers(sub, _text_arg, _ceph_id_arg, _timeout_arg)
     return ap
 
 
@@ -159,6 +161,9 @@ def main(argv=None):
         if args.cmd == "config":
             from vmceph import configcmd
             return configcmd.run(args)
+        if args.cmd in ("status", "explain"):
+            from vmceph import status
+            return getattr(status, "cmd_" + args.cmd)(args)
         return cmd_check(args)
     except UsageError as e:
         from vmceph.ocf import escape
