@@ -130,8 +130,11 @@ class Hypervisor:
     def open(self):
         if self.conn is None:
             mod = self.mod
-            # libvirt prints every error to stderr by default; we report them ourselves
-            mod.registerErrorHandler(lambda *_: None, None)
+            # libvirt prints every error to stderr by default; we report them ourselves.
+            # One module-level function, never a new lambda per connection: registering
+            # drops libvirt-python's reference to the previous handler, which an abandoned
+            # call reporting an error in another thread may be running at that moment.
+            mod.registerErrorHandler(_quiet, None)
             self.conn = self._call(lambda: mod.open(self.uri), "connect to %s" % self.uri,
                                    cap=15.0)
         return self.conn
