@@ -129,3 +129,63 @@ def test_dead_power_fence_node_is_fenced_through_ceph(cluster, story, ceph_fence
     assert "%s:0/0" % lab.node_ip(victim) not in lab.ceph(survivor, "osd", "blocklist", "ls")
     r = story.rejoin(victim)
     print(r)
+
+
+def leader(lab):
+    import json
+    q = json.loads(lab.ceph(lab.first_alive(), "quorum_status", "-f", "json"))
+    return q["quorum_leader_name"]
+
+
+def non_leader_with_a_vm(lab, story):
+    """A node running a VM whose mon is not the leader (a VM is moved there if needed)."""
+    lead = leader(lab)
+    others = [i for i in lab.indexes if lab.node_name(i) != lead and lab.alive(i)]
+    where = story.where()
+    for i in others:
+        if any(n and n[0] == lab.node_name(i) for vm, n in where.items() if vm.startswith("vm")):
+            return i
+    vm = sorted(v for v in where if v.startswith("vm"))[0]
+    story.live_migrate(vm, others[0])
+    return others[0]
+
+
+def set_levels(lab, first_ceph):
+    pcs(lab, "stonith", "level", "clear")
+    for i in lab.indexes:
+        n = lab.node_name(i)
+        devs = ["fence-ceph", "fence-vmlab-" + n] if first_ceph else ["fence-vmlab-" + n,
+                                                                       "fence-ceph"]
+        for k, d in enumerate(devs, 1):
+            pcs(lab, "stonith", "level", "add", str(k), n, d)
+
+
+@pytest.mark.parametrize("first", ["ceph", "power"])
+def test_crash_of_a_non_leader_ceph_first_vs_power_first(cluster, story, ceph_fence, figure,
+                                                         first):
+    """Same crash, the other level first: where the time goes (docs/fencing.md)."""
+    lab = cluster.lab
+    set_levels(lab, first == "ceph")
+    try:
+        story.settle()
+        victim = non_leader_with_a_vm(lab, story)
+        name = lab.node_name(victim)
+        story.settle()
+        r = story.crash(victim, timeout=180)
+        print(r)
+        survivor = next(i for i in lab.indexes if i != victim and lab.alive(i))
+        assert r["vms"] and all(n != name for n, _ in r["running"].values()), r
+        assert r["violations"] == [], r["violations"]
+        listed = "%s:0/0" % lab.node_ip(victim) in lab.ceph(survivor, "osd", "blocklist", "ls")
+        assert listed == (first == "ceph"), "fenced by the wrong level"
+        figure("crash of a non-leader, %s fence first: fenced after (s)" % first,
+               round(r["fenced_s"], 1))
+        figure("crash of a non-leader, %s fence first: crash -> VM running (s)" % first,
+               {vm: round(t, 1) for vm, (_, t) in r["running"].items()})
+        if listed:
+            p = lab.run(survivor, ["stonith_admin", "--unfence", name, "--timeout", "60"],
+                        check=False, timeout=90)
+            assert p.returncode == 0, p.stdout + p.stderr
+        print(story.rejoin(victim))
+    finally:
+        set_levels(lab, False)
