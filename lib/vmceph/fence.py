@@ -216,7 +216,9 @@ class Fencer:
         return entries
 
     def status(self, ips):
-        return fence_state(self.entries(), ips)
+        """'off' or 'on'. Retried like off: fencing.py asks the status before 'off', and an
+        unanswered status would fail the fence while the monitors re-elect."""
+        return self._retrying(lambda: fence_state(self.entries(), ips), "status")
 
     def record(self, node):
         """What ``off`` recorded for ``node``, or None."""

@@ -135,6 +135,12 @@ def test_off_fences_a_running_vm_and_spares_the_daemons(lab, make_vm, fencer):
 
     p = fencer("status")
     assert p.returncode == 0 and "Status: ON" in p.stdout, p.stderr
+    p = fencer("monitor")
+    assert p.returncode == 0, p.stderr
+    p = fencer("list")
+    assert p.returncode == 0 and sorted(p.stdout.split()) == sorted(
+        "%s,%s" % (lab.node_name(i), lab.node_name(i)) for i in lab.indexes), p.stdout
+    assert fencer("validate-all").returncode == 0
 
     p = fencer("off")
     returned = time.time()

@@ -72,7 +72,7 @@ class FakeCluster:
     def mon(self, prefix, **a):
         if not self.quorum or len(self.quorum) * 2 <= len(self.mons):
             raise CephUnavailable("Ceph '%s' timed out (no monitor quorum?)" % prefix)
-        if prefix == "osd blocklist" and self.unavailable_for:
+        if prefix.startswith("osd blocklist") and self.unavailable_for:
             self.unavailable_for -= 1
             raise CephUnavailable("Ceph 'osd blocklist' timed out (no monitor quorum?)")
         if prefix in self.deny:
@@ -327,6 +327,13 @@ def test_off_retries_while_the_monitors_reelect(cl, fencer, monkeypatch):
     cl.unavailable_for = 2          # a mon died: the first commands time out
     assert fencer.off("n3", [T_IP])["entries"] == [T_IP + ":0/0"]
     assert fencer.status([T_IP]) == "off"
+
+
+def test_status_waits_out_a_reelection_too(cl, fencer, monkeypatch):
+    # fencing.py asks the status before off: it must not fail the fence either
+    monkeypatch.setattr(fence.time, "sleep", lambda s: None)
+    cl.unavailable_for = 2
+    assert fencer.status([T_IP]) == "on"
 
 
 def test_off_refuses_the_fencers_own_address(cl, fencer):
