@@ -30,6 +30,17 @@ VIR_MIGRATE_PEER2PEER = 2
 # Seconds of a start's deadline kept, when creating the domain, for the second inspection
 # of its images, the generation stamp and, if need be, destroying the paused domain.
 CHECK_RESERVE_S = 5.0
+# A start that backed off from a racing writer (vmceph.startcheck) looks again after a random
+# pause in this range, at most RACE_RETRIES times and only with RACE_MIN_LEFT_S of the
+# deadline left after the pause: random, so that two starters that saw each other do not
+# meet again; bounded, so that a real second writer is still refused in time.
+RACE_PAUSE_S = (0.3, 2.5)
+RACE_RETRIES = 2
+RACE_MIN_LEFT_S = 10.0
+
+
+class Contended(GenericError):
+    """The second look of a start saw another writer appear: a racing starter."""
 
 
 # ------------------------------------------------------------------ remembered identity
@@ -397,39 +408,66 @@ class RBDVirtualDomain:
 
     # ---------------------------------------------------------------- start
     def start(self, ctx):
-        from vmceph import facts, safety
         dom = self._domain(ctx)
         remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
         hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
         try:
-            try:
-                state, reason = hv.state(dom.name, dom.uuid)
-            except virt.VirtError as e:
-                raise GenericError("libvirt: %s" % e) from None
-            if state == virt.CRASHED:
-                raise GenericError("domain %s crashed and libvirt keeps it (on_crash=preserve): "
-                                   "its QEMU still has the images open; stop the resource "
-                                   "(destroys it) before starting it again" % dom.name)
-            active = state in virt.ACTIVE_STATES
-            with facts.gather(ctx, dom, domain_active=active) as g:
-                verdict = safety.decide_start(g.facts)
-                ctx.log.info("start decision for %s: %s (%s)", dom.name, verdict.kind,
-                             verdict.summary())
-                _raise_for(verdict)
-                if verdict.recoveries:
-                    facts.recover(ctx, g.session, verdict.recoveries)
-                if not active:
-                    self._create(ctx, hv, dom, g, verdict)
-                elif state == virt.PAUSED and reason == virt.PAUSED_USER:
-                    ctx.log.warning("domain %s is paused (by a start that did not finish, or "
-                                    "by hand): left paused; 'virsh resume' it if it should "
-                                    "run", dom.name)
+            self._start_backing_off(ctx, hv, dom)
         finally:
             hv.close()
         if ctx.params.monitor_scripts:
             _run_monitor_scripts(ctx, once=False)
         _utilization(ctx, dom)
         return OCF_SUCCESS
+
+    def _start_backing_off(self, ctx, hv, dom):
+        """_start_once, again after a random pause when it backed off from a racing
+        writer; the final failure says that it did."""
+        import random
+        import time
+        backed_off = []
+        while True:
+            try:
+                return self._start_once(ctx, hv, dom)
+            except Contended as e:
+                pause = random.uniform(*RACE_PAUSE_S)
+                if len(backed_off) >= RACE_RETRIES or \
+                        ctx.deadline.remaining() < pause + RACE_MIN_LEFT_S:
+                    raise
+                backed_off.append(e.reason)
+                ctx.log.warning("%s; looking again in %.1f s", e.reason, pause)
+                time.sleep(pause)
+            except OCFError as e:
+                if backed_off:  # the look after a back-off refused: say what came before
+                    e.reason = "%s (after backing off %d time(s) from a writer that appeared " \
+                               "while the domain was created paused)" % (e.reason, len(backed_off))
+                raise
+
+    def _start_once(self, ctx, hv, dom):
+        """First look, decision, recovery, paused create, second look, resume."""
+        from vmceph import facts, safety
+        try:
+            state, reason = hv.state(dom.name, dom.uuid)
+        except virt.VirtError as e:
+            raise GenericError("libvirt: %s" % e) from None
+        if state == virt.CRASHED:
+            raise GenericError("domain %s crashed and libvirt keeps it (on_crash=preserve): "
+                               "its QEMU still has the images open; stop the resource "
+                               "(destroys it) before starting it again" % dom.name)
+        active = state in virt.ACTIVE_STATES
+        with facts.gather(ctx, dom, domain_active=active) as g:
+            verdict = safety.decide_start(g.facts)
+            ctx.log.info("start decision for %s: %s (%s)", dom.name, verdict.kind,
+                         verdict.summary())
+            _raise_for(verdict)
+            if verdict.recoveries:
+                facts.recover(ctx, g.session, verdict.recoveries)
+            if not active:
+                self._create(ctx, hv, dom, g, verdict)
+            elif state == virt.PAUSED and reason == virt.PAUSED_USER:
+                ctx.log.warning("domain %s is paused (by a start that did not finish, or "
+                                "by hand): left paused; 'virsh resume' it if it should "
+                                "run", dom.name)
 
     def _create(self, ctx, hv, dom, g, verdict):
         """Create the domain paused, check that its QEMU is the only writer of every
@@ -471,7 +509,7 @@ class RBDVirtualDomain:
                 raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
             check = self._verify_sole_writer(ctx, dom, g, verdict)
             if not check.ok:
-                raise GenericError("start of %s abandoned, the paused domain was destroyed "
+                raise (Contended if check.contended else GenericError)("start of %s abandoned, the paused domain was destroyed "
                                    "before any of its vCPUs ran: %s" % (dom.name,
                                                                        check.summary()))
             ctx.log.info("%s created paused; its QEMU is the only writer (%s)", dom.name,

@@ -33,6 +33,13 @@ def w(tmp_path, monkeypatch):
     world.close()
 
 
+@pytest.fixture(autouse=True)
+def quick_back_off(monkeypatch):
+    """The random pause of a start that backed off, shortened for the fakes."""
+    from vmceph import rbdvd
+    monkeypatch.setattr(rbdvd, "RACE_PAUSE_S", (0.0, 0.01))
+
+
 def events(w, *names):
     out = []
     for e in w.timeline:
@@ -83,12 +90,61 @@ def test_a_writer_that_appears_during_the_create_is_refused_and_named(w):
     w.node1.on_create = create_and_race
     assert w.start() == ocf.OCF_ERR_GENERIC
     c = racer["c"]
-    for part in (GUARDED[1], "node2", c.entity, c.addr, "destroyed before any of its vCPUs"):
+    # the start backed off, looked again, and then the first look refused the racer
+    for part in (GUARDED[1], "node2", c.entity, c.addr, "after backing off 1 time"):
         assert part in w.reason, (part, w.reason)
+    assert "destroyed before any of its vCPUs" in w.logfile.read_text()
+    assert len(w.node1.called("createXML")) == 1
     assert not w.node1.running("vm1")
     assert not w.node1.called("resume")
     assert w.node1.called("destroyFlags")
     assert generation.META_KEY not in w.ceph.image(GUARDED[0]).metadata
+
+
+def test_a_start_that_backed_off_starts_once_the_racer_has_backed_off_too(w):
+    """Both starters saw each other; node2's QEMU is gone by the time node1 looks again
+    (node2 backed off as well): node1's second attempt, whole, starts the domain."""
+    plain = w.node1.on_create
+    racer = {}
+
+    def create_and_race(g):
+        plain(g)
+        if "c" not in racer:   # only while the first create runs
+            racer["c"] = w.ceph.qemu_writes(GUARDED[1], NODE2, lock=False)
+    w.node1.on_create = create_and_race
+    orig_destroy = w.node1.on_stop
+
+    def destroyed(g):
+        orig_destroy(g)
+        if "c" in racer:       # node2 backs off at the same time
+            w.ceph.expire_watches(racer["c"].addr)
+    w.node1.on_stop = destroyed
+    assert w.start() == 0, w.reason
+    assert len(w.node1.called("createXML")) == 2
+    assert w.node1.running("vm1") and len(w.node1.called("resume")) == 1
+    log = w.logfile.read_text()
+    assert "looking again in" in log and "another writer appeared" in log
+
+
+def test_back_off_is_bounded_and_every_attempt_looks_again(w):
+    """A writer appears at every create: every attempt is destroyed unresumed, and the
+    start gives up after RACE_RETRIES looks again, with the contention as its reason."""
+    from vmceph import rbdvd
+    plain = w.node1.on_create
+    clients = []
+
+    def create_and_race(g):
+        plain(g)
+        clients.append(w.ceph.qemu_writes(GUARDED[1], NODE2, lock=False))
+        for c in clients[:-1]:           # the previous racer is gone, a new one comes
+            w.ceph.expire_watches(c.addr)
+    w.node1.on_create = create_and_race
+    w.node1.on_stop = lambda g, plain_stop=w.node1.on_stop: (
+        plain_stop(g), w.ceph.expire_watches(clients[-1].addr))
+    assert w.start() == ocf.OCF_ERR_GENERIC
+    assert len(w.node1.called("createXML")) == rbdvd.RACE_RETRIES + 1
+    assert not w.node1.called("resume") and not w.node1.running("vm1")
+    assert "another writer appeared" in w.reason
 
 
 def test_racing_starters_one_wins_and_the_loser_names_it(w):
@@ -105,7 +161,9 @@ def test_racing_starters_one_wins_and_the_loser_names_it(w):
     rc1 = w.start()
     assert seen["node2"][0] == 0, seen
     assert rc1 == ocf.OCF_ERR_GENERIC
-    assert "node2" in w.reason and "another writer appeared" in w.reason
+    # node1 backed off, looked again, and its first look refused node2's running QEMU
+    assert "node2" in w.reason and "after backing off 1 time" in w.reason
+    assert "another writer appeared" in w.logfile.read_text()
     assert w.node2.running("vm1") and not w.node1.running("vm1")
     assert not w.node1.called("resume") and w.node2.called("resume")
 
