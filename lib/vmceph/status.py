@@ -42,7 +42,9 @@ def parse_resources(xml_text):
         out.append({"id": r.get("id"), "agent": r.get("resource_agent"),
                     "role": r.get("role"), "active": r.get("active") == "true",
                     "failed": r.get("failed") == "true", "managed": r.get("managed") != "false",
-                    "nodes": [n.get("name") for n in r.iterfind("node")]})
+                    "nodes": [n.get("name") for n in r.iterfind("node")],
+                    # an action in flight (record-pending, Pacemaker's default): 'Migrating'
+                    "pending": r.get("pending")})
     return out
 
 
@@ -114,12 +116,17 @@ def judge(resource):
     [{addr, node, node_state}], error}]."""
     flags = []
     placed = resource.get("pacemaker_nodes") or []
+    # during a live migration both QEMUs have the images open: two writers are expected
+    # (crm_mon 2.1.5 shows it as the pending action, or as the role: either is taken)
+    migrating = any("migrat" in (resource.get(k) or "").lower() for k in ("pending", "role"))
     if len(placed) > 1:
         flags.append("Pacemaker has it active on several nodes: %s" % ", ".join(placed))
     for node, state in sorted((resource.get("libvirt") or {}).items()):
         if state is None:
             continue
         runs = state in RUNNING_LIBVIRT
+        if migrating:
+            continue      # the domain is on its way: either node may show it, or both
         if node in placed and not runs:
             flags.append("Pacemaker runs it on %s, libvirt there says %s" % (node, state))
         elif node not in placed and runs:
@@ -132,6 +139,8 @@ def judge(resource):
             flags.append("%s is written from %s, which is no known node's address"
                          % (img["spec"], addr))
         known = [n for n in nodes if n != "?"]
+        if migrating:
+            continue      # source, target or both write until Pacemaker records the move
         if len(nodes) > 1:
             flags.append("SPLIT BRAIN? %s has writers on %s" % (img["spec"], ", ".join(nodes)))
         elif known and not placed:
@@ -341,6 +350,7 @@ def _resource_row(src, r, prims, failures, nodes, owners, session, local):
     dom, note = _domain_of(config, session, src.log)
     row = {"id": r["id"], "domain": dom.name if dom else None, "config": config,
            "role": r["role"], "managed": r["managed"], "failed": r["failed"],
+           "pending": r.get("pending"),
            "pacemaker_nodes": r["nodes"], "libvirt": {}, "images": [], "note": note,
            "last_failure": (failures.get(r["id"]) or failures.get(base_id(r["id"])) or
                             [None])[0], "flags": []}
@@ -413,8 +423,9 @@ def render(view, colour=False):
             lines = [r["note"] or "-"]
         for line in lines:
             if first:
+                role = r.get("pending") or r["role"] or "-"
                 out.append("%-14s %-10s %-14s %-22s %s" % (
-                    r["id"], r["role"] or "-", ",".join(r["pacemaker_nodes"]) or "-", lv, line))
+                    r["id"], role, ",".join(r["pacemaker_nodes"]) or "-", lv, line))
                 first = False
             else:
                 out.append("%-14s %-10s %-14s %-22s %s" % ("", "", "", "", line))

@@ -135,6 +135,22 @@ def test_flag_libvirt_disagrees_with_pacemaker():
     assert status.judge(row(libvirt={"node1": None})) == []     # unknown is no mismatch
 
 
+def test_two_writers_during_a_live_migration_are_expected():
+    r = row(writers=[("10.0.0.1", "node1"), ("10.0.0.2", "node2")],
+            libvirt={"node1": "running", "node2": "paused"})
+    assert len(status.judge(r)) == 2
+    r["pending"] = "Migrating"
+    assert status.judge(r) == []
+    # the move done, Pacemaker not told yet: the writer on the target only, source shut off
+    r = row(writers=[("10.0.0.2", "node2")], libvirt={"node1": "shut off"})
+    assert len(status.judge(r)) == 2
+    r["role"] = "Migrating"
+    assert status.judge(r) == []
+    r["images"][0]["writers"].append({"addr": "10.9.9.9:0/1", "node": None})
+    assert status.judge(r) == ["rbd/vm1-d0 is written from 10.9.9.9:0/1, which is no known "
+                               "node's address"]
+
+
 def test_flag_active_on_several_nodes():
     assert "several nodes: node1, node2" in status.judge(row(placed=("node1", "node2")))[0]
 
@@ -290,7 +306,7 @@ IMAGE = {"spec": S, "exists": (B, N), "error": (S, N), "writers": [WRITER],
          "lock_holders": [HOLDER]}
 RESOURCE = {"id": S, "domain": (S, N), "config": (S, N), "role": (S, N), "managed": B,
             "failed": B, "pacemaker_nodes": [S], "libvirt": {S: (S, N)}, "images": [IMAGE],
-            "note": (S, N), "last_failure": (FAILURE, N), "flags": [S],
+            "note": (S, N), "last_failure": (FAILURE, N), "flags": [S], "pending": (S, N),
             "?libvirt_errors": {S: S}}
 NODE = {"name": S, "state": S, "health_ceph": (S, N), "addresses": [S]}
 SCHEMA = {"schema": I, "generated": S, "local_node": S,

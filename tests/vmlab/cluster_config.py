@@ -49,15 +49,20 @@ MGR_CAPS = 'profile rbd pool={pool}, allow command "pg ls-by-pool"'
 class ClusterConfig:
     """What configure() set up: {vm: [images]}, {vm: domain XML path}, the CIB work dir."""
 
-    def __init__(self, vms, configs, cib_dir, timings=None):
+    def __init__(self, vms, configs, cib_dir, timings=None, in_ceph=None):
         self.vms = vms
         self.configs = configs
         self.cib_dir = cib_dir
         self.timings = timings or {}
+        self.in_ceph = in_ceph or {}   # {vm: ceph:POOL/VM} of the VMs defined in Ceph
+
+    def config_param(self, vm):
+        """The resource's config: the definition in Ceph, else the XML file."""
+        return self.in_ceph.get(vm) or self.configs[vm]
 
     def to_json(self):
         return {"vms": self.vms, "configs": self.configs, "cib_dir": self.cib_dir,
-                "timings": self.timings}
+                "timings": self.timings, "in_ceph": self.in_ceph}
 
     @classmethod
     def load(cls, lab):
@@ -68,7 +73,8 @@ class ClusterConfig:
         except (OSError, ValueError):
             raise LabError(f"lab {lab.name} is not configured ({path} missing): run "
                            "`python3 -m vmlab configure`") from None
-        return cls(doc["vms"], doc["configs"], doc["cib_dir"], doc.get("timings"))
+        return cls(doc["vms"], doc["configs"], doc["cib_dir"], doc.get("timings"),
+                   doc.get("in_ceph"))
 
     @property
     def images(self):
@@ -105,8 +111,8 @@ def adaptations(lab, cfg):
                   "ignore ACPI shutdown (each stop would wait 60 s before destroying). "
                   "ceph_keyring is not needed: librados finds "
                   "/etc/ceph/ceph.client.vmceph.keyring on its default search path.",
-                  [f"{p} resource update {vm} config={q(path)} force_stop=true"
-                   for vm, path in cfg.configs.items()]))
+                  [f"{p} resource update {vm} config={q(cfg.config_param(vm))} force_stop=true"
+                   for vm in cfg.configs]))
     return steps
 
 
@@ -135,10 +141,13 @@ def check_lab(lab):
                        f"this lab has {', '.join(names)} (up --nodes 3 --node-prefix node)")
 
 
-def configure(lab, vms=None, wait=True, timeout=120):
+def configure(lab, vms=None, wait=True, timeout=120, ceph_defined=()):
     """Apply cib-examples/pcs.sh plus the lab adaptations to the lab's live cluster.
     Returns the ClusterConfig; with wait, returns once every VM runs and every node's
-    #health-ceph is green."""
+    #health-ceph is green. The VMs named in ``ceph_defined`` get their definition stored
+    in Ceph (`vmceph config put`, docs/definitions.md) and config=ceph:POOL/VM; their XML
+    file is still written (vmceph check and the scenarios' `virsh create` read it), the
+    agent never reads it."""
     check_lab(lab)
     log, t_all = lab.log, time.monotonic()
     timings = {}
@@ -160,6 +169,12 @@ def configure(lab, vms=None, wait=True, timeout=120):
         f"{{ rbd info {lab.pool}/{img} >/dev/null 2>&1 || "
         f"rbd create {lab.pool}/{img} --size {IMAGE_MB}M; }}" for img in cfg.images)
     lab.run(1, ["sh", "-c", create], timeout=120)
+    lib = os.path.join(lab.project_root, "lib")
+    for vm in ceph_defined:
+        lab.run(1, ["/usr/bin/python3", "-m", "vmceph", "config", "put",
+                    f"ceph:{lab.pool}/{vm}", configs[vm], "-m", "lab configure"],
+                env={"PYTHONPATH": lib}, timeout=90)
+        cfg.in_ceph[vm] = f"ceph:{lab.pool}/{vm}"
     timings["images_caps_s"] = round(time.monotonic() - t0, 1)
     log(f"configure: {len(cfg.images)} RBD images, domain XML in {vm_dir}, mgr caps "
         f"'{caps}' ({timings['images_caps_s']}s)")
