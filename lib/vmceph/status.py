@@ -397,6 +397,17 @@ class _Paint:
         return "\033[%sm%s\033[0m" % (code, text)
 
 
+def _table(rows):
+    """Lines of ``rows`` (lists of cells; a cell is text or (text, colour)) in columns as
+    wide as their widest cell; colour is applied after padding so columns stay aligned."""
+    widths = {}
+    for row in rows:
+        for k, cell in enumerate(row[:-1]):
+            text = cell[0] if isinstance(cell, tuple) else cell
+            widths[k] = max(widths.get(k, 0), len(text))
+    return rows, widths
+
+
 def render(view, colour=False):
     c = _Paint(colour)
     out = []
@@ -407,43 +418,46 @@ def render(view, colour=False):
         view["local_node"], view["generated"], pm,
         ceph if view["ceph"]["ok"] else c(ceph, "red")))
     out.append("")
-    out.append("%-14s %-10s %-14s %-22s %s" % ("RESOURCE", "ROLE", "PACEMAKER ON", "LIBVIRT",
-                                               "IMAGES: WRITERS"))
+    rows = [["RESOURCE", "ROLE", "PACEMAKER ON", "LIBVIRT", "IMAGES: WRITERS"]]
+    notes = {}          # row index -> lines printed under it (failure, mismatches)
     for r in view["resources"]:
         lv = ", ".join("%s=%s" % (n, s or "?") for n, s in sorted(r["libvirt"].items())) or "-"
-        imgs = r["images"] or []
-        first = True
         lines = []
-        for img in imgs:
+        for img in r["images"] or []:
             ws = ", ".join("%s@%s" % (w["entity"], w["node"] or w["addr"])
                            for w in img["writers"]) or ("error: " + img["error"]
                                                         if img.get("error") else "no writer")
             lines.append("%s: %s" % (img["spec"], ws))
         if not lines:
             lines = [r["note"] or "-"]
-        for line in lines:
-            if first:
-                role = r.get("pending") or r["role"] or "-"
-                out.append("%-14s %-10s %-14s %-22s %s" % (
-                    r["id"], role, ",".join(r["pacemaker_nodes"]) or "-", lv, line))
-                first = False
-            else:
-                out.append("%-14s %-10s %-14s %-22s %s" % ("", "", "", "", line))
+        role = r.get("pending") or r["role"] or "-"
+        rows.append([r["id"], role, ",".join(r["pacemaker_nodes"]) or "-", lv, lines[0]])
+        rows += [["", "", "", "", line] for line in lines[1:]]
+        extra = []
         lf = r.get("last_failure")
         if lf:
-            out.append("%-14s last failure: %s on %s (rc %s, %s): %s" % (
-                "", lf["task"], lf["node"], lf["exitcode"], lf["when"],
+            extra.append("last failure: %s on %s (rc %s, %s): %s" % (
+                lf["task"], lf["node"], lf["exitcode"], lf["when"],
                 lf["exitreason"] or lf["exitstatus"] or "-"))
-        for f in r["flags"]:
-            out.append("%-14s %s" % ("", c("MISMATCH: " + f, "red")))
+        extra += [c("MISMATCH: " + f, "red") for f in r["flags"]]
+        notes[len(rows) - 1] = extra
+    _, widths = _table(rows)
+    for k, row in enumerate(rows):
+        out.append(" ".join(cell.ljust(widths[j]) if j < len(row) - 1 else cell
+                            for j, cell in enumerate(row)).rstrip())
+        out += ["  " + x for x in notes.get(k, [])]
     out.append("")
-    out.append("%-14s %-12s %-14s %s" % ("NODE", "STATE", "#HEALTH-CEPH", "CEPH ADDRESSES"))
+    rows = [["NODE", "STATE", "#HEALTH-CEPH", "CEPH ADDRESSES"]]
     for n in view["nodes"]:
-        h = n["health_ceph"] or "-"
-        hc = {"green": "green", "red": "red", "yellow": "yellow"}.get(h)
-        out.append("%-14s %-12s %-14s %s" % (n["name"], n["state"],
-                                            c(h, hc) if hc else h,
-                                            " ".join(n["addresses"]) or "-"))
+        rows.append([n["name"], n["state"], n["health_ceph"] or "-",
+                     " ".join(n["addresses"]) or "-"])
+    _, widths = _table(rows)
+    for k, row in enumerate(rows):
+        cells = [cell.ljust(widths[j]) if j < len(row) - 1 else cell
+                 for j, cell in enumerate(row)]
+        if k and row[2] in ("green", "red", "yellow"):
+            cells[2] = c(cells[2], row[2])
+        out.append(" ".join(cells).rstrip())
     for f in view["flags"]:
         out.append(c("! " + f, "red"))
     return "\n".join(out) + "\n"
