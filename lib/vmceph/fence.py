@@ -56,7 +56,7 @@ import json
 import time
 
 from vmceph import bounded
-from vmceph.ceph import CephError, CephUnavailable, CephPermission  # noqa: F401 (re-export)
+from vmceph.ceph import CephError, CephPermission, CephUnavailable
 from vmceph.safety import ip_of
 
 RECORD_PREFIX = "vmceph/fence/"

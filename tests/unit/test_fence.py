@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from vmceph import fence
-from vmceph.ceph import CephPermission, CephUnavailable, CephSession
+from vmceph.ceph import CephPermission, CephUnavailable
 from vmceph.fence import FenceError, Fencer
 
 ROOT = Path(__file__).resolve().parents[2]
