@@ -806,7 +806,10 @@ _LEVELS = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "err": 3, "crit": 2
 class Log:
     """A logger with resource-agents' conventions.
 
-    - stderr, always: pacemaker-execd records an agent's stderr in its own log;
+    - stderr only when neither HA_LOGFACILITY nor HA_LOGFILE is set, as ha_log does
+      (pacemaker-execd sets them and would otherwise log every line twice), or when the
+      log file cannot be used and there is no syslog; "none" counts as no facility (the
+      lines would be lost otherwise). The exit reason always goes to stderr;
     - HA_LOGFILE: appended to, in ha_log's format; HA_DEBUGLOG gets debug lines too; a
       path that is not a regular file is ignored with a warning (a FIFO would block);
     - HA_LOGFACILITY: syslog facility (unset, empty or "none" = no syslog);
@@ -826,6 +829,7 @@ class Log:
         self.facility = None if facility in ("", "none") else facility
         self._syslog = None
         self._fds = {}
+        self.to_stream = self.facility is None and self.logfile is None
 
     def _file(self, path, variable):
         if path not in self._fds:
@@ -847,7 +851,10 @@ class Log:
         if level == "debug" and not self.debug_enabled:
             return
         line = "%s: %s: %s" % (self.tag, level.upper(), escape(msg))
-        self._write_stream(line)
+        if self.to_stream:
+            self._write_stream(line)
+        elif self.facility is None and self._file(self.logfile, "HA_LOGFILE") is None:
+            self._write_stream(line)  # nowhere else to go
         stamp = None
         for path, variable in ((self.logfile, "HA_LOGFILE"),
                                (self.debuglog if level == "debug" else None, "HA_DEBUGLOG")):

@@ -472,10 +472,28 @@ def test_unexpected_exception_is_generic_error_with_traceback_logged(tmp_path):
     assert rc == ocf.OCF_ERR_GENERIC
     assert _reasons(err) == ["internal error in Buggy start (traceback in the cluster log); "
                              "please report it"]
-    assert "Traceback (most recent call last):" in err
-    assert "KeyError: 'no such key'" in err
+    # HA_LOGFILE set: the log lines go there, not to stderr too (ha_log's rule)
+    assert err.splitlines() == ["ocf-exit-reason:" + _reasons(err)[0]]
     logged = logfile.read_text()
     assert "ERR: Traceback" in logged and "KeyError" in logged
+    rc, _, err = _run(_Buggy(), ["Buggy", "start"], {})
+    assert "Traceback (most recent call last):" in err and "KeyError: 'no such key'" in err
+
+
+@pytest.mark.parametrize("env,on_stderr", [
+    ({}, True),
+    ({"HA_LOGFACILITY": "none"}, True),       # no syslog: stderr is all there is
+    ({"HA_LOGFACILITY": "daemon"}, False),
+    ({"HA_LOGFILE": "LOG"}, False),
+    ({"HA_LOGFILE": "/dev/null"}, True),      # not a regular file: ignored, stderr instead
+])
+def test_log_goes_to_stderr_only_without_facility_or_logfile(tmp_path, monkeypatch, env,
+                                                             on_stderr):
+    monkeypatch.setitem(sys.modules, "syslog", _Syslog())
+    env = {k: v.replace("LOG", str(tmp_path / "ha.log")) for k, v in env.items()}
+    s = io.StringIO()
+    Log("T", env, s).info("hello")
+    assert ("INFO: hello" in s.getvalue()) == on_stderr
 
 
 def test_expected_error_gives_its_code_and_a_one_line_reason():
