@@ -185,7 +185,7 @@ class RBDVirtualDomain:
             # cheap checks here (the depth-0 monitor runs every few seconds).
             p.config
             p.hypervisor
-            _check_transports(p)
+            _check_transports(p, ("hypervisor",))
             recurring = ctx.action != "stop" and not ctx.is_probe
             if recurring and p.monitor_scripts:
                 p.checked("monitor_scripts")
@@ -1114,20 +1114,23 @@ def _write_keeping(path, text, st=None, secret=False):
                 pass
 
 
-def _check_transports(p):
+def _check_transports(p, names=("hypervisor", "remoteuri", "migration_transport")):
     """libvirt's 'ext' transport runs the URI's command= program at every connection
-    (every probe and stop): refused unless allow_ext_transport is set (issue 16)."""
+    (every probe and stop): refused unless allow_ext_transport is set (issue 16). Monitor
+    and stop check only the URI they connect to (``names``)."""
     if p.allow_ext_transport:
         return
-    for name in ("hypervisor", "remoteuri"):
+    for name in names:
+        if name == "migration_transport":
+            if p.migration_transport == "ext":
+                raise ConfigError("parameter migration_transport=ext runs a program at every "
+                                  "connection; set allow_ext_transport=true to allow it")
+            continue
         uri = getattr(p, name) or ""
         if uri.partition("://")[0].partition("+")[2] == "ext":
             raise ConfigError("parameter %s=%s uses libvirt's ext transport, which runs a "
                               "program at every connection; set allow_ext_transport=true to "
                               "allow it" % (name, ocf.shown(uri)))
-    if p.migration_transport == "ext":
-        raise ConfigError("parameter migration_transport=ext runs a program at every "
-                          "connection; set allow_ext_transport=true to allow it")
 
 
 def _check_uuid(config, dom):
@@ -1147,7 +1150,7 @@ def lenient_hypervisor(ctx):
     default = SPEC.param_index["hypervisor"].default
     try:
         uri = ctx.params.hypervisor
-        _check_transports(ctx.params)
+        _check_transports(ctx.params, ("hypervisor",))
     except OCFError:
         return default
     return uri or default

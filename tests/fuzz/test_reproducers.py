@@ -141,6 +141,12 @@ CASES = [
     ("ext-probe", RBD, "monitor",
      lambda w: {"hypervisor": "test+ext:///default?command=/usr/bin/touch%20" + w.marker}, 7,
      None),
+    # the monitor checks the URI it connects to, not the migration's
+    ("remoteuri-ext-recurring-monitor", RBD, "monitor",
+     lambda w: dict(RECURRING, remoteuri="qemu+ext://%n/system?command=/bin/true"), 7, None),
+    ("remoteuri-ext-stop-running", RBD, "stop",
+     lambda w: {"remoteuri": "qemu+ext://%n/system?command=/bin/true",
+                "config": w.dom_running}, 0, None),
     ("remoteuri-ext", RBD, "validate-all",
      lambda w: {"remoteuri": "qemu+ext://%n/system?command=/bin/true"}, 6, "remoteuri"),
     ("ext-allowed-parses", RBD, "validate-all",

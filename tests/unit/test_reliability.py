@@ -362,3 +362,22 @@ def test_cli_non_utf8_user_refused(capsys):
 def test_errno_names_used_in_messages_exist():
     # the messages rely on strerror for ELOOP/ENOTDIR (no errno module names shown)
     assert os.strerror(errno.ELOOP) and stat.S_ISFIFO
+
+
+@pytest.mark.parametrize("env,uri", [
+    ({"OCF_RESKEY_hypervisor": "test:///default"}, "test:///default"),
+    ({"OCF_RESKEY_hypervisor": "test:///default",
+      "OCF_RESKEY_remoteuri": "qemu+ext://%n/system?command=/bin/true"}, "test:///default"),
+    ({"OCF_RESKEY_hypervisor": "qemu+ext:///system?command=/bin/true"}, "qemu:///system"),
+    ({"OCF_RESKEY_hypervisor": "qemu+ext:///system?command=/bin/true",
+      "OCF_RESKEY_allow_ext_transport": "true"}, "qemu+ext:///system?command=/bin/true"),
+    ({"OCF_RESKEY_hypervisor": "test:///def\udcffault"}, "qemu:///system"),
+    ({}, "qemu:///system"),
+])
+def test_stop_connects_to_the_configured_uri_only_when_it_is_safe(env, uri):
+    from vmceph.rbdvd import lenient_hypervisor
+    from vmceph.rbdvd_params import SPEC
+
+    class Ctx:
+        params = ocf.Params(SPEC, env)
+    assert lenient_hypervisor(Ctx()) == uri
