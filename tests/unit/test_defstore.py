@@ -18,8 +18,8 @@ import pytest
 rados = pytest.importorskip("rados", reason="Debian's python3-rados (run with /usr/bin/python3)")
 
 from vmceph import defstore  # noqa: E402
-from vmceph.defstore import (Conflict, DefRef, InvalidDefinition, Store, check_definition,  # noqa: E402
-                             parse_uri, ref_of)
+from vmceph.defstore import (Conflict, DefRef, InvalidDefinition, Store,  # noqa: E402
+                             check_definition, parse_uri, ref_of)
 
 XML = """<domain type='kvm'>
   <name>%(name)s</name>

@@ -14,6 +14,7 @@ throw-away three-node lab, with a timeline of what happened and how long each st
 An invariant checker watches every guarded image all along (never two writers, no VM lost).
 """
 
+import os
 import signal
 import sys
 import time
@@ -103,8 +104,10 @@ def _play(lab, tl, lease, box):
         lab.up()
         ips = ", ".join(lab.node_ip(i) for i in lab.indexes)
         tl.detail(f"state in {lab.state_dir}; nodes {ips}")
-    with tl.step("configure the cluster from cib-examples/pcs.sh (+ lab adaptations)"):
-        cfg = cluster_config.configure(lab)
+    with tl.step("configure the cluster from cib-examples/pcs.sh (+ lab adaptations); vm1's "
+                 "definition is kept in Ceph"):
+        cfg = cluster_config.configure(lab, ceph_defined=("vm1",))
+        tl.detail(f"vm1: config={cfg.in_ceph['vm1']} (vmceph config put; docs/definitions.md)")
         t = cfg.timings
         tl.detail(f"pcs.sh {t['pcs_sh_s']}s, adaptations {t['adapt_s']}s "
                   f"({cfg.cib_dir}/adapt.sh), push -> VMs up and green {t.get('settle_s')}s")
@@ -121,6 +124,7 @@ def _play(lab, tl, lease, box):
         for image, node, client, addr in r["writers"]:
             tl.detail(f"  {image:16} written by {client} at {addr} = {node}")
         tl.detail("  decisions: " + ", ".join(f"{vm} {d}" for vm, d in r["decisions"].items()))
+        _status(lab, tl, lab.first_alive())
 
     names = [lab.node_name(i) for i in lab.indexes]
     source = r["placement"]["vm1"]
@@ -138,6 +142,7 @@ def _play(lab, tl, lease, box):
     with tl.step(f"crash {target} (runs vm1 and {_others(story, target, 'vm1')})"):
         c = story.crash(victim)
         _report_failure(tl, c, "crash")
+        _status(lab, tl, lab.first_alive())
 
     with tl.step(f"{target} boots again and rejoins"):
         j = story.rejoin(victim)
@@ -158,6 +163,16 @@ def _play(lab, tl, lease, box):
                   f"Pacemaker online {j['online_s']:.1f}s, #health-ceph green {j['green_s']:.1f}s")
         tl.detail("VMs: " + ", ".join(f"{vm} on {n[0]}" for vm, n in j["where"].items() if n))
     return checker
+
+
+def _status(lab, tl, i):
+    """`vmceph status` (docs/status.md) inside node i, as an administrator would run it."""
+    lib = os.path.join(lab.project_root, "lib")
+    p = lab.run(i, ["/usr/bin/python3", "-m", "vmceph", "status"], env={"PYTHONPATH": lib},
+                timeout=90, check=False)
+    tl.detail(f"vmceph status on {lab.node_name(i)}:")
+    for line in (p.stdout or p.stderr).rstrip().splitlines():
+        tl.detail("  " + line)
 
 
 def _others(story, node, vm):
