@@ -223,3 +223,36 @@ def test_partition_fenced_through_ceph_alone(cluster, story, ceph_fence, figure)
         print(story.rejoin(victim, heal=True))
     finally:
         set_levels(lab, False)
+
+
+def test_automatic_unfencing_when_the_node_rejoins(cluster, story, ceph_fence, figure):
+    """fence_vmceph as level 1 with meta provides=unfencing (the docs' level-1 setup):
+    adding it restarts no VM, a crashed node is fenced through Ceph, and when it boots
+    again Pacemaker unfences it by itself (fence_vmceph on) before running anything there:
+    the host-wide entry is gone without stonith_admin --unfence."""
+    lab = cluster.lab
+    mark = len(cluster.checker.violations)
+    pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=unfencing")
+    set_levels(lab, True)
+    try:
+        story.settle()
+        assert cluster.checker.since(mark) == []
+        victim = non_leader_with_a_vm(lab, story)
+        name, ip = lab.node_name(victim), lab.node_ip(victim)
+        story.settle()
+        r = story.crash(victim, timeout=180)
+        print(r)
+        survivor = next(i for i in lab.indexes if i != victim and lab.alive(i))
+        assert "%s:0/0" % ip in lab.ceph(survivor, "osd", "blocklist", "ls")
+        assert r["violations"] == [], r["violations"]
+        t0 = time.monotonic()
+        rj = story.rejoin(victim)
+        print(rj)
+        assert "%s:0/0" % ip not in lab.ceph(survivor, "osd", "blocklist", "ls")
+        events = fence_events(lab, name, survivor)
+        print(events)
+        assert any(e.get("action") == "on" and e.get("status") == "success" for e in events)
+        figure("automatic unfencing: boot -> green (s)", round(time.monotonic() - t0, 1))
+    finally:
+        set_levels(lab, False)
+        pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
