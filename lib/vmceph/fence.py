@@ -63,8 +63,6 @@ RECORD_PREFIX = "vmceph/fence/"
 # Entries must outlive any stale client: an expired entry gives it its access back.
 # Ten years, in seconds (the monitors accept any float).
 EXPIRE_S = 315360000.0
-# entity types of Ceph daemons: never a client instance to fence
-DAEMON_TYPES = ("mon", "osd", "mgr", "mds")
 
 
 class FenceError(Exception):
@@ -127,8 +125,7 @@ def session_instance(s):
     if s.get("con_type") != "client":
         return None
     entity = s.get("entity_name") or ""
-    etype = entity.split(".", 1)[0]
-    if etype != "client" or etype in DAEMON_TYPES:
+    if entity.split(".", 1)[0] != "client":     # mgr.*, osd.*, mds.*, "" (a mon peer)
         return None
     vec = ((s.get("addrs") or {}).get("addrvec") or [])
     for a in vec:
