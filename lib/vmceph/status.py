@@ -77,12 +77,15 @@ def parse_failures(xml_text):
 
 
 def _when(text):
-    """Seconds of Pacemaker's 'Tue Dec  1 15:41:18 2026' (2.1.5), 0 if it is not that."""
+    """Seconds of a Pacemaker time: 'Tue Dec  1 15:41:18 2026' (node history) or
+    '2026-12-01 16:29:01Z' (failures, 2.1.5 in the lab); 0 if neither."""
     import calendar
-    try:
-        return calendar.timegm(time.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y"))
-    except ValueError:
-        return 0
+    for fmt in ("%a %b %d %H:%M:%S %Y", "%Y-%m-%d %H:%M:%SZ"):
+        try:
+            return calendar.timegm(time.strptime(" ".join(text.split()), fmt))
+        except ValueError:
+            continue
+    return 0
 
 
 def parse_primitives(xml_text):
@@ -119,7 +122,7 @@ def judge(resource):
     # during a live migration both QEMUs have the images open: two writers are expected
     # (crm_mon 2.1.5 shows it as the pending action, or as the role: either is taken)
     migrating = any("migrat" in (resource.get(k) or "").lower() for k in ("pending", "role"))
-    if len(placed) > 1:
+    if len(placed) > 1 and not migrating:   # migrate_from done: source and target, briefly
         flags.append("Pacemaker has it active on several nodes: %s" % ", ".join(placed))
     for node, state in sorted((resource.get("libvirt") or {}).items()):
         if state is None:

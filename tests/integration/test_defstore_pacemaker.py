@@ -202,3 +202,39 @@ def test_import_switches_a_running_resource_to_ceph_without_restart(pcmk):
         "vm2's QEMU was restarted"
     row = pcmk.row(pcmk.status(i), "vm2")
     assert row["config"] == "ceph:%s/vm2" % lab.pool and row["flags"] == [], row
+
+
+def test_explain_tells_why_a_start_was_refused(pcmk):
+    """vm3 started by hand on one node, Pacemaker (banned from that node) fails to start
+    it elsewhere: explain names the last failure, its exit reason, and the decision now."""
+    lab, story = pcmk.lab, pcmk.story
+    story.settle()
+    writer_i = story.index(story.where()["vm2"][0])
+    writer = lab.node_name(writer_i)
+    pcmk.checker.expect_down("vm3")
+    story.set_target_role("vm3", "Stopped")
+    lab.run(1, ["crm_resource", "--ban", "-r", "vm3", "-N", writer], timeout=30)
+    lab.virsh(writer_i, "create", pcmk.cfg.configs["vm3"])
+    try:
+        lab.guest_write(writer_i, "vm3")
+        lab.run(1, ["crm_resource", "-r", "vm3", "--meta", "-p", "target-role", "-v",
+                    "Started"], timeout=30)
+        from vmlab.util import wait_until
+        wait_until(lambda: any(r == "vm3" and op == "start" for r, op, _, _ in
+                               story.failures()), timeout=90, interval=0.5,
+                   what="vm3's start refused")
+        other = next(i for i in lab.indexes if i != writer_i and lab.alive(i))
+        r = pcmk.vmceph(other, "explain", "vm3")
+        print("\n--- vmceph explain vm3:\n" + r.stdout + r.stderr)
+        assert r.returncode == 0, r
+        assert "last failure: start on node" in r.stdout
+        assert "exit reason:" in r.stdout and "rbd/vm3-disk0" in r.stdout
+        assert "would be: REFUSE" in r.stdout and writer in r.stdout
+        j = json.loads(pcmk.vmceph(other, "explain", "vm3", "--json").stdout)
+        assert j["now"]["may_start"] is False and j["last_failure"]["task"] == "start"
+    finally:
+        lab.run(writer_i, ["virsh", "-c", "qemu:///system", "destroy", "vm3"], check=False)
+        lab.run(1, ["crm_resource", "--clear", "-r", "vm3"], timeout=30)
+        lab.run(1, ["crm_resource", "--cleanup", "-r", "vm3"], timeout=60)
+    story.settle()
+    pcmk.checker.expect_down("vm3", down=False)

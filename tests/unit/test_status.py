@@ -153,6 +153,14 @@ def test_two_writers_during_a_live_migration_are_expected():
 
 def test_flag_active_on_several_nodes():
     assert "several nodes: node1, node2" in status.judge(row(placed=("node1", "node2")))[0]
+    r = row(placed=("node2", "node1"), writers=[("10.0.0.2", "node2")])
+    r["role"] = "Migrating"        # migrate_from done, the source not stopped yet (lab)
+    assert status.judge(r) == []
+
+
+def test_failure_times_of_both_formats_order_newest_first():
+    assert status._when("2026-12-01 16:29:01Z") - status._when("Tue Dec  1 16:28:01 2026") \
+        == 60
 
 
 def test_unhealthy_node_is_flagged():
