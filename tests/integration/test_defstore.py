@@ -217,3 +217,40 @@ def test_probe_and_stop_with_ceph_unreachable_use_the_local_copy(lab, cvm):
         assert r.rc == OCF_NOT_RUNNING, r
     finally:
         lab.heal(2)
+
+
+def editor(lab, i, path, command):
+    """An 'editor' inside node i: a script run with the file as its argument."""
+    lab.run(i, ["sh", "-c", "cat > %s && chmod +x %s" % (path, path)],
+            input="#!/bin/sh\n%s\n" % command)
+
+
+def test_config_edit_stores_the_editors_result_and_keeps_it_on_conflict(lab, cvm):
+    assert cvm.put(1, cvm.xml).returncode == 0
+    # an "editor" that changes the memory (EDITOR is run with the file as its argument)
+    editor(lab, 2, "/run/ed.sh", "sed -i \"s/MiB'>64</MiB'>80</\" \"$1\"")
+    r = vmceph(lab, 2, "config", "edit", cvm.uri, "-m", "edited", *ceph_args(lab),
+               env={"EDITOR": "/run/ed.sh"})
+    assert r.returncode == 0 and "version 2 stored" in r.stdout, r
+    g = vmceph(lab, 1, "config", "get", cvm.uri, *ceph_args(lab))
+    assert "<memory unit='MiB'>80</memory>" in g.stdout
+    lg = vmceph(lab, 3, "config", "log", cvm.uri, *ceph_args(lab))
+    assert lg.stdout.splitlines()[0].startswith("v2") and "edited" in lg.stdout
+    # an editor that is slow while someone else stores a version: the edit is refused
+    # with status 3 and the edited text is kept
+    editor(lab, 2, "/run/slow.sh", "sleep 4; sed -i \"s/MiB'>80</MiB'>88</\" \"$1\"")
+    import threading
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=vmceph(
+        lab, 2, "config", "edit", cvm.uri, *ceph_args(lab), env={"EDITOR": "/run/slow.sh"})))
+    t.start()
+    time.sleep(1.5)
+    assert cvm.put(3, cvm.xml.replace("MiB'>64<", "MiB'>72<"), "-m", "meanwhile").returncode == 0
+    t.join()
+    r = box["r"]
+    assert r.returncode == 3 and "changed meanwhile" in r.stderr, r
+    assert "your edited text is kept in" in r.stderr
+    kept = r.stderr.rsplit("kept in ", 1)[1].strip()
+    assert "<memory unit='MiB'>88</memory>" in lab.run(2, ["cat", kept]).stdout
+    g = vmceph(lab, 1, "config", "get", cvm.uri, *ceph_args(lab))
+    assert "<memory unit='MiB'>72</memory>" in g.stdout
