@@ -452,7 +452,9 @@ def cache_path(environ, ref):
     before a reboot could only be stale."""
     from vmceph import ocf
     base = ocf.state_dirs(environ)[0]
-    name = ocf.state_file_name("", "_".join(filter(None, (ref.pool, ref.namespace,
+    # ',' never appears in a part (_check_part): pool 'a_b' + 'c' and pool 'a', namespace
+    # 'b', 'c' must not share a file
+    name = ocf.state_file_name("", ",".join(filter(None, (ref.pool, ref.namespace,
                                                           ref.name))), ".xml")
     return os.path.join(base, CACHE_DIR_NAME, name)
 

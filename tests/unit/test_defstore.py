@@ -374,6 +374,8 @@ def test_local_copy_in_the_state_directory(tmp_path):
     assert defstore.cache_read(env, REF) == xml(mem=512)
     other = DefRef("rbd", "t", "vm1")
     assert defstore.cache_path(env, other) != defstore.cache_path(env, REF)
+    assert defstore.cache_path(env, DefRef("a_b", None, "c")) != \
+        defstore.cache_path(env, DefRef("a", "b", "c"))
 
 
 def test_fetch_reads_the_current_version():
