@@ -120,6 +120,20 @@ def identify(ctx, allow_config=True):
 
 
 _XML_READ = [None]   # (weakref to ctx, config, fresh, bytes) of this process's action
+_XML_ERRORS = None   # (Unreadable, NoCopy), made at the first read
+
+
+def _xml_errors():
+    """DomainXMLError's kinds for a definition in Ceph (domxml imported lazily): Ceph
+    cannot be asked (the cluster's state: generic), this node has no copy (installed)."""
+    from vmceph.domxml import DomainXMLError
+
+    class Unreadable(DomainXMLError):
+        pass
+
+    class NoCopy(DomainXMLError):
+        pass
+    return Unreadable, NoCopy
 
 
 def domain_xml(ctx, fresh=False):
@@ -133,6 +147,9 @@ def domain_xml(ctx, fresh=False):
     action reads it once: later calls of the same action return the same bytes."""
     from vmceph import defstore
     from vmceph.domxml import DomainXMLError, read_domain_file
+    global _XML_ERRORS
+    if _XML_ERRORS is None:
+        _XML_ERRORS = _xml_errors()
     config = ctx.params.raw("config") or ""
     last = _XML_READ[0]
     if last is not None and last[0]() is ctx and last[1] == config and (last[2] or not fresh):
@@ -146,7 +163,7 @@ def domain_xml(ctx, fresh=False):
     elif not fresh:
         data = defstore.cache_read(ctx.env, ref)
         if data is None:
-            raise DomainXMLError("definition %s: this node has no local copy (it is made "
+            raise _XML_ERRORS[1]("definition %s: this node has no local copy (it is made "
                                  "when the domain starts or migrates here)" % ref.uri)
     else:
         p = _LenientParams(ctx)
@@ -154,7 +171,7 @@ def domain_xml(ctx, fresh=False):
             data, entry = defstore.fetch(ref, p.get("ceph_conf"), p.get("ceph_user"),
                                          p.get("ceph_keyring"), ctx.deadline, ctx.log)
         except defstore.DefError as e:
-            raise DomainXMLError("definition %s cannot be read from Ceph: %s" % (ref.uri, e)
+            raise _XML_ERRORS[0]("definition %s cannot be read from Ceph: %s" % (ref.uri, e)
                                  ) from None
         ctx.log.info("definition %s: version %d (stored by %s at %s)", ref.uri,
                      entry["version"], entry["who"], entry["when"])
@@ -278,9 +295,10 @@ class RBDVirtualDomain:
             dom = parse_domain(domain_xml(ctx, fresh=fresh),
                                source="domain configuration %s" % config)
         except DomainXMLError as e:
-            from vmceph.defstore import is_uri
-            if is_uri(config) and "cannot be read from Ceph" in str(e):
+            if _XML_ERRORS is not None and isinstance(e, _XML_ERRORS[0]):
                 raise GenericError(str(e)) from None    # Ceph's state, not the value's
+            if _XML_ERRORS is not None and isinstance(e, _XML_ERRORS[1]):
+                raise InstalledError(str(e)) from None  # this node's lack
             raise ConfigError(str(e)) from None
         if resolve:
             dom = self._resolve_disks(ctx, dom)

@@ -615,3 +615,12 @@ def test_cli_import_prints_the_switch_without_restart(cli):
     assert "already stored, identical" in cli("config", "import", f1, "--pool", "rbd")[1]
     f2 = write(cli.tmp, "vm1b.xml", xml(mem=999))
     assert cli("config", "import", f2, "--pool", "rbd")[0] == 3
+
+
+def test_deep_monitor_without_local_copy_says_this_node_lacks_it(d):
+    d.put(fakes.domain_xml(), 0)
+    assert d.w.start() == 0, d.w.err
+    os.unlink(defstore.cache_path({"HA_RSCTMP": str(d.w.tmp / "rsctmp")}, REF))
+    assert d.w.run("monitor", interval=10000) == 0, d.w.err       # depth 0: the state
+    assert d.w.run("monitor", interval=10000, depth=20) == 5
+    assert "this node has no local copy" in d.w.reason
