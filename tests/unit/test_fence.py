@@ -507,3 +507,18 @@ def test_unreachable_ceph_fails_fast_with_a_reason(tmp_path):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "cannot reach Ceph" in p.stderr
     assert took < 15, took
+
+
+@needs_fencing
+def test_man_page_is_made_from_the_metadata(tmp_path):
+    out = tmp_path / "fence_vmceph.8"
+    p = subprocess.run([sys.executable, str(ROOT / "packaging" / "fence2man.py"), "-o", str(out),
+                        "--see-also", "stonith_admin(8)", str(AGENT)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    page = out.read_text()
+    assert page.startswith('.TH "FENCE_VMCEPH" "8"')
+    for section in ("NAME", "DESCRIPTION", "PARAMETERS", "ACTIONS", "STDIN PARAMETERS"):
+        assert ".SH %s" % section in page
+    for option in ("ceph\\-user", "node\\-addresses", "mark\\-osds\\-down", "ceph\\-timeout"):
+        assert option in page, option
