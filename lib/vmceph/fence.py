@@ -192,8 +192,10 @@ class _Job:
         return self._box.get("value")
 
 
-class Fencer:
-    """off/on/status of one node against one CephSession (connected)."""
+class NodeFencer:
+    """off/on/status of one node against one CephSession (connected). Not
+    vmceph.fencing.Fencer: that one blocklists the *instances* holding a VM's images and
+    breaks their locks when RBDVirtualDomain recovers a VM; this one fences a whole node."""
 
     CONFIRM_S = 1.0     # target OSDs silent this long after the map are marked down
     POLL_S = 0.02
@@ -500,7 +502,7 @@ def _is_ip(text):
 
 
 class Agent:
-    """The actions of fence_vmceph on one connected Fencer. ``attributes()`` returns the
+    """The actions of fence_vmceph on one connected NodeFencer. ``attributes()`` returns the
     CIB's permanent node attributes ({node: {name: value}}), read only when a node is not
     in node_addresses."""
 

@@ -21,7 +21,7 @@ import pytest
 
 from vmceph import fence
 from vmceph.ceph import CephPermission, CephUnavailable
-from vmceph.fence import FenceError, Fencer
+from vmceph.fence import FenceError, NodeFencer
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "agents" / "fence_vmceph"
@@ -222,7 +222,7 @@ def cl():
 
 @pytest.fixture
 def fencer(cl):
-    f = Fencer(FakeSession(cl, Deadline(5)))
+    f = NodeFencer(FakeSession(cl, Deadline(5)))
     f.CONFIRM_S = 0.1
     f.POLL_S = 0.001
     return f
@@ -293,7 +293,7 @@ def test_off_marks_a_silent_target_osd_down(cl, fencer):
 
 def test_off_fails_when_another_osd_cannot_prove_the_map(cl):
     cl.osd_silent = {1}
-    f = Fencer(FakeSession(cl, Deadline(0.6)))
+    f = NodeFencer(FakeSession(cl, Deadline(0.6)))
     f.CONFIRM_S, f.POLL_S = 0.05, 0.001
     with pytest.raises(FenceError, match="osd.1 did not confirm"):
         f.off("n3", [T_IP])
@@ -314,7 +314,7 @@ def test_off_mark_osds_down_option(cl, fencer):
 def test_off_without_quorum_fails_within_the_budget(cl):
     cl.quorum = ["a"]
     import time
-    f = Fencer(FakeSession(cl, Deadline(2.5)))
+    f = NodeFencer(FakeSession(cl, Deadline(2.5)))
     t0 = time.monotonic()
     with pytest.raises(CephUnavailable):
         f.off("n3", [T_IP])
@@ -398,7 +398,7 @@ def test_model_no_stale_write_after_off_only_new_after_on():
                                   st.integers(0, 2)), max_size=14))
     def run(steps):
         cl = FakeCluster()
-        f = Fencer(FakeSession(cl, Deadline(5)))
+        f = NodeFencer(FakeSession(cl, Deadline(5)))
         f.CONFIRM_S, f.POLL_S = 0.01, 0.0005
         alive, connected, nonce = [], set(), [100]
         fenced_gen = None         # instances alive when the last off returned
