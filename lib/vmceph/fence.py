@@ -15,9 +15,9 @@ whose mon, OSD and QEMUs share one address):
   in, the 17 PGs stayed active+clean, the three mons stayed in quorum, HEALTH_OK; with it
   on node 1 (mon, OSD and the mgr) the mgr stayed available too. A librados writer on the
   fenced IP failed with ESHUTDOWN (errno 108) from 0.7 s after the command was sent.
-- ``osd blocklist range add IP/32`` exists in 16.2.15 and matches the same clients, but a
-  ``profile rbd`` user may not add it (EACCES) while it may add ``IP:0/0``; ``IP:0/0``
-  also works on every Ceph release. So no range entry.
+- ``osd blocklist range add IP/32`` exists in 16.2.15 (added and removed in the lab, its
+  effect on daemons not measured), but a ``profile rbd`` user may not add it (EACCES)
+  while it may add ``IP:0/0``; ``IP:0/0`` also works on every Ceph release. So no range.
 - Success is reported only once this client holds the OSD map carrying the entries
   (``wait_for_latest_osdmap``, as librbd's own lock break does): every later operation of a
   new writer carries that epoch, and an OSD handles no operation before it has the map the
