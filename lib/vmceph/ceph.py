@@ -445,20 +445,10 @@ class CephSession:
         return time.monotonic() - t0
 
     def blocklist_ls(self):
-        """Entries as 'addr' strings (the JSON is two arrays back to back: parse both)."""
-        out = self.mon("osd blocklist", blocklistop="ls")
-        if isinstance(out, list):
-            return [e.get("addr") for e in out if isinstance(e, dict)]
-        entries = []
-        dec = json.JSONDecoder()
-        text, i = (out or "").strip(), 0
-        while i < len(text):
-            obj, j = dec.raw_decode(text, i)
-            entries += [e.get("addr") for e in obj if isinstance(e, dict) and e.get("addr")]
-            i = j
-            while i < len(text) and text[i].isspace():
-                i += 1
-        return entries
+        """Entries as 'ip:port/nonce' strings. The command is 'osd blocklist ls': the
+        'osd blocklist' command with blocklistop 'ls' is refused by a real 16.2.15 monitor
+        (-22, "unable to parse address"), which the unit fakes did not model."""
+        return parse_blocklist(self.mon("osd blocklist ls"))[0]
 
     def break_lock(self, spec, locker):
         """Break the exclusive lock ``locker`` holds on ``spec``; the caller has blocklisted
@@ -503,6 +493,26 @@ class CephSession:
             return False
         except (rbd.Error, self.rados.Error) as e:
             raise CephUnavailable("lock_break on %s failed: %s" % (spec, e)) from None
+
+
+def parse_blocklist(out):
+    """(entries, ranges) of 'osd blocklist ls' in JSON: two arrays back to back,
+    ``[{"addr": "10.0.0.3:0/0", "until": ...}][{"range": "10.9.9.9:0/32", ...}]``
+    (16.2.15; json.loads fails on it), or one array (older releases)."""
+    if isinstance(out, list):
+        return [e.get("addr") for e in out if isinstance(e, dict) and e.get("addr")], []
+    text = (out or "").strip()
+    dec = json.JSONDecoder()
+    arrays, i = [], 0
+    while i < len(text):
+        obj, i = dec.raw_decode(text, i)
+        arrays.append(obj if isinstance(obj, list) else [])
+        while i < len(text) and text[i].isspace():
+            i += 1
+    entries = [e.get("addr") for e in (arrays[0] if arrays else []) if isinstance(e, dict)]
+    ranges = [e.get("range") for e in (arrays[1] if len(arrays) > 1 else [])
+              if isinstance(e, dict)]
+    return [e for e in entries if e], [r for r in ranges if r]
 
 
 def image_facts(spec, lockers_answer, watchers):

@@ -56,7 +56,7 @@ import json
 import time
 
 from vmceph import bounded
-from vmceph.ceph import CephError, CephPermission, CephUnavailable
+from vmceph.ceph import CephError, CephPermission, CephUnavailable, parse_blocklist
 from vmceph.safety import ip_of
 
 RECORD_PREFIX = "vmceph/fence/"
@@ -83,26 +83,6 @@ def is_host_entry(addr):
         if a.startswith(prefix):
             a = a[len(prefix):]
     return a.endswith(":0/0")
-
-
-def parse_blocklist(out):
-    """(entries, ranges) of ``osd blocklist ls`` answered as JSON: two arrays back to back,
-    ``[{"addr": "10.0.0.3:0/0", "until": ...}][{"range": "10.9.9.9:0/32", ...}]`` (16.2.15),
-    or one array (older releases)."""
-    if isinstance(out, list):
-        return [e.get("addr") for e in out if isinstance(e, dict) and e.get("addr")], []
-    text = (out or "").strip()
-    dec = json.JSONDecoder()
-    arrays, i = [], 0
-    while i < len(text):
-        obj, i = dec.raw_decode(text, i)
-        arrays.append(obj if isinstance(obj, list) else [])
-        while i < len(text) and text[i].isspace():
-            i += 1
-    entries = [e.get("addr") for e in (arrays[0] if arrays else []) if isinstance(e, dict)]
-    ranges = [e.get("range") for e in (arrays[1] if len(arrays) > 1 else [])
-              if isinstance(e, dict)]
-    return [e for e in entries if e], [r for r in ranges if r]
 
 
 def fence_state(entries, ips):

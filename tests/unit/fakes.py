@@ -430,7 +430,11 @@ class FakeCeph:
             return -ETIMEDOUT, b"", "timed out"
         if prefix == "quorum_status":
             return 0, json.dumps(self._quorum_status()).encode(), ""
+        if prefix == "osd blocklist ls":
+            return self._blocklist(dict(cmd, blocklistop="ls"))
         if prefix == "osd blocklist":
+            if cmd.get("blocklistop") == "ls":   # what a real 16.2.15 monitor answers
+                return -EINVAL, b"", "unable to parse address "
             return self._blocklist(cmd)
         return -EINVAL, b"", "command not known"
 

@@ -340,7 +340,7 @@ def test_blocklist_ls_parses_two_arrays_back_to_back(cluster, conf):
     with session(cluster, conf) as s:
         s.blocklist_add("10.252.0.2:0/11", 600)
         s.blocklist_add("10.252.0.3:0/12", 600)
-        raw = s.mon("osd blocklist", blocklistop="ls")
+        raw = s.mon("osd blocklist ls")
         entries = s.blocklist_ls()
     with pytest.raises(ValueError):
         json.loads(raw)                       # what a naive parser would trip on

@@ -72,7 +72,9 @@ class Blocklist(threading.Thread):
         self.addrs, self.at = None, None
 
     def run(self):
-        cmd = json.dumps({"prefix": "osd blocklist", "blocklistop": "ls", "format": "json"})
+        # 'osd blocklist ls' is its own command: with '"blocklistop": "ls"' a 16.2.15 monitor
+        # answers -22 ("unable to parse address"), and this sampler saw no blocklist at all
+        cmd = json.dumps({"prefix": "osd blocklist ls", "format": "json"})
         while True:
             try:
                 ret, out, _ = self.cluster.mon_command(cmd, b"")
