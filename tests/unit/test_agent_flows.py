@@ -231,6 +231,7 @@ def test_start_refuses_a_lock_holder_without_a_watch_on_a_live_member(w, monkeyp
     w.ceph.expire_watches(qemu.addr)
     assert w.start() == 1, w.err
     assert "no watch" in w.reason and "live cluster member" in w.reason
+    assert "none did while looking again for" in w.reason
     assert w.ceph.blocklist == {} and w.ceph.image("rbd/vm1-root").lock_breaks == []
     assert not w.node1.running("vm1")
     assert "looking again" in w.logfile.read_text()
