@@ -1,6 +1,6 @@
 """The Ceph adapter: a bounded librados/librbd session and the facts the agents need.
 
-Boundaries (CEPH-FACTS.md):
+Boundaries (docs/ceph-facts.md):
 - The Python binding ignores ``connect(timeout=)`` and ``mon_command(..., timeout=)``
   (Ceph PR #40932), so every session is bounded through Ceph's own settings, set from what
   is left of the action's deadline: ``client_mount_timeout`` (connect; default 300 s),
@@ -13,7 +13,7 @@ Boundaries (CEPH-FACTS.md):
   Breaking a lock needs a read-write handle (``lock_break`` raises ReadOnlyImage
   otherwise), opened only for that, after the holder is blocklisted.
 - We never take a lock ourselves: ``lock_acquire`` makes QEMU's writes fail with EROFS and an
-  advisory lock makes them hang (CEPH-FACTS.md, "Never take a lock yourself").
+  advisory lock makes them hang (docs/ceph-facts.md, "Never take a lock yourself").
 - ``Rados.shutdown()`` can hang with an op queued for a dead OSD: closing is bounded too.
 - A bounded call that timed out keeps running in its abandoned thread (a C call cannot be
   interrupted). It must never see its handles freed under it (use after free: the agent
@@ -248,12 +248,12 @@ class CephSession:
         try:
             return json.loads(out)
         except ValueError:
-            # 'osd blocklist ls' prints two JSON arrays back to back (CEPH-FACTS.md)
+            # 'osd blocklist ls' prints two JSON arrays back to back (docs/ceph-facts.md)
             return out.decode("utf-8", "replace") if isinstance(out, bytes) else out
 
     def quorum(self):
         """(ok, detail, quorum_names, all mon names). Checked explicitly: an already
-        connected client's health stays HEALTH_OK after quorum is lost (LAB.md)."""
+        connected client's health stays HEALTH_OK after quorum is lost (docs/ceph-facts.md)."""
         import time
         t0 = time.monotonic()
         try:
@@ -382,7 +382,7 @@ class CephSession:
         Not through ``Image.metadata_set``: that needs a read-write handle, and a read-write
         open registers a watch, so for its duration this agent is a second writer to any
         starter that looks (a racing start, our own post-create check), and with the
-        exclusive-lock feature librbd may take the lock for the update (CEPH-FACTS.md: never
+        exclusive-lock feature librbd may take the lock for the update (docs/ceph-facts.md: never
         take a lock yourself). The omap write registers no watch and takes no lock; the lab
         showed ``rbd image-meta get`` reading it back, with a ``profile rbd`` user."""
         pool, ns, name = split_spec(spec)

@@ -18,7 +18,7 @@ verdict, so they cannot disagree about a client:
   evidence. FENCE needs an address of one client instance (``ip:port/nonce``, nonce > 0):
   ``ip:0/0`` would blocklist every client of that host.
 
-| situation (DESIGN.md + issue 10)                                    | start              |
+| situation (README start table, issue 10)                            | start              |
 |---------------------------------------------------------------------|--------------------|
 | no quorum / Ceph unreachable within the deadline                    | UNAVAILABLE        |
 | image missing / no permission / could not be inspected              | CONFIG/PERM/UNAVAIL|
@@ -41,7 +41,7 @@ split brain, and an image or a quorum it could not check as a warning, never as 
 
 "Writer" = a client with the image open read-write = a watcher. The exclusive-lock holder
 (``list_lockers()``: tag ``internal``, cookie ``auto <n>``) is alive iff a watcher has the
-same address and watch cookie ``<n>`` (CEPH-FACTS.md).
+same address and watch cookie ``<n>`` (docs/ceph-facts.md).
 """
 
 from typing import NamedTuple, Optional, Tuple

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 FAILOVER_TARGET_S = 15.0      # corosync token 1000 ms, mon lease 2 s (cib-examples/README.md)
 STATE = {}                    # what one test leaves for the next
 PARTITION_LIMIT_S = 60.0      # bounded by Ceph's OSD heartbeat grace (20 s), see docs/lab.md
-FIRST_WRITE_LIMIT_S = 1.0     # without the agent's recovery: ~28 s (CEPH-FACTS.md)
+FIRST_WRITE_LIMIT_S = 1.0     # without the agent's recovery: ~28 s (docs/ceph-facts.md)
 
 
 def baseline(cluster):

@@ -117,7 +117,7 @@ def test_quorum_lost_start_fails_within_deadline_and_stop_still_works(lab, make_
     lab.stop_mon(3)
     try:
         # The surviving monitor keeps answering with the old quorum until its lease runs out
-        # (~10 s, LAB.md): wait until Ceph itself says there is no quorum.
+        # (~10 s, docs/ceph-facts.md): wait until Ceph itself says there is no quorum.
         deadline = time.monotonic() + 60
         while lab.run(1, ["timeout", "5", "ceph", "--connect-timeout", "4", "quorum_status"],
                       check=False, timeout=10).returncode == 0:

@@ -1,6 +1,6 @@
 """Fakes of Ceph (``rados``, ``rbd``) and libvirt that behave like the real thing.
 
-STYLE.md, practice 6: they keep state across calls, raise the *real* exception classes of
+Like the real things, they keep state across calls, raise the *real* exception classes of
 Debian's ``rados``, ``rbd`` and ``libvirt`` modules (a fake whose ``Error`` is a plain
 ``Exception`` hides bugs), and their API classes mirror the real ones: ``@mirrors(Real)``
 refuses, at import, a fake method the real class lacks, and checks every call's arguments
@@ -8,7 +8,7 @@ against the real signature (what ``mock.create_autospec`` does, without building
 object), so a misspelt method or a wrong argument in the code under test fails the test.
 
 Answers are shaped like the ones captured from Debian 12's Ceph 16.2.15 and libvirt 9.0
-(CEPH-FACTS.md, LAB.md):
+(docs/ceph-facts.md):
 - ``mon_command`` answers by prefix with the JSON the monitors give, and reports errors as
   codes, never exceptions: ``(-110, b'', 'timed out')``, ``(-13, b'', 'access denied')``;
 - ``osd blocklist ls`` is two JSON arrays back to back;
@@ -416,7 +416,7 @@ class FakeCeph:
         if self.caps == "none":             # a user without mon caps
             return -EACCES, b"", "access denied"
         if prefix == "health":
-            # answered even without quorum, from the mon's last (stale) state (LAB.md)
+            # answered even without quorum, from the mon's last (stale) state (docs/ceph-facts.md)
             return 0, json.dumps(self.health).encode(), ""
         if prefix == "status":
             return 0, json.dumps({"fsid": QUORUM_STATUS["monmap"]["fsid"],
@@ -802,7 +802,7 @@ class Guest:
     """One domain on a FakeLibvirt host.
 
     Behaviour knobs: ``acpi`` 'obey' (powers off after ``shutdown_polls`` state queries) or
-    'ignore' (a guest with no OS, LAB.md); ``agent`` whether a QEMU guest agent answers;
+    'ignore' (a guest with no OS, docs/lab.md); ``agent`` whether a QEMU guest agent answers;
     ``destroy`` 'ok' or 'stuck' (destroy returns, the domain stays: a QEMU in D state)."""
 
     def __init__(self, name, uuid, xml, persistent=False):
@@ -1269,7 +1269,7 @@ class StubBin:
         return [r for r in rows if name is None or r[0] == name]
 
 
-# RBD disk XML as CEPH-FACTS.md shows it, with a second guarded disk in a namespace and a
+# RBD disk XML as docs/ceph-facts.md shows it, with a second guarded disk in a namespace and a
 # read-only one that is reported but not guarded.
 DOMAIN_XML = """<domain type='kvm'>
   <name>{name}</name>

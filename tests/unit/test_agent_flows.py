@@ -419,7 +419,7 @@ print(json.dumps({"rcs": rcs, "loaded": sorted(m for m in ("rados", "rbd", "lxml
 
 
 def test_monitor_hot_path_imports_no_ceph_and_no_lxml(tmp_path):
-    """DESIGN.md: monitor at depth 0 imports no rados, rbd or lxml. Run in a fresh
+    """The monitor at depth 0 imports no rados, rbd or lxml. Run in a fresh
     interpreter, against libvirt's in-process test driver (its domain 'test' runs)."""
     import json
     import sys
@@ -523,7 +523,7 @@ def test_stop_graceful(w):
 
 def test_stop_graceful_then_destroy_at_the_deadline(w):
     assert w.start() == 0
-    w.node1.guest("vm1").acpi = "ignore"           # a guest with no OS (LAB.md)
+    w.node1.guest("vm1").acpi = "ignore"           # a guest with no OS (docs/ceph-facts.md)
     assert w.run("stop", meta={"timeout": "2000"}) == 0, w.err
     events = [e for e in w.libvirt_events() if e in ("shutdownFlags", "destroyFlags")]
     assert events == ["shutdownFlags", "destroyFlags"]

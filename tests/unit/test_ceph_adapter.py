@@ -135,7 +135,7 @@ def test_quorum_two_of_three_is_enough(cluster, conf):
 
 def test_quorum_lost_after_connect(cluster, conf):
     """An already connected client: quorum_status times out (-110) while health still
-    answers a stale HEALTH_OK (LAB.md): quorum must be checked explicitly."""
+    answers a stale HEALTH_OK (docs/ceph-facts.md): quorum must be checked explicitly."""
     with session(cluster, conf) as s:
         cluster.lose_quorum()
         ok, detail, names, mons = s.quorum()

@@ -1,4 +1,4 @@
-"""The fakes themselves, checked against the real modules (STYLE.md, practice 6): same
+"""The fakes themselves, checked against the real modules : same
 method names and signatures, the real exception classes and constants, and the same
 answers where the real library can be asked without a cluster (librados before connect or
 against a monitor that is not there; libvirt's in-process test:///default driver)."""

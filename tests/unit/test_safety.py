@@ -1,7 +1,7 @@
 """The decisions (safety.py): the wording administrators see, and named cases.
 
 The decision table itself is data in test_decision_table.py (one test per row, written from
-DESIGN.md and issue 10), and the invariants over random fact sets are in
+the start table and issue 10), and the invariants over random fact sets are in
 test_safety_properties.py.
 """
 

@@ -11,7 +11,7 @@ The two invariants:
 1. **Never two writers.** For every guarded image, at every sample, the clients that have it
    open read-write (its watchers) live on one node. A watcher counts as a writer unless its
    address is blocklisted, or its node is down (it is then a lingering watch of a dead
-   QEMU: Ceph drops it ~46 s after a crash, CEPH-FACTS.md), or it belongs to an earlier life
+   QEMU: Ceph drops it ~46 s after a crash, docs/ceph-facts.md), or it belongs to an earlier life
    of a node that has been down since. The one allowed exception is a live migration: for
    the migrating pair of nodes only, and only while the destination's QEMU (started with
    -incoming) is younger than ``migration_window`` seconds.
