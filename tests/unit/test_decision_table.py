@@ -1,10 +1,10 @@
 """The start decision table (README.md, issue 10), as data: one row per situation, a test each.
 
-The expected verdicts are written here by hand from the specification (the project's
-safety contract, "The decision at start", issue 10 "What to build"), not computed: a wrong
-rule in safety.py fails its row. Each row gives the clients of one image - where each
-client lives, and whether it has a watch (open read-write) and/or holds the exclusive
-lock - plus the cluster facts, and the expected answer of all three decisions that share the classifier:
+The expected verdicts are written here by hand from the specification (the project's safety
+contract, "The decision at start", issue 10 "What to build"), not computed: a wrong rule in
+safety.py fails its row. Each row gives the clients of one image - where each client lives,
+and whether it has a watch (open read-write) and/or holds the exclusive lock - plus the
+cluster facts, and the expected answer of all three decisions that share the classifier:
 
 - start: verdict kind and the clients recovered, as (label, lock broken?);
 - migrate_to (only when the domain runs here): verdict kind;
