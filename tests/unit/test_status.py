@@ -369,6 +369,40 @@ def test_json_output_follows_the_schema(defs, monkeypatch, capsys):
     assert view["resources"][1]["last_failure"]["exitcode"] == 1
 
 
+def test_watch_refreshes_with_a_fresh_view_each_time(defs, monkeypatch, capsys):
+    """--watch: a new view (new sources, new deadline) every SECONDS, until interrupted;
+    the sleep is the one given (at least 0.5 s)."""
+    views = [FakeSources({"rbd/vm1-d0": ["10.0.0.2:0/11"]}, LV),
+             FakeSources({"rbd/vm1-d0": ["10.0.0.3:0/12"]}, LV)]
+    made, slept = [], []
+
+    def factory(deadline):
+        if len(made) == len(views):
+            raise KeyboardInterrupt     # the operator's ^C
+        made.append(deadline)
+        return views[len(made) - 1]
+    monkeypatch.setattr(status.time, "sleep", slept.append)
+
+    class Args:
+        json, watch, timeout = True, 0.1, 10.0
+        ceph_conf = ceph_user = ceph_keyring = ""
+    with pytest.raises(KeyboardInterrupt):
+        status.cmd_status(Args(), src_factory=factory)
+    out = capsys.readouterr().out
+    assert "\033[2J" not in out                  # no screen clearing when not on a terminal
+    dec, i, docs = json.JSONDecoder(), 0, []
+    while i < len(out):
+        doc, i = dec.raw_decode(out, i)
+        docs.append(doc)
+        while i < len(out) and out[i].isspace():
+            i += 1
+    assert len(docs) == 2 and made[0] is not made[1]
+    addrs = [[w["addr"] for r in d["resources"] for img in r["images"] for w in img["writers"]]
+             for d in docs]
+    assert addrs[0] != addrs[1] and "10.0.0.3:0/12" in addrs[1]
+    assert slept == [0.5, 0.5]
+
+
 def test_schema_checker_catches_a_wrong_type():
     with pytest.raises(AssertionError):
         conforms({"name": "n", "state": 3, "health_ceph": None, "addresses": []}, NODE)
