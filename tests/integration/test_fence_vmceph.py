@@ -217,10 +217,19 @@ def test_off_after_a_crash(lab, fencer):
     (~14 s, mon lease); off retries within ceph_timeout and then succeeds. The dead OSD
     ends down (marked by its peers' reports, or by off when it stays silent)."""
     lab.crash(TARGET)
-    t0 = time.monotonic()
-    p = fencer("off")       # default ceph_timeout (30 s): covers the ~14 s re-election
-    print("\noff of a crashed node: rc %d, %.2f s after the crash\n%s"
-          % (p.returncode, time.monotonic() - t0,
-             "\n".join(l for l in p.stderr.splitlines() if "DEBUG" not in l)))
-    assert p.returncode == 0, p.stderr
-    assert osd_of(lab, TARGET)["up"] == 0
+    try:
+        t0 = time.monotonic()
+        p = fencer("off")       # default ceph_timeout (30 s): covers the ~14 s re-election
+        print("\noff of a crashed node: rc %d, %.2f s after the crash\n%s"
+              % (p.returncode, time.monotonic() - t0,
+                 "\n".join(l for l in p.stderr.splitlines() if "DEBUG" not in l)))
+        assert p.returncode == 0, p.stderr
+        assert osd_of(lab, TARGET)["up"] == 0
+    finally:
+        # the lab is shared with the tests that follow (test_rbdvd uses node 3): unfence
+        # while the node is down, as Pacemaker does before it rejoins, then boot it again
+        lab.wait_quorum(2, timeout=60)
+        on = fencer("on")
+        assert on.returncode == 0, on.stderr
+        lab.start_node(TARGET)
+        lab.wait_ceph_healthy(timeout=180)
