@@ -19,7 +19,7 @@ import time
 import pytest
 
 import fakes
-from vmceph import cluster, ocf, rbdvd, virt
+from vmceph import cluster, ocf, rbdvd, stopseq, virt
 from vmceph.ocf import ConfigError, Params
 from vmceph.rbdvd import RBDVirtualDomain, migration_args, _parse_migrate_options
 from vmceph.rbdvd_params import SPEC
@@ -808,7 +808,7 @@ def test_agent_flag_values_are_libvirts():
                 "--abort-on-error": "ABORT_ON_ERROR", "--persistent": "PERSIST_DEST",
                 "--undefinesource": "UNDEFINE_SOURCE"}[opt]
         assert getattr(VIR, "VIR_MIGRATE_" + name) == flag
-    for mode, flag in rbdvd.SHUTDOWN_MODES.items():
+    for mode, flag in stopseq.SHUTDOWN_MODES.items():
         name = {"acpi": "ACPI_POWER_BTN", "agent": "GUEST_AGENT", "initctl": "INITCTL",
                 "signal": "SIGNAL", "paravirt": "PARAVIRT"}[mode]
         assert getattr(VIR, "VIR_DOMAIN_SHUTDOWN_" + name) == flag
