@@ -16,13 +16,6 @@ from vmceph import virt
 
 STATE_PREFIX = "vmceph-RBDVirtualDomain-"
 
-MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
-    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192, "--postcopy": 32768,
-    "--tls": 65536, "--abort-on-error": 4096, "--persistent": 8, "--undefinesource": 16,
-}
-VIR_MIGRATE_LIVE = 1
-VIR_MIGRATE_PEER2PEER = 2
-
 # Seconds of a start's deadline kept, when creating the domain, for the second inspection
 # of its images, the generation stamp and, if need be, destroying the paused domain.
 CHECK_RESERVE_S = 5.0
@@ -239,7 +232,8 @@ class RBDVirtualDomain:
         if p.snapshot and p.force_stop:
             raise ConfigError("snapshot and force_stop exclude each other: a forced stop "
                               "cannot save the guest's memory")
-        _parse_migrate_options(p.migrate_options or "")
+        from vmceph.migration import parse_migrate_options
+        parse_migrate_options(p.migrate_options or "")
         from vmceph.cluster import parse_membership, parse_node_addresses
         try:
             static = parse_node_addresses(p.node_addresses)
@@ -356,7 +350,7 @@ class RBDVirtualDomain:
         if rc != OCF_SUCCESS or ctx.is_probe:
             return rc
         if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=True)
+            run_monitor_scripts(ctx, once=True)
         if ctx.depth >= 10:
             self._deep_check(ctx, ident, sole_writer=ctx.depth >= 20)
         return OCF_SUCCESS
@@ -430,8 +424,8 @@ class RBDVirtualDomain:
         finally:
             hv.close()
         if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=False)
-        _utilization(ctx, dom)
+            run_monitor_scripts(ctx, once=False)
+        utilization(ctx, dom)
         return OCF_SUCCESS
 
     def _start_backing_off(self, ctx, hv, dom):
@@ -473,7 +467,7 @@ class RBDVirtualDomain:
             verdict = safety.decide_start(g.facts)
             ctx.log.info("start decision for %s: %s (%s)", dom.name, verdict.kind,
                          verdict.summary())
-            _raise_for(verdict)
+            raise_for(verdict)
             if verdict.recoveries:
                 facts.recover(ctx, g.session, verdict.recoveries)
             if not active:
@@ -498,7 +492,7 @@ class RBDVirtualDomain:
         try:
             self._undefine_keeping(ctx, hv, dom, p.config, xml)
             if p.start_resources:
-                _start_resources(ctx, hv, dom)
+                start_resources(ctx, hv, dom)
         except virt.LibvirtUnreachable as e:
             raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
         except virt.VirtError as e:
@@ -660,101 +654,12 @@ class RBDVirtualDomain:
 
     # ---------------------------------------------------------------- migration
     def migrate_to(self, ctx):
-        from vmceph import facts, safety
-        target = ctx.meta("migrate_target")
-        if not target:
-            raise ConfigError("migrate_to needs the target node "
-                              "(OCF_RESKEY_CRM_meta_migrate_target); Pacemaker sets it")
-        dom = self._domain(ctx)
-        p = ctx.params
-        hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)
-        try:
-            try:
-                vdom = hv.lookup(dom.name, dom.uuid)
-                state, _ = hv.state_of(vdom)
-            except virt.DomainNotFound:
-                state = virt.SHUTOFF
-            except virt.VirtError as e:
-                raise GenericError("libvirt: %s" % e) from None
-            if state not in virt.ACTIVE_STATES:
-                raise GenericError("domain %s is not running on this node: nothing to migrate"
-                                   % dom.name)
-            with facts.gather(ctx, dom, domain_active=True) as g:
-                health = _node_health(ctx, g, target)
-                verdict = safety.decide_migrate(g.facts, target, health)
-                ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
-                             verdict.summary())
-                _raise_for(verdict)
-                self._stamp_migration(ctx, g, target)
-            if p.start_resources:
-                _start_resources(ctx, hv, dom)
-            dconnuri, params, flags = migration_args(p, target)
-            ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, dconnuri)
-            try:
-                stats = virt.migrate(hv, vdom, dconnuri, params, flags,
-                                     p.migration_downtime, ctx.log)
-            except virt.MigrationTimeout as e:
-                raise GenericError(str(e)) from None
-            except virt.VirtError as e:
-                raise GenericError("live migration of %s to %s failed: %s"
-                                   % (dom.name, target, e)) from None
-            if stats:
-                ctx.log.info("migration of %s done: %s", dom.name, _job_summary(stats))
-        finally:
-            hv.close()
-        return OCF_SUCCESS
-
-    def _stamp_migration(self, ctx, g, target):
-        """A new generation before the guest moves (vmceph.generation): best-effort, the
-        start that began this run has stamped one already."""
-        from vmceph import generation
-        from vmceph.ceph import CephError
-        specs = [i.spec for i in g.facts.images]
-        if not specs:
-            return
-        try:
-            g.session.image_meta_set(specs[0], generation.META_KEY, generation.new_token(
-                ctx.node_name, "migrate to " + target))
-        except CephError as e:
-            ctx.log.warning("cannot record the migration in the metadata of %s: %s",
-                            specs[0], e)
+        from vmceph import migration
+        return migration.migrate_to(ctx, self._domain)
 
     def migrate_from(self, ctx):
-        import time
-        source = ctx.meta("migrate_source")
-        if not source:
-            raise ConfigError("migrate_from needs the source node "
-                              "(OCF_RESKEY_CRM_meta_migrate_source); Pacemaker sets it")
-        dom = self._domain(ctx)
-        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
-        hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
-        try:
-            while True:
-                try:
-                    state, _ = hv.state(dom.name, dom.uuid)
-                except virt.VirtError as e:
-                    raise GenericError("libvirt: %s" % e) from None
-                if state in (virt.RUNNING, virt.BLOCKED):
-                    break
-                if ctx.deadline.expired():
-                    raise GenericError("domain %s did not arrive running from %s (state %s)"
-                                       % (dom.name, source, virt.STATE_NAMES.get(state, state)))
-                time.sleep(0.2)
-            try:
-                vdom = hv.lookup(dom.name, dom.uuid)
-                # KEEP_COMPLETED: leave them for `virsh domjobinfo --completed` too
-                stats = hv.job_stats(vdom, completed=True)
-                if stats:
-                    ctx.log.info("migration of %s from %s: %s", dom.name, source,
-                                 _job_summary(stats))
-            except virt.VirtError as e:  # statistics are informational only
-                ctx.log.debug("no completed job statistics: %s", e)
-        finally:
-            hv.close()
-        if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=False)
-        _utilization(ctx, dom)
-        return OCF_SUCCESS
+        from vmceph import migration
+        return migration.migrate_from(ctx, self._domain)
 
 
 # ------------------------------------------------------------------ helpers
@@ -771,7 +676,7 @@ def _warn_unknown_node_names(ctx, static):
         ctx.log.warning("%s", sentence)
 
 
-def _raise_for(verdict):
+def raise_for(verdict):
     from vmceph import safety
     if verdict.may_start:
         return
@@ -781,23 +686,6 @@ def _raise_for(verdict):
     if verdict.kind == safety.PERM:
         raise PermError(reason)
     raise GenericError(reason)
-
-
-def _node_health(ctx, g, target):
-    """The target's health attribute. ``crm_mon -A`` never lists node attributes whose
-    name starts with '#' (it filters them, like fail-counts), so '#health-ceph' is not in
-    the crm_mon view: ask attrd for it. None when it cannot be told."""
-    name = ctx.params.health_attribute
-    value = g.node_attribute(target, name)
-    if value is not None:
-        return value
-    from vmceph import bounded
-    from vmceph.cluster import Cluster
-    try:
-        return Cluster(ctx.deadline, ctx.log).query_attribute(name, target)
-    except (OSError, bounded.Timeout) as e:
-        ctx.log.warning("cannot read node attribute %s of %s: %s", name, target, e)
-        return None
 
 
 class LenientParams:
@@ -912,82 +800,6 @@ def lenient_hypervisor(ctx):
     return uri or default
 
 
-def _parse_migrate_options(text):
-    """(flags, migrateuri) from the migrate_options parameter; ConfigError on anything
-    this agent cannot honour."""
-    flags, uri = 0, None
-    words = text.split()
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w in MIGRATE_OPTIONS:
-            flags |= MIGRATE_OPTIONS[w]
-        elif w == "--migrateuri" and i + 1 < len(words):
-            uri = words[i + 1]
-            i += 1
-        elif w.startswith("--migrateuri="):
-            uri = w.split("=", 1)[1]
-        elif w in ("--live", "--p2p", "--peer2peer"):
-            pass  # always done
-        else:
-            raise ConfigError("migrate_options: %r is not supported by RBDVirtualDomain "
-                              "(supported: %s, --migrateuri URI)"
-                              % (w, " ".join(sorted(MIGRATE_OPTIONS))))
-        i += 1
-    return flags, uri
-
-
-def target_host(p, target):
-    """The host name of the target for URIs, with migration_network_suffix applied before
-    the first dot of a fully qualified name."""
-    suffix = p.migration_network_suffix or ""
-    if not suffix:
-        return target
-    head, dot, rest = target.partition(".")
-    return head + suffix + dot + rest
-
-
-def migration_args(p, target):
-    """(destination libvirt URI, typed params, flags) for migrateToURI3."""
-    host = target_host(p, target)
-    if p.remoteuri:
-        dconnuri = p.remoteuri.replace("%n", target)
-    elif p.migration_transport:
-        user = (p.migration_user + "@") if p.migration_user else ""
-        dconnuri = "qemu+%s://%s%s/system" % (p.migration_transport, user, host)
-    else:
-        base = p.hypervisor
-        user = (p.migration_user + "@") if p.migration_user else ""
-        if ":///" in base:
-            dconnuri = base.replace(":///", "://%s%s/" % (user, host), 1)
-        else:
-            dconnuri = "qemu://%s%s/system" % (user, host)
-    flags, opt_uri = _parse_migrate_options(p.migrate_options or "")
-    flags |= VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER
-    params = {}
-    migrateuri = p.migrateuri or opt_uri
-    if migrateuri:
-        params[virt.MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
-    elif p.migrateport or host != target:
-        # the stream goes to the migration network's name too (libvirt picks the port
-        # when none is given)
-        params[virt.MIGRATE_PARAM_URI] = "tcp://%s" % host + (
-            ":%d" % p.migrateport if p.migrateport else "")
-    if p.migration_speed:
-        params[virt.MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
-    return dconnuri, params, flags
-
-
-def _job_summary(stats):
-    parts = []
-    for key, label, scale, unit in (("time_elapsed", "took", 1, "ms"),
-                                    ("downtime", "downtime", 1, "ms"),
-                                    ("memory_processed", "memory sent", 1 / 1048576.0, "MiB")):
-        if key in stats:
-            parts.append("%s %.0f %s" % (label, stats[key] * scale, unit))
-    return ", ".join(parts) or "no statistics"
-
-
 def _which(prog):
     for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         if os.access(os.path.join(d, prog), os.X_OK):
@@ -995,7 +807,7 @@ def _which(prog):
     return False
 
 
-def _run_monitor_scripts(ctx, once):
+def run_monitor_scripts(ctx, once):
     """Run every monitor script; with ``once`` a failure fails, otherwise retry until they
     all pass or the deadline."""
     import time
@@ -1017,7 +829,7 @@ def _run_monitor_scripts(ctx, once):
         time.sleep(1.0)
 
 
-def _start_resources(ctx, hv, dom):
+def start_resources(ctx, hv, dom):
     for net in dom.networks:
         if hv.ensure_network(net):
             ctx.log.info("started libvirt network %s", net)
@@ -1026,7 +838,7 @@ def _start_resources(ctx, hv, dom):
             ctx.log.info("started libvirt storage pool %s", pool)
 
 
-def _utilization(ctx, dom):
+def utilization(ctx, dom):
     """autoset_/unset_utilization_* at start and migrate_from (see the parameters)."""
     p = ctx.params
     if ctx.env.get("OCF_RESOURCE_INSTANCE") is None or not _which("crm_resource"):

@@ -57,7 +57,7 @@ START_PHASES = [
 MIGRATE_PHASES = [
     ("validate", "rbdvd.py", "validate"),
     ("facts (cluster view, Ceph, images)", "facts.py", "gather_with"),
-    ("target's #health-ceph (attrd_updater)", "rbdvd.py", "_node_health"),
+    ("target's #health-ceph (attrd_updater)", "migration.py", "node_health"),
     ("live migration (migrateToURI3 + polling)", "virt.py", "migrate"),
     ("the whole action (ocf.run)", "ocf.py", "run"),
 ]

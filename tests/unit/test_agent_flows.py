@@ -19,9 +19,10 @@ import time
 import pytest
 
 import fakes
-from vmceph import cluster, ocf, rbdvd, stopseq, virt
+from vmceph import cluster, migration, ocf, stopseq, virt
 from vmceph.ocf import ConfigError, Params
-from vmceph.rbdvd import RBDVirtualDomain, migration_args, _parse_migrate_options
+from vmceph.migration import migration_args, parse_migrate_options
+from vmceph.rbdvd import RBDVirtualDomain
 from vmceph.rbdvd_params import SPEC
 
 VIR = fakes.real_libvirt
@@ -771,6 +772,15 @@ def test_migration_params(env, target, params):
     assert got == params and flags == FLAGS
 
 
+def test_migration_plan_is_the_args_and_the_downtime():
+    from vmceph.migration import migration_plan
+    p = _p(migration_downtime="300", migration_speed="100", migration_network_suffix="-mig")
+    plan = migration_plan(p, "node2")
+    assert (plan.dconnuri, plan.params, plan.flags) == migration_args(p, "node2")
+    assert plan.downtime == 300 and plan.flags == FLAGS
+    assert migration_plan(_p(), "node2").downtime == 0     # 0: libvirt's default
+
+
 @pytest.mark.parametrize("text,flags,uri", [
     ("", 0, None),
     ("--live --p2p", 0, None),
@@ -784,7 +794,7 @@ def test_migration_params(env, target, params):
     ("--migrateuri=tcp://x:1", 0, "tcp://x:1"),
 ])
 def test_migrate_options(text, flags, uri):
-    assert _parse_migrate_options(text) == (flags, uri)
+    assert parse_migrate_options(text) == (flags, uri)
 
 
 def test_migrate_options_flags_reach_libvirt():
@@ -796,13 +806,13 @@ def test_migrate_options_flags_reach_libvirt():
                                   "--copy-storage-all", "--offline"])
 def test_migrate_options_refused(text):
     with pytest.raises(ConfigError) as e:
-        _parse_migrate_options(text)
+        parse_migrate_options(text)
     assert "is not supported by RBDVirtualDomain" in e.value.reason
     assert "--unsafe" in e.value.reason                  # the message lists what is
 
 
 def test_agent_flag_values_are_libvirts():
-    for opt, flag in rbdvd.MIGRATE_OPTIONS.items():
+    for opt, flag in migration.MIGRATE_OPTIONS.items():
         name = {"--unsafe": "UNSAFE", "--compressed": "COMPRESSED",
                 "--auto-converge": "AUTO_CONVERGE", "--postcopy": "POSTCOPY", "--tls": "TLS",
                 "--abort-on-error": "ABORT_ON_ERROR", "--persistent": "PERSIST_DEST",
@@ -812,7 +822,7 @@ def test_agent_flag_values_are_libvirts():
         name = {"acpi": "ACPI_POWER_BTN", "agent": "GUEST_AGENT", "initctl": "INITCTL",
                 "signal": "SIGNAL", "paravirt": "PARAVIRT"}[mode]
         assert getattr(VIR, "VIR_DOMAIN_SHUTDOWN_" + name) == flag
-    assert (rbdvd.VIR_MIGRATE_LIVE, rbdvd.VIR_MIGRATE_PEER2PEER) == (
+    assert (migration.VIR_MIGRATE_LIVE, migration.VIR_MIGRATE_PEER2PEER) == (
         VIR.VIR_MIGRATE_LIVE, VIR.VIR_MIGRATE_PEER2PEER)
 
 

@@ -483,7 +483,7 @@ def test_migration_timeout_reason_says_where_the_guest_runs(w):
 
 # ----------------------------------------------------------------------- architecture
 
-@pytest.mark.parametrize("module", ["rbdvd.py", "stopseq.py"])
+@pytest.mark.parametrize("module", ["rbdvd.py", "stopseq.py", "migration.py"])
 def test_agent_uses_only_the_hypervisors_public_methods(module):
     src = (Path(__file__).resolve().parents[2] / "lib" / "vmceph" / module).read_text()
     assert "._call(" not in src
