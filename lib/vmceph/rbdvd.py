@@ -9,8 +9,8 @@ them (see the import-time figures in ocf.py).
 import os
 
 from vmceph import ocf
-from vmceph.ocf import (OCF_ERR_GENERIC, OCF_NOT_RUNNING, OCF_SUCCESS, ConfigError,
-                        GenericError, InstalledError, OCFError, PermError)
+from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, ConfigError, GenericError,
+                        InstalledError, OCFError, PermError)
 from vmceph.rbdvd_params import SPEC
 from vmceph import virt
 
