@@ -12,9 +12,13 @@ from vmceph import virt
 from vmceph.ocf import OCF_SUCCESS, ConfigError, GenericError
 
 MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
-    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192, "--postcopy": 32768,
+    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192,
     "--tls": 65536, "--abort-on-error": 4096, "--persistent": 8, "--undefinesource": 16,
 }
+# Accepted by virsh, refused here with a reason of its own: the flag only allows post-copy,
+# which starts when migrate-postcopy is called during the job; this agent never calls it.
+POSTCOPY_REFUSED = ("--postcopy is not supported: post-copy needs migrate-postcopy during "
+                    "the job, which RBDVirtualDomain does not do")
 VIR_MIGRATE_LIVE = 1
 VIR_MIGRATE_PEER2PEER = 2
 
@@ -36,6 +40,8 @@ def parse_migrate_options(text):
             uri = w.split("=", 1)[1]
         elif w in ("--live", "--p2p", "--peer2peer"):
             pass  # always done
+        elif w == "--postcopy":
+            raise ConfigError("migrate_options: " + POSTCOPY_REFUSED)
         else:
             raise ConfigError("migrate_options: %r is not supported by RBDVirtualDomain "
                               "(supported: %s, --migrateuri URI)"

@@ -785,9 +785,9 @@ def test_migration_plan_is_the_args_and_the_downtime():
     ("", 0, None),
     ("--live --p2p", 0, None),
     ("--unsafe --compressed", VIR.VIR_MIGRATE_UNSAFE | VIR.VIR_MIGRATE_COMPRESSED, None),
-    ("--auto-converge --postcopy --tls --abort-on-error",
-     VIR.VIR_MIGRATE_AUTO_CONVERGE | VIR.VIR_MIGRATE_POSTCOPY | VIR.VIR_MIGRATE_TLS |
-     VIR.VIR_MIGRATE_ABORT_ON_ERROR, None),
+    ("--auto-converge --tls --abort-on-error",
+     VIR.VIR_MIGRATE_AUTO_CONVERGE | VIR.VIR_MIGRATE_TLS | VIR.VIR_MIGRATE_ABORT_ON_ERROR,
+     None),
     ("--persistent --undefinesource", VIR.VIR_MIGRATE_PERSIST_DEST |
      VIR.VIR_MIGRATE_UNDEFINE_SOURCE, None),
     ("--migrateuri tcp://%n:49152 --unsafe", VIR.VIR_MIGRATE_UNSAFE, "tcp://%n:49152"),
@@ -811,10 +811,30 @@ def test_migrate_options_refused(text):
     assert "--unsafe" in e.value.reason                  # the message lists what is
 
 
+def test_postcopy_is_refused_with_its_reason():
+    """--postcopy only allows post-copy (migrate-postcopy starts it during the job), which
+    this agent never does: refused rather than accepted and never started."""
+    with pytest.raises(ConfigError) as e:
+        parse_migrate_options("--auto-converge --postcopy")
+    assert e.value.reason == ("migrate_options: --postcopy is not supported: post-copy needs "
+                              "migrate-postcopy during the job, which RBDVirtualDomain does "
+                              "not do")
+    assert "--postcopy" not in migration.MIGRATE_OPTIONS
+
+
+@pytest.mark.parametrize("action", ["validate-all", "start", "migrate_to"])
+def test_postcopy_fails_validation(w, action):
+    rc = w.run(action, {"migrate_options": "--postcopy"})
+    assert rc == ocf.OCF_ERR_CONFIGURED, w.err
+    assert "--postcopy is not supported: post-copy needs migrate-postcopy during the job, " \
+           "which RBDVirtualDomain does not do" in w.reason
+    assert not w.node1.called("createXML") and not w.node1.called("migrateToURI3")
+
+
 def test_agent_flag_values_are_libvirts():
     for opt, flag in migration.MIGRATE_OPTIONS.items():
         name = {"--unsafe": "UNSAFE", "--compressed": "COMPRESSED",
-                "--auto-converge": "AUTO_CONVERGE", "--postcopy": "POSTCOPY", "--tls": "TLS",
+                "--auto-converge": "AUTO_CONVERGE", "--tls": "TLS",
                 "--abort-on-error": "ABORT_ON_ERROR", "--persistent": "PERSIST_DEST",
                 "--undefinesource": "UNDEFINE_SOURCE"}[opt]
         assert getattr(VIR, "VIR_MIGRATE_" + name) == flag
