@@ -133,8 +133,9 @@ def node_health(ctx, g, target):
 
 # ------------------------------------------------------------------ the actions
 
-
 def migrate_to(ctx, domain_of):
+    """The migrate_to action: decide (safety.decide_migrate), stamp a generation, live-migrate
+    by the MigrationPlan. ``domain_of(ctx)`` is the agent's parsed, resolved domain."""
     from vmceph import facts, rbdvd, safety
     target = ctx.meta("migrate_target")
     if not target:
@@ -197,6 +198,7 @@ def _stamp_migration(ctx, g, target):
 
 
 def migrate_from(ctx, domain_of):
+    """The migrate_from action: remember the identity, wait until the domain runs here."""
     import time
     from vmceph import rbdvd
     source = ctx.meta("migrate_source")

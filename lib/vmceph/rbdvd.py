@@ -4,6 +4,9 @@ Each action gathers facts through the adapters (virt, ceph, cluster), decides wi
 safety.py, then acts. The monitor at depth 0 imports only this module, ocf, virt and
 libvirt: domain XML, Ceph and the decision code are imported inside the actions that need
 them (see the import-time figures in ocf.py).
+
+The class keeps validation, monitor and start; the stop sequence is vmceph.stopseq and the
+migration vmceph.migration, each imported by the actions that run them.
 """
 
 import os
