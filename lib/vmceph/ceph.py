@@ -21,13 +21,16 @@ Boundaries (docs/ceph-facts.md):
   closed inside the bounded work function, and once any call was abandoned the Rados
   handle is not shut down but left for the process's exit.
 
+Image inspection, the generation metadata and lock breaking live in vmceph.rbdimages (the
+session's methods of the same names delegate to it); when to blocklist and break is
+vmceph.fencing's.
+
 ``rados`` and ``rbd`` are imported lazily (17-26 ms each) and are injectable for tests.
 """
 
 import json
 
 from vmceph import bounded
-from vmceph.safety import ImageFacts, Locker, Watcher
 
 # errno values as librados returns them (negative)
 ETIMEDOUT = 110
@@ -83,6 +86,7 @@ class CephSession:
         self._rbd_mod = rbd_mod
         self.cluster = None
         self.abandoned = []             # what timed out and may still run on the handle
+        self._images = None             # vmceph.rbdimages.Images, made at the first use
 
     # -------------------------------------------------------------- modules and budget
     @property
@@ -294,125 +298,34 @@ class CephSession:
         return sorted({ip_of(p) for p in parts if ip_of(p) not in ("", "0.0.0.0", "::")})
 
     # -------------------------------------------------------------- images
-    def _ioctx(self, pool, ns):
-        """Open an ioctx; called inside the bounded work functions only (see the module
-        docstring: the abandoned thread owns what it opened and closes it itself)."""
-        rados = self.rados
-        try:
-            ioctx = self.cluster.open_ioctx(pool)
-        except rados.ObjectNotFound:
-            raise CephConfigError("Ceph pool %s does not exist" % pool) from None
-        except (rados.PermissionDeniedError, rados.PermissionError):
-            raise CephPermission("client.%s may not open pool %s" % (self.user or "admin", pool))
-        if ns:
-            ioctx.set_namespace(ns)
-        return ioctx
+    @property
+    def images(self):
+        """The image operations of this session (vmceph.rbdimages.Images)."""
+        if self._images is None:
+            from vmceph.rbdimages import Images
+            self._images = Images(self)
+        return self._images
 
     def inspect(self, spec):
-        """ImageFacts of one image: who holds its exclusive lock, who watches it."""
-        pool, ns, name = split_spec(spec)
-        rbd, rados = self.rbd, self.rados
-
-        def work():
-            ioctx = self._ioctx(pool, ns)
-            try:
-                with rbd.Image(ioctx, name, read_only=True) as img:
-                    lk = img.list_lockers()
-                    ws = list(img.watchers_list())
-                return lk, ws
-            finally:
-                ioctx.close()
-        try:
-            lk, ws = self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, "inspect " + spec)
-        except CephConfigError as e:
-            return ImageFacts(spec, exists=False, error=str(e))
-        except CephPermission:
-            return ImageFacts(spec, permission_denied=True)
-        except rbd.ImageNotFound:
-            return ImageFacts(spec, exists=False)
-        except (rbd.PermissionError, rados.PermissionDeniedError, rados.PermissionError):
-            return ImageFacts(spec, permission_denied=True)
-        except bounded.Timeout as e:
-            return ImageFacts(spec, error=str(e))
-        except CephUnavailable as e:
-            return ImageFacts(spec, error=str(e))
-        except (rbd.Error, rados.Error) as e:
-            return ImageFacts(spec, error="%s: %s" % (type(e).__name__, e))
-        return image_facts(spec, lk, ws)
+        """ImageFacts of one image (Images.inspect)."""
+        return self.images.inspect(spec)
 
     def inspect_all(self, specs):
-        """inspect() of every image at once: librados is thread-safe, and each inspection
-        is a few round trips to the OSDs (5-7 ms per image here, sequentially)."""
-        jobs = [bounded.Background(lambda s=s: self.inspect(s), "inspect " + s) for s in specs]
-        out = []
-        for spec, job in zip(specs, jobs):
-            try:
-                out.append(job.result(self._left(self.OSD_OP_CAP) + 2.0))
-            except bounded.Timeout as e:
-                self.abandoned.append("inspect " + spec)
-                out.append(ImageFacts(spec, error=str(e)))
-            except CephUnavailable as e:
-                out.append(ImageFacts(spec, error=str(e)))
-        return out
+        """ImageFacts of every image, inspected concurrently (Images.inspect_all)."""
+        return self.images.inspect_all(specs)
 
-    # ------------------------------------------------------------ image metadata
     def image_meta_get(self, spec, key):
-        """Value (str) of the image metadata ``key`` of ``spec`` (``rbd image-meta get``),
-        None if the image has no such key. Read through a read-only handle: no watch."""
-        pool, ns, name = split_spec(spec)
-        rbd = self.rbd
-
-        def work():  # ioctx and image opened and closed by the bounded work itself
-            ioctx = self._ioctx(pool, ns)
-            try:
-                with rbd.Image(ioctx, name, read_only=True) as img:
-                    try:
-                        return img.metadata_get(key)
-                    except KeyError:
-                        return None
-            finally:
-                ioctx.close()
-        return self._meta_call(work, "image-meta get %s %s" % (spec, key))
+        """Image metadata ``key`` of ``spec``, None if unset (Images.meta_get)."""
+        return self.images.meta_get(spec, key)
 
     def image_meta_set(self, spec, key, value):
-        """Set the image metadata ``key`` of ``spec`` to ``value``, as ``rbd image-meta set``
-        stores it (omap key ``metadata_<key>`` of the image's header object), written with
-        librados directly.
+        """Set image metadata without a watch or a lock (Images.meta_set)."""
+        self.images.meta_set(spec, key, value)
 
-        Not through ``Image.metadata_set``: that needs a read-write handle, and a read-write
-        open registers a watch, so for its duration this agent is a second writer to any
-        starter that looks (a racing start, our own post-create check), and with the
-        exclusive-lock feature librbd may take the lock for the update (docs/ceph-facts.md: never
-        take a lock yourself). The omap write registers no watch and takes no lock; the lab
-        showed ``rbd image-meta get`` reading it back, with a ``profile rbd`` user."""
-        pool, ns, name = split_spec(spec)
-        rbd, rados = self.rbd, self.rados
-        data = value.encode("utf-8") if isinstance(value, str) else value
-
-        def work():
-            ioctx = self._ioctx(pool, ns)
-            try:
-                with rbd.Image(ioctx, name, read_only=True) as img:
-                    header = "rbd_header." + img.id()
-                with rados.WriteOpCtx() as op:
-                    ioctx.set_omap(op, ("metadata_" + key,), (data,))
-                    ioctx.operate_write_op(op, header)
-            finally:
-                ioctx.close()
-        self._meta_call(work, "image-meta set %s %s" % (spec, key))
-
-    def _meta_call(self, work, what):
-        rbd, rados = self.rbd, self.rados
-        try:
-            return self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, what)
-        except bounded.Timeout as e:
-            raise CephUnavailable(str(e)) from None
-        except (rbd.PermissionError, rados.PermissionDeniedError, rados.PermissionError):
-            raise CephPermission("client.%s may not %s" % (self.user or "admin", what)) from None
-        except rbd.ImageNotFound:
-            raise CephConfigError("%s: the image does not exist" % what) from None
-        except (rbd.Error, rados.Error) as e:
-            raise CephUnavailable("%s failed: %s" % (what, e)) from None
+    def break_lock(self, spec, locker):
+        """Break the lock ``locker`` holds on ``spec``; True if one was broken
+        (Images.break_lock; the caller has blocklisted the holder)."""
+        return self.images.break_lock(spec, locker)
 
     def blocklist_add(self, addr, expire_s):
         """Fence one client instance ('ip:port/nonce', nonce > 0) for ``expire_s`` seconds.
@@ -450,50 +363,6 @@ class CephSession:
         (-22, "unable to parse address"), which the unit fakes did not model."""
         return parse_blocklist(self.mon("osd blocklist ls"))[0]
 
-    def break_lock(self, spec, locker):
-        """Break the exclusive lock ``locker`` holds on ``spec``; the caller has blocklisted
-        the holder already. Returns True if a lock was broken, False if it was gone.
-
-        librbd's own blocklisting on break (``rbd_blocklist_on_break_lock``) is switched
-        off: the holder is on the blocklist already, and a second blocklist change is a
-        second monitor (Paxos) round, ~1 s here (start took 1.98 s with it, 0.96 s
-        without). Its expiry setting cannot be used instead: with
-        ``rbd_blocklist_expire_seconds=600`` lock_break fails with EINVAL (librbd 16.2.15,
-        lab), with the default it blocklists for the monitors' 3600 s.
-        """
-        pool, ns, name = split_spec(spec)
-        rbd = self.rbd
-        self.cluster.conf_set("rbd_blocklist_on_break_lock", "false")
-
-        def work():
-            ioctx = self._ioctx(pool, ns)
-            try:
-                # read-write handle: lock_get_owners()/lock_break() fail on a read-only one
-                with rbd.Image(ioctx, name) as img:
-                    owners = list(img.lock_get_owners())
-                    self._debug("lock owners of %s: %s", spec, owners)
-                    broken = False
-                    for o in owners:
-                        # Pacific names the owner by its address: [{'mode': 0, 'owner':
-                        # '10.180.0.2:0/2022063107'}] (lab, librbd 16.2.15), not by entity
-                        if o.get("owner") in (locker.addr, locker.entity):
-                            img.lock_break(o["mode"], o["owner"])
-                            broken = True
-                    return broken
-            finally:
-                ioctx.close()
-        try:
-            return self._bounded(work, self._left(self.OSD_OP_CAP) + 1.0, "lock_break " + spec)
-        except bounded.Timeout as e:
-            raise CephUnavailable(str(e)) from None
-        except (rbd.PermissionError, self.rados.PermissionDeniedError):
-            raise CephPermission("client.%s may not break the lock on %s"
-                                 % (self.user or "admin", spec)) from None
-        except rbd.ImageNotFound:
-            return False
-        except (rbd.Error, self.rados.Error) as e:
-            raise CephUnavailable("lock_break on %s failed: %s" % (spec, e)) from None
-
 
 def parse_blocklist(out):
     """(entries, ranges) of 'osd blocklist ls' in JSON: two arrays back to back,
@@ -513,21 +382,3 @@ def parse_blocklist(out):
     ranges = [e.get("range") for e in (arrays[1] if len(arrays) > 1 else [])
               if isinstance(e, dict)]
     return [e for e in entries if e], [r for r in ranges if r]
-
-
-def image_facts(spec, lockers_answer, watchers):
-    """Build ImageFacts from librbd's raw answers.
-
-    list_lockers(): [] when unlocked, else
-        {'tag': 'internal', 'exclusive': True,
-         'lockers': [('client.4235', 'auto 94823928102912', '10.252.0.1:0/3154213287')]}
-    watchers_list(): [{'addr': '10.252.0.1:0/3154213287', 'id': 4235, 'cookie': 94823928102912}]
-    """
-    lockers, tag = (), None
-    if lockers_answer:
-        tag = lockers_answer.get("tag")
-        lockers = tuple(Locker(str(c), str(k), str(a))
-                        for c, k, a in lockers_answer.get("lockers", []))
-    ws = tuple(Watcher(str(w["addr"]), int(w.get("id", 0)), int(w.get("cookie", 0)))
-               for w in watchers)
-    return ImageFacts(spec, lock_tag=tag, lockers=lockers, watchers=ws)

@@ -56,10 +56,6 @@ class GenericError(OCFError):
     code = OCF_ERR_GENERIC
 
 
-class ArgsError(OCFError):
-    code = OCF_ERR_ARGS
-
-
 class PermError(OCFError):
     code = OCF_ERR_PERM
 
@@ -72,10 +68,6 @@ class InstalledError(OCFError):
 class ConfigError(OCFError):
     """The resource's configuration is wrong: no node can do better."""
     code = OCF_ERR_CONFIGURED
-
-
-class NotRunning(OCFError):
-    code = OCF_NOT_RUNNING
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -491,9 +483,6 @@ class Params:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return value
-
-    def as_dict(self):
-        return {p.name: getattr(self, p.name) for p in self._spec.params}
 
 
 class Action:

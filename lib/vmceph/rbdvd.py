@@ -4,28 +4,20 @@ Each action gathers facts through the adapters (virt, ceph, cluster), decides wi
 safety.py, then acts. The monitor at depth 0 imports only this module, ocf, virt and
 libvirt: domain XML, Ceph and the decision code are imported inside the actions that need
 them (see the import-time figures in ocf.py).
+
+The class keeps validation, monitor and start; the stop sequence is vmceph.stopseq and the
+migration vmceph.migration, each imported by the actions that run them.
 """
 
 import os
 
 from vmceph import ocf
-from vmceph.ocf import (OCF_ERR_GENERIC, OCF_NOT_RUNNING, OCF_SUCCESS, ConfigError,
-                        GenericError, InstalledError, OCFError, PermError)
+from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, ConfigError, GenericError,
+                        InstalledError, OCFError, PermError)
 from vmceph.rbdvd_params import SPEC
 from vmceph import virt
 
 STATE_PREFIX = "vmceph-RBDVirtualDomain-"
-
-SHUTDOWN_MODES = {  # virDomainShutdownFlagValues
-    "acpi": 1, "agent": 2, "initctl": 4, "signal": 8, "paravirt": 16,
-}
-
-MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
-    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192, "--postcopy": 32768,
-    "--tls": 65536, "--abort-on-error": 4096, "--persistent": 8, "--undefinesource": 16,
-}
-VIR_MIGRATE_LIVE = 1
-VIR_MIGRATE_PEER2PEER = 2
 
 # Seconds of a start's deadline kept, when creating the domain, for the second inspection
 # of its images, the generation stamp and, if need be, destroying the paused domain.
@@ -166,7 +158,7 @@ def domain_xml(ctx, fresh=False):
             raise _XML_ERRORS[1]("definition %s: this node has no local copy (it is made "
                                  "when the domain starts or migrates here)" % ref.uri)
     else:
-        p = _LenientParams(ctx)
+        p = LenientParams(ctx)
         try:
             data, entry = defstore.fetch(ref, p.get("ceph_conf"), p.get("ceph_user"),
                                          p.get("ceph_keyring"), ctx.deadline, ctx.log)
@@ -243,7 +235,8 @@ class RBDVirtualDomain:
         if p.snapshot and p.force_stop:
             raise ConfigError("snapshot and force_stop exclude each other: a forced stop "
                               "cannot save the guest's memory")
-        _parse_migrate_options(p.migrate_options or "")
+        from vmceph.migration import parse_migrate_options
+        parse_migrate_options(p.migrate_options or "")
         from vmceph.cluster import parse_membership, parse_node_addresses
         try:
             static = parse_node_addresses(p.node_addresses)
@@ -360,7 +353,7 @@ class RBDVirtualDomain:
         if rc != OCF_SUCCESS or ctx.is_probe:
             return rc
         if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=True)
+            run_monitor_scripts(ctx, once=True)
         if ctx.depth >= 10:
             self._deep_check(ctx, ident, sole_writer=ctx.depth >= 20)
         return OCF_SUCCESS
@@ -434,8 +427,8 @@ class RBDVirtualDomain:
         finally:
             hv.close()
         if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=False)
-        _utilization(ctx, dom)
+            run_monitor_scripts(ctx, once=False)
+        utilization(ctx, dom)
         return OCF_SUCCESS
 
     def _start_backing_off(self, ctx, hv, dom):
@@ -477,7 +470,7 @@ class RBDVirtualDomain:
             verdict = safety.decide_start(g.facts)
             ctx.log.info("start decision for %s: %s (%s)", dom.name, verdict.kind,
                          verdict.summary())
-            _raise_for(verdict)
+            raise_for(verdict)
             if verdict.recoveries:
                 facts.recover(ctx, g.session, verdict.recoveries)
             if not active:
@@ -496,13 +489,13 @@ class RBDVirtualDomain:
         # makes libvirt delete its own copy, /etc/libvirt/qemu/<name>.xml, which may be the
         # very file `config` names (issue 9).
         xml = domain_xml(ctx, fresh=True).decode("utf-8")   # what _domain parsed
-        saved = _snapshot_file(p, dom.name)
+        saved = snapshot_file(p.snapshot, dom.name)
         saved = self._still_current(ctx, g, dom, saved) if saved and os.path.exists(saved) \
             else None
         try:
             self._undefine_keeping(ctx, hv, dom, p.config, xml)
             if p.start_resources:
-                _start_resources(ctx, hv, dom)
+                start_resources(ctx, hv, dom)
         except virt.LibvirtUnreachable as e:
             raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
         except virt.VirtError as e:
@@ -623,7 +616,7 @@ class RBDVirtualDomain:
         ctx.log.warning("removed an inactive persistent definition of %s, which libvirt "
                         "could have started outside the cluster's control", dom.name)
         if st is not None and not os.path.exists(config):
-            _write_keeping(config, xml, st, secret=False)
+            write_keeping(config, xml, st, secret=False)
             ctx.log.warning("libvirt deleted %s when it undefined %s (it is libvirt's own "
                             "copy of the definition): written back unchanged; keep config "
                             "outside libvirt's directory (e.g. /etc/vmceph/domains/)",
@@ -659,297 +652,17 @@ class RBDVirtualDomain:
         return self._stop(ctx, ident, ctx.params.hypervisor)
 
     def _stop(self, ctx, ident, uri):
-        hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
-        try:
-            try:
-                dom = hv.lookup(ident.name, ident.uuid)
-            except virt.DomainNotFound:
-                forget(ctx)
-                return OCF_SUCCESS
-            except virt.LibvirtUnreachable as e:
-                return self._stop_without_libvirt(ctx, ident, e)
-            rc = self._stop_domain(ctx, hv, dom, ident)
-        except virt.LibvirtUnreachable as e:
-            return self._stop_without_libvirt(ctx, ident, e)
-        except virt.VirtError as e:
-            raise GenericError("stop of %s failed: %s" % (ident.name, e)) from None
-        finally:
-            hv.close()
-        if rc == OCF_SUCCESS:
-            forget(ctx)
-        return rc
-
-    def _stop_domain(self, ctx, hv, dom, ident):
-        p = _LenientParams(ctx)
-        state, _ = hv.state_of(dom)
-        if state not in virt.LIVE_STATES:
-            return OCF_SUCCESS
-        force = bool(p.get("force_stop"))
-        if state == virt.CRASHED:
-            # its QEMU still holds the images: nothing to save, nothing to ask, destroy it
-            ctx.log.warning("domain %s crashed (kept by on_crash=preserve): destroying it",
-                            ident.name)
-            force = True
-        else:
-            # Side tasks: best-effort, each within a share of the deadline. A failure is
-            # logged and the stop goes on: failing here would have Pacemaker fence the node
-            # and every VM on it for want of a config copy or a memory image.
-            if p.get("save_config_on_stop") or p.get("sync_config_on_stop"):
-                _save_config(ctx, hv, dom, ident)
-            saved = _snapshot_file_raw(p.get("snapshot"), ident.name)
-            if saved:
-                outcome = self._save_state(ctx, hv, dom, ident, saved)
-                if outcome == "saved":
-                    return OCF_SUCCESS
-                force = force or outcome == "abandoned"
-        if not force:
-            if self._graceful(ctx, hv, dom, ident, p.get("shutdown_mode") or ""):
-                return OCF_SUCCESS
-        ctx.log.info("destroying domain %s", ident.name)
-        try:
-            hv.destroy(dom)
-        except virt.DomainNotFound:
-            return OCF_SUCCESS
-        except virt.VirtOperationFailed as e:
-            ctx.log.warning("destroy of %s: %s", ident.name, e)
-        rc = self._wait_inactive(ctx, hv, dom, ident, ctx.deadline.remaining())
-        partial = getattr(self, "_drop_partial", None)
-        if partial:  # a save that failed or was abandoned may have left part of a file
-            from vmceph import generation
-            for err in generation.discard(partial):
-                ctx.log.warning("cannot delete what the failed save left: %s", err)
-        return rc
-
-    def _save_state(self, ctx, hv, dom, ident, saved):
-        """Save the guest's memory to ``saved`` with the disk's generation next to it
-        (vmceph.generation). 'saved', 'failed' (go on with a shutdown) or 'abandoned' (the
-        save did not answer within its share: libvirt may still be at it, and a shutdown
-        would wait for its job; destroy at once)."""
-        from vmceph import bounded, generation
-        token = self._current_generation(ctx)
-        share = max(1.0, ctx.deadline.remaining() / 2)
-        try:
-            bounded.call(lambda: os.makedirs(os.path.dirname(saved), exist_ok=True),
-                         min(5.0, share), "mkdir " + os.path.dirname(saved))
-            hv.save(dom, saved, cap=share)
-        except (OSError, bounded.Timeout, virt.VirtError) as e:
-            state, _ = _state_or_unknown(hv, dom)
-            if state is not None and state not in virt.LIVE_STATES:
-                # the save finished as we gave up on it: it is the guest's state
-                ctx.log.warning("saving %s to %s answered late (%s) but the domain is "
-                                "gone", ident.name, saved, e)
-            else:
-                ctx.log.warning("cannot save the memory of %s to %s (%s): stopping it "
-                                "without saving", ident.name, saved, e)
-                self._drop_partial = saved
-                abandoned = isinstance(e, (bounded.Timeout, virt.CallTimeout))
-                return "abandoned" if abandoned else "failed"
-        if token is not None:
-            try:
-                bounded.call(lambda: generation.write_recorded(saved, token),
-                             ctx.deadline.at_most(5.0), "write " + generation.sidecar(saved))
-            except (OSError, bounded.Timeout) as e:
-                ctx.log.warning("cannot record the generation of %s (%s): the next start "
-                                "will discard it", saved, e)
-        ctx.log.info("domain %s saved to %s (generation %s)", ident.name, saved,
-                     token or "unknown: the next start will discard it")
-        return "saved"
-
-    def _current_generation(self, ctx):
-        """The generation of the first guarded image, asked within a tenth of the stop's
-        time; None if it cannot be told (stop never depends on Ceph)."""
-        from vmceph import bounded, generation
-        p = _LenientParams(ctx)
-        try:
-            dom = self._domain(ctx)
-            specs = [d.spec for d in dom.guarded_disks]
-        except OCFError as e:
-            ctx.log.warning("cannot read the disks of the domain (%s): saving its memory "
-                            "without a generation", e.reason)
-            return None
-        if not specs:
-            return None
-        from vmceph.ceph import CephError, CephSession
-
-        def ask():
-            session = CephSession(p.get("ceph_conf"), p.get("ceph_user"),
-                                  p.get("ceph_keyring"), _Share(ctx.deadline, 0.1), ctx.log)
-            session.connect()
-            try:
-                return session.image_meta_get(specs[0], generation.META_KEY)
-            finally:
-                session.close()
-        try:
-            return bounded.call(ask, max(0.5, ctx.deadline.remaining() / 10), "generation")
-        except (CephError, bounded.Timeout) as e:
-            ctx.log.warning("cannot read the generation of %s (%s): saving the memory "
-                            "without one", specs[0], e)
-            return None
-
-    def _graceful(self, ctx, hv, dom, ident, mode):
-        """Ask the guest to shut down; wait for 2/3 of what is left (the rest is for
-        destroy). True if it went down."""
-        import time
-        flags = 0
-        for m in mode.split(","):
-            if m.strip():
-                flags |= SHUTDOWN_MODES[m.strip()]
-        try:
-            hv.shutdown(dom, flags)
-        except virt.DomainNotFound:
-            return True
-        except virt.VirtOperationFailed as e:
-            ctx.log.warning("graceful shutdown of %s refused: %s", ident.name, e)
-            return False
-        grace = ctx.deadline.remaining() * 2 / 3
-        ctx.log.info("asked %s to shut down (mode %s); waiting up to %.0f s", ident.name,
-                     mode or "default", grace)
-        end = time.monotonic() + grace
-        while time.monotonic() < end:
-            if not _active(hv, dom):
-                return True
-            # never past the grace: the rest of the deadline is destroy's
-            time.sleep(max(0.0, min(0.5, end - time.monotonic())))
-        ctx.log.warning("%s did not shut down within %.0f s", ident.name, grace)
-        return False
-
-    def _wait_inactive(self, ctx, hv, dom, ident, seconds):
-        import time
-        end = time.monotonic() + seconds
-        while True:
-            if not _active(hv, dom):
-                return OCF_SUCCESS
-            # stop asking while a query still has time: one made with nothing left would
-            # time out at once and read as "libvirt unreachable"
-            left = end - time.monotonic()
-            if left <= 0.2:
-                raise GenericError("domain %s is still running after destroy; the node must "
-                                   "be fenced" % ident.name)
-            time.sleep(min(0.1, left - 0.2))
-
-    def _stop_without_libvirt(self, ctx, ident, error):
-        """libvirtd is down: stop the QEMU process itself rather than fail (which fences the
-        node) or succeed on a guess (which risks two writers)."""
-        import signal
-        pid = virt.qemu_pid_of(ident.name)
-        if pid is None:
-            ctx.log.warning("libvirt unreachable (%s); no QEMU process of %s: stopped",
-                            error, ident.name)
-            forget(ctx)
-            return OCF_SUCCESS
-        ctx.log.warning("libvirt unreachable (%s); terminating QEMU of %s (pid %d) directly",
-                        error, ident.name, pid)
-        for sig, wait in ((signal.SIGTERM, min(10.0, ctx.deadline.remaining() / 2)),
-                          (signal.SIGKILL, ctx.deadline.remaining())):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            if virt.wait_gone(pid, wait):
-                break
-        if virt.qemu_pid_of(ident.name) is not None and not virt.wait_gone(pid, 0.5):
-            raise GenericError("libvirt unreachable and QEMU of %s (pid %d) survived SIGKILL"
-                               % (ident.name, pid))
-        forget(ctx)
-        return OCF_SUCCESS
+        from vmceph.stopseq import StopSequence
+        return StopSequence(self._domain).run(ctx, ident, uri)
 
     # ---------------------------------------------------------------- migration
     def migrate_to(self, ctx):
-        from vmceph import facts, safety
-        target = ctx.meta("migrate_target")
-        if not target:
-            raise ConfigError("migrate_to needs the target node "
-                              "(OCF_RESKEY_CRM_meta_migrate_target); Pacemaker sets it")
-        dom = self._domain(ctx)
-        p = ctx.params
-        hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)
-        try:
-            try:
-                vdom = hv.lookup(dom.name, dom.uuid)
-                state, _ = hv.state_of(vdom)
-            except virt.DomainNotFound:
-                state = virt.SHUTOFF
-            except virt.VirtError as e:
-                raise GenericError("libvirt: %s" % e) from None
-            if state not in virt.ACTIVE_STATES:
-                raise GenericError("domain %s is not running on this node: nothing to migrate"
-                                   % dom.name)
-            with facts.gather(ctx, dom, domain_active=True) as g:
-                health = _node_health(ctx, g, target)
-                verdict = safety.decide_migrate(g.facts, target, health)
-                ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
-                             verdict.summary())
-                _raise_for(verdict)
-                self._stamp_migration(ctx, g, target)
-            if p.start_resources:
-                _start_resources(ctx, hv, dom)
-            dconnuri, params, flags = migration_args(p, target)
-            ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, dconnuri)
-            try:
-                stats = virt.migrate(hv, vdom, dconnuri, params, flags,
-                                     p.migration_downtime, ctx.log)
-            except virt.MigrationTimeout as e:
-                raise GenericError(str(e)) from None
-            except virt.VirtError as e:
-                raise GenericError("live migration of %s to %s failed: %s"
-                                   % (dom.name, target, e)) from None
-            if stats:
-                ctx.log.info("migration of %s done: %s", dom.name, _job_summary(stats))
-        finally:
-            hv.close()
-        return OCF_SUCCESS
-
-    def _stamp_migration(self, ctx, g, target):
-        """A new generation before the guest moves (vmceph.generation): best-effort, the
-        start that began this run has stamped one already."""
-        from vmceph import generation
-        from vmceph.ceph import CephError
-        specs = [i.spec for i in g.facts.images]
-        if not specs:
-            return
-        try:
-            g.session.image_meta_set(specs[0], generation.META_KEY, generation.new_token(
-                ctx.node_name, "migrate to " + target))
-        except CephError as e:
-            ctx.log.warning("cannot record the migration in the metadata of %s: %s",
-                            specs[0], e)
+        from vmceph import migration
+        return migration.migrate_to(ctx, self._domain)
 
     def migrate_from(self, ctx):
-        import time
-        source = ctx.meta("migrate_source")
-        if not source:
-            raise ConfigError("migrate_from needs the source node "
-                              "(OCF_RESKEY_CRM_meta_migrate_source); Pacemaker sets it")
-        dom = self._domain(ctx)
-        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
-        hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
-        try:
-            while True:
-                try:
-                    state, _ = hv.state(dom.name, dom.uuid)
-                except virt.VirtError as e:
-                    raise GenericError("libvirt: %s" % e) from None
-                if state in (virt.RUNNING, virt.BLOCKED):
-                    break
-                if ctx.deadline.expired():
-                    raise GenericError("domain %s did not arrive running from %s (state %s)"
-                                       % (dom.name, source, virt.STATE_NAMES.get(state, state)))
-                time.sleep(0.2)
-            try:
-                vdom = hv.lookup(dom.name, dom.uuid)
-                # KEEP_COMPLETED: leave them for `virsh domjobinfo --completed` too
-                stats = hv.job_stats(vdom, completed=True)
-                if stats:
-                    ctx.log.info("migration of %s from %s: %s", dom.name, source,
-                                 _job_summary(stats))
-            except virt.VirtError as e:  # statistics are informational only
-                ctx.log.debug("no completed job statistics: %s", e)
-        finally:
-            hv.close()
-        if ctx.params.monitor_scripts:
-            _run_monitor_scripts(ctx, once=False)
-        _utilization(ctx, dom)
-        return OCF_SUCCESS
+        from vmceph import migration
+        return migration.migrate_from(ctx, self._domain)
 
 
 # ------------------------------------------------------------------ helpers
@@ -966,7 +679,7 @@ def _warn_unknown_node_names(ctx, static):
         ctx.log.warning("%s", sentence)
 
 
-def _raise_for(verdict):
+def raise_for(verdict):
     from vmceph import safety
     if verdict.may_start:
         return
@@ -978,55 +691,7 @@ def _raise_for(verdict):
     raise GenericError(reason)
 
 
-def _node_health(ctx, g, target):
-    """The target's health attribute. ``crm_mon -A`` never lists node attributes whose
-    name starts with '#' (it filters them, like fail-counts), so '#health-ceph' is not in
-    the crm_mon view: ask attrd for it. None when it cannot be told."""
-    name = ctx.params.health_attribute
-    value = g.node_attribute(target, name)
-    if value is not None:
-        return value
-    from vmceph import bounded
-    from vmceph.cluster import Cluster
-    try:
-        return Cluster(ctx.deadline, ctx.log).query_attribute(name, target)
-    except (OSError, bounded.Timeout) as e:
-        ctx.log.warning("cannot read node attribute %s of %s: %s", name, target, e)
-        return None
-
-
-def _active(hv, dom):
-    """True while the domain has a QEMU here (a crashed-preserved one too)."""
-    return hv.state_of(dom)[0] in virt.LIVE_STATES
-
-
-def _state_or_unknown(hv, dom):
-    try:
-        return hv.state_of(dom, cap=5.0)
-    except virt.VirtError:
-        return None, None
-
-
-class _Share:
-    """A deadline-like share of an action's deadline: ``fraction`` of what is left now."""
-
-    def __init__(self, deadline, fraction):
-        import time
-        self.timeout = deadline.remaining() * fraction
-        self._end = time.monotonic() + self.timeout
-
-    def remaining(self):
-        import time
-        return max(0.0, self._end - time.monotonic())
-
-    def at_most(self, seconds):
-        return max(0.0, min(seconds, self.remaining()))
-
-    def expired(self):
-        return self.remaining() <= 0.0
-
-
-class _LenientParams:
+class LenientParams:
     """Parameter values for stop, which must work with a partly invalid configuration:
     a value that does not parse counts as its default."""
 
@@ -1040,48 +705,12 @@ class _LenientParams:
             return self.p.default(name)
 
 
-def _snapshot_file(p, name):
-    return _snapshot_file_raw(p.snapshot, name)
-
-
-def _snapshot_file_raw(directory, name):
+def snapshot_file(directory, name):
+    """Where the memory of domain ``name`` is saved at stop (parameter snapshot)."""
     return os.path.join(directory, name + ".state") if directory else None
 
 
-def _save_config(ctx, hv, dom, ident):
-    """Write the running definition back to the config file (and csync2 it), best-effort:
-    within a sixth of the stop's time, a failure is a warning (a config on unmounted shared
-    storage is the very case the remembered identity exists for)."""
-    from vmceph import bounded
-    config = ident.config or ctx.params.raw("config")
-    if not config:
-        return
-    from vmceph.defstore import is_uri
-    if is_uri(config):
-        ctx.log.info("save_config_on_stop: %s is a definition in Ceph, not a file: not "
-                     "written back (change it with 'vmceph config edit')", config)
-        return
-    share = max(1.0, min(20.0, ctx.deadline.remaining() / 6))
-    try:
-        xml = hv.xml_desc(dom, secure=True, inactive=True, cap=share)
-        # the file system may hang (NFS): the write is bounded too
-        bounded.call(lambda: _write_keeping(config, xml, None, secret=True),
-                     max(0.5, min(share, ctx.deadline.remaining() / 6)), "write " + config)
-    except (OSError, bounded.Timeout, virt.VirtError) as e:
-        ctx.log.warning("cannot save the configuration of %s to %s (%s): stopping it "
-                        "anyway", ident.name, config, e)
-        return
-    ctx.log.info("saved the running configuration of %s to %s", ident.name, config)
-    if _LenientParams(ctx).get("sync_config_on_stop"):
-        try:
-            r = bounded.command(["csync2", "-x"], ctx.deadline.at_most(20.0), log=ctx.log)
-            if r.rc != 0:
-                ctx.log.warning("csync2 -x failed (rc %d): %s", r.rc, r.err.strip()[:200])
-        except (FileNotFoundError, bounded.Timeout) as e:
-            ctx.log.warning("csync2 -x: %s", e)
-
-
-def _write_keeping(path, text, st=None, secret=False):
+def write_keeping(path, text, st=None, secret=False):
     """Replace the file ``path`` with ``text`` atomically, keeping what an administrator set
     up: a symbolic link stays a link (its target is replaced), the mode, owner and group
     stay (``st``: those to keep when the file is gone, else the file's own). With
@@ -1174,82 +803,6 @@ def lenient_hypervisor(ctx):
     return uri or default
 
 
-def _parse_migrate_options(text):
-    """(flags, migrateuri) from the migrate_options parameter; ConfigError on anything
-    this agent cannot honour."""
-    flags, uri = 0, None
-    words = text.split()
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w in MIGRATE_OPTIONS:
-            flags |= MIGRATE_OPTIONS[w]
-        elif w == "--migrateuri" and i + 1 < len(words):
-            uri = words[i + 1]
-            i += 1
-        elif w.startswith("--migrateuri="):
-            uri = w.split("=", 1)[1]
-        elif w in ("--live", "--p2p", "--peer2peer"):
-            pass  # always done
-        else:
-            raise ConfigError("migrate_options: %r is not supported by RBDVirtualDomain "
-                              "(supported: %s, --migrateuri URI)"
-                              % (w, " ".join(sorted(MIGRATE_OPTIONS))))
-        i += 1
-    return flags, uri
-
-
-def target_host(p, target):
-    """The host name of the target for URIs, with migration_network_suffix applied before
-    the first dot of a fully qualified name."""
-    suffix = p.migration_network_suffix or ""
-    if not suffix:
-        return target
-    head, dot, rest = target.partition(".")
-    return head + suffix + dot + rest
-
-
-def migration_args(p, target):
-    """(destination libvirt URI, typed params, flags) for migrateToURI3."""
-    host = target_host(p, target)
-    if p.remoteuri:
-        dconnuri = p.remoteuri.replace("%n", target)
-    elif p.migration_transport:
-        user = (p.migration_user + "@") if p.migration_user else ""
-        dconnuri = "qemu+%s://%s%s/system" % (p.migration_transport, user, host)
-    else:
-        base = p.hypervisor
-        user = (p.migration_user + "@") if p.migration_user else ""
-        if ":///" in base:
-            dconnuri = base.replace(":///", "://%s%s/" % (user, host), 1)
-        else:
-            dconnuri = "qemu://%s%s/system" % (user, host)
-    flags, opt_uri = _parse_migrate_options(p.migrate_options or "")
-    flags |= VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER
-    params = {}
-    migrateuri = p.migrateuri or opt_uri
-    if migrateuri:
-        params[virt.MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
-    elif p.migrateport or host != target:
-        # the stream goes to the migration network's name too (libvirt picks the port
-        # when none is given)
-        params[virt.MIGRATE_PARAM_URI] = "tcp://%s" % host + (
-            ":%d" % p.migrateport if p.migrateport else "")
-    if p.migration_speed:
-        params[virt.MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
-    return dconnuri, params, flags
-
-
-def _job_summary(stats):
-    parts = []
-    for key, label, scale, unit in (("time_elapsed", "took", 1, "ms"),
-                                    ("downtime", "downtime", 1, "ms"),
-                                    ("memory_processed", "memory sent", 1 / 1048576.0, "MiB")):
-        if key in stats:
-            parts.append("%s %.0f %s" % (label, stats[key] * scale, unit))
-    return ", ".join(parts) or "no statistics"
-
-
 def _which(prog):
     for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         if os.access(os.path.join(d, prog), os.X_OK):
@@ -1257,7 +810,7 @@ def _which(prog):
     return False
 
 
-def _run_monitor_scripts(ctx, once):
+def run_monitor_scripts(ctx, once):
     """Run every monitor script; with ``once`` a failure fails, otherwise retry until they
     all pass or the deadline."""
     import time
@@ -1279,7 +832,7 @@ def _run_monitor_scripts(ctx, once):
         time.sleep(1.0)
 
 
-def _start_resources(ctx, hv, dom):
+def start_resources(ctx, hv, dom):
     for net in dom.networks:
         if hv.ensure_network(net):
             ctx.log.info("started libvirt network %s", net)
@@ -1288,7 +841,7 @@ def _start_resources(ctx, hv, dom):
             ctx.log.info("started libvirt storage pool %s", pool)
 
 
-def _utilization(ctx, dom):
+def utilization(ctx, dom):
     """autoset_/unset_utilization_* at start and migrate_from (see the parameters)."""
     p = ctx.params
     if ctx.env.get("OCF_RESOURCE_INSTANCE") is None or not _which("crm_resource"):

@@ -134,9 +134,10 @@ INHERITED = [
           shortdesc="live migrate options",
           longdesc="Extra options of the live migration, in virsh's spelling. This agent "
                    "drives libvirt's API directly and understands: --unsafe, --compressed, "
-                   "--auto-converge, --postcopy, --tls, --abort-on-error, --persistent, "
-                   "--undefinesource, --migrateuri URI (%n = target node). Anything else is "
-                   "refused by validation rather than ignored."),
+                   "--auto-converge, --tls, --abort-on-error, --persistent, --undefinesource, "
+                   "--migrateuri URI (%n = target node). Anything else is refused by "
+                   "validation rather than ignored (--postcopy too: post-copy needs "
+                   "migrate-postcopy during the job, which this agent does not do)."),
     Param("monitor_scripts", default="", inherited=True, multiline=True, local=executables,
           shortdesc="space-separated list of monitor scripts",
           longdesc="Programs that check services inside the guest; each must exit 0. They run "

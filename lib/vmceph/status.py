@@ -12,7 +12,7 @@ Sources, each bounded (docs/status.md):
   attrd (``#health-ceph``: crm_mon never lists attributes starting with '#');
 - Ceph through CephSession (quorum, inspect_all) and vmceph.defstore for ``ceph:`` configs;
 - libvirt: the local hypervisor URI for this node, for another node the URI a live
-  migration to it would use (rbdvd.migration_args), each within a few seconds.
+  migration to it would use (migration.migration_args), each within a few seconds.
 
 The collection (``collect``) and the judgement (``judge``, pure) are separate so the flags
 are tested on hand-made views; ``render`` makes the table.
@@ -346,7 +346,7 @@ def collect(src, ceph_opts=None):
 
 
 def _resource_row(src, r, prims, failures, nodes, owners, session, local):
-    from vmceph.rbdvd import migration_args
+    from vmceph.migration import migration_args
     from vmceph.safety import ip_of
     raw = prims.get(base_id(r["id"]), {}).get("params", {})
     config = raw.get("config")

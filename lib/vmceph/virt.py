@@ -22,8 +22,6 @@ STATE_NAMES = {NOSTATE: "no state", RUNNING: "running", BLOCKED: "blocked", PAUS
                PMSUSPENDED: "suspended by guest power management"}
 # paused reasons (virDomainPausedReason)
 PAUSED_IOERROR = 5
-PAUSED_MIGRATION = 2
-PAUSED_POSTCOPY_FAILED = 13
 PAUSED_USER = 1            # what a domain created with START_PAUSED reports (lab: "paused (user)")
 ACTIVE_STATES = (RUNNING, BLOCKED, PAUSED, SHUTDOWN, PMSUSPENDED)
 # A domain libvirt keeps as CRASHED (on_crash='preserve') still has its QEMU and its images

@@ -48,7 +48,7 @@ START_PHASES = [
     ("cluster view: crm_mon + cibadmin", "facts.py", "cluster_view"),
     ("Ceph connect", "ceph.py", "connect"),
     ("Ceph quorum_status", "ceph.py", "quorum"),
-    ("inspect images (open read-only, lockers, watchers)", "ceph.py", "inspect"),
+    ("inspect images (open read-only, lockers, watchers)", "rbdimages.py", "inspect"),
     ("owners map (addresses, name resolution)", "cluster.py", "owners_map"),
     ("Ceph session close", "ceph.py", "close"),
     ("libvirt: state + createXML (QEMU starts)", "virt.py", "create"),
@@ -57,7 +57,7 @@ START_PHASES = [
 MIGRATE_PHASES = [
     ("validate", "rbdvd.py", "validate"),
     ("facts (cluster view, Ceph, images)", "facts.py", "gather_with"),
-    ("target's #health-ceph (attrd_updater)", "rbdvd.py", "_node_health"),
+    ("target's #health-ceph (attrd_updater)", "migration.py", "node_health"),
     ("live migration (migrateToURI3 + polling)", "virt.py", "migrate"),
     ("the whole action (ocf.run)", "ocf.py", "run"),
 ]

@@ -19,9 +19,10 @@ import time
 import pytest
 
 import fakes
-from vmceph import cluster, ocf, rbdvd, virt
+from vmceph import cluster, migration, ocf, stopseq, virt
 from vmceph.ocf import ConfigError, Params
-from vmceph.rbdvd import RBDVirtualDomain, migration_args, _parse_migrate_options
+from vmceph.migration import migration_args, parse_migrate_options
+from vmceph.rbdvd import RBDVirtualDomain
 from vmceph.rbdvd_params import SPEC
 
 VIR = fakes.real_libvirt
@@ -771,20 +772,29 @@ def test_migration_params(env, target, params):
     assert got == params and flags == FLAGS
 
 
+def test_migration_plan_is_the_args_and_the_downtime():
+    from vmceph.migration import migration_plan
+    p = _p(migration_downtime="300", migration_speed="100", migration_network_suffix="-mig")
+    plan = migration_plan(p, "node2")
+    assert (plan.dconnuri, plan.params, plan.flags) == migration_args(p, "node2")
+    assert plan.downtime == 300 and plan.flags == FLAGS
+    assert migration_plan(_p(), "node2").downtime == 0     # 0: libvirt's default
+
+
 @pytest.mark.parametrize("text,flags,uri", [
     ("", 0, None),
     ("--live --p2p", 0, None),
     ("--unsafe --compressed", VIR.VIR_MIGRATE_UNSAFE | VIR.VIR_MIGRATE_COMPRESSED, None),
-    ("--auto-converge --postcopy --tls --abort-on-error",
-     VIR.VIR_MIGRATE_AUTO_CONVERGE | VIR.VIR_MIGRATE_POSTCOPY | VIR.VIR_MIGRATE_TLS |
-     VIR.VIR_MIGRATE_ABORT_ON_ERROR, None),
+    ("--auto-converge --tls --abort-on-error",
+     VIR.VIR_MIGRATE_AUTO_CONVERGE | VIR.VIR_MIGRATE_TLS | VIR.VIR_MIGRATE_ABORT_ON_ERROR,
+     None),
     ("--persistent --undefinesource", VIR.VIR_MIGRATE_PERSIST_DEST |
      VIR.VIR_MIGRATE_UNDEFINE_SOURCE, None),
     ("--migrateuri tcp://%n:49152 --unsafe", VIR.VIR_MIGRATE_UNSAFE, "tcp://%n:49152"),
     ("--migrateuri=tcp://x:1", 0, "tcp://x:1"),
 ])
 def test_migrate_options(text, flags, uri):
-    assert _parse_migrate_options(text) == (flags, uri)
+    assert parse_migrate_options(text) == (flags, uri)
 
 
 def test_migrate_options_flags_reach_libvirt():
@@ -796,23 +806,43 @@ def test_migrate_options_flags_reach_libvirt():
                                   "--copy-storage-all", "--offline"])
 def test_migrate_options_refused(text):
     with pytest.raises(ConfigError) as e:
-        _parse_migrate_options(text)
+        parse_migrate_options(text)
     assert "is not supported by RBDVirtualDomain" in e.value.reason
     assert "--unsafe" in e.value.reason                  # the message lists what is
 
 
+def test_postcopy_is_refused_with_its_reason():
+    """--postcopy only allows post-copy (migrate-postcopy starts it during the job), which
+    this agent never does: refused rather than accepted and never started."""
+    with pytest.raises(ConfigError) as e:
+        parse_migrate_options("--auto-converge --postcopy")
+    assert e.value.reason == ("migrate_options: --postcopy is not supported: post-copy needs "
+                              "migrate-postcopy during the job, which RBDVirtualDomain does "
+                              "not do")
+    assert "--postcopy" not in migration.MIGRATE_OPTIONS
+
+
+@pytest.mark.parametrize("action", ["validate-all", "start", "migrate_to"])
+def test_postcopy_fails_validation(w, action):
+    rc = w.run(action, {"migrate_options": "--postcopy"})
+    assert rc == ocf.OCF_ERR_CONFIGURED, w.err
+    assert "--postcopy is not supported: post-copy needs migrate-postcopy during the job, " \
+           "which RBDVirtualDomain does not do" in w.reason
+    assert not w.node1.called("createXML") and not w.node1.called("migrateToURI3")
+
+
 def test_agent_flag_values_are_libvirts():
-    for opt, flag in rbdvd.MIGRATE_OPTIONS.items():
+    for opt, flag in migration.MIGRATE_OPTIONS.items():
         name = {"--unsafe": "UNSAFE", "--compressed": "COMPRESSED",
-                "--auto-converge": "AUTO_CONVERGE", "--postcopy": "POSTCOPY", "--tls": "TLS",
+                "--auto-converge": "AUTO_CONVERGE", "--tls": "TLS",
                 "--abort-on-error": "ABORT_ON_ERROR", "--persistent": "PERSIST_DEST",
                 "--undefinesource": "UNDEFINE_SOURCE"}[opt]
         assert getattr(VIR, "VIR_MIGRATE_" + name) == flag
-    for mode, flag in rbdvd.SHUTDOWN_MODES.items():
+    for mode, flag in stopseq.SHUTDOWN_MODES.items():
         name = {"acpi": "ACPI_POWER_BTN", "agent": "GUEST_AGENT", "initctl": "INITCTL",
                 "signal": "SIGNAL", "paravirt": "PARAVIRT"}[mode]
         assert getattr(VIR, "VIR_DOMAIN_SHUTDOWN_" + name) == flag
-    assert (rbdvd.VIR_MIGRATE_LIVE, rbdvd.VIR_MIGRATE_PEER2PEER) == (
+    assert (migration.VIR_MIGRATE_LIVE, migration.VIR_MIGRATE_PEER2PEER) == (
         VIR.VIR_MIGRATE_LIVE, VIR.VIR_MIGRATE_PEER2PEER)
 
 

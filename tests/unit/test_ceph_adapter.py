@@ -11,7 +11,8 @@ import pytest
 import fakes
 from vmceph import ceph
 from vmceph.ceph import (CephConfigError, CephPermission, CephSession, CephUnavailable,
-                         image_facts, split_spec)
+                         split_spec)
+from vmceph.rbdimages import image_facts
 from vmceph.ocf import Deadline
 from vmceph.safety import ImageFacts, Locker, Watcher
 
@@ -292,6 +293,34 @@ def test_inspect_closes_its_ioctx(cluster, conf, monkeypatch):
         s.inspect("rbd/vm1-root")
         s.inspect("rbd/nope")
     assert len(opened) == 2 and all(io.state == "closed" for io in opened)
+
+
+def test_read_only_open_closes_what_it_opened_when_the_body_fails(cluster, conf, monkeypatch):
+    opened, images = [], []
+    real_open = fakes.Rados.open_ioctx
+    real_image = cluster.rbd.Image
+
+    def spy(self, name):
+        io = real_open(self, name)
+        opened.append(io)
+        return io
+
+    def image(*a, **kw):
+        img = real_image(*a, **kw)
+        images.append(img)
+        return img
+    monkeypatch.setattr(fakes.Rados, "open_ioctx", spy)
+    monkeypatch.setattr(cluster.rbd, "Image", image)
+    with session(cluster, conf) as s:
+        with pytest.raises(RuntimeError):
+            with s.images.read_only("rbd", None, "vm1-root") as img:
+                assert img.read_only
+                raise RuntimeError("the body failed")
+        with pytest.raises(cluster.rbd.ImageNotFound):     # the open itself fails
+            with s.images.read_only("rbd", None, "nope"):
+                pass
+    assert len(opened) == 2 and all(io.state == "closed" for io in opened)
+    assert len(images) == 1 and images[0].closed
 
 
 def test_image_facts_from_raw_answers():

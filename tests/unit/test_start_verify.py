@@ -483,13 +483,14 @@ def test_migration_timeout_reason_says_where_the_guest_runs(w):
 
 # ----------------------------------------------------------------------- architecture
 
-def test_agent_uses_only_the_hypervisors_public_methods():
-    src = (Path(__file__).resolve().parents[2] / "lib" / "vmceph" / "rbdvd.py").read_text()
+@pytest.mark.parametrize("module", ["rbdvd.py", "stopseq.py", "migration.py"])
+def test_agent_uses_only_the_hypervisors_public_methods(module):
+    src = (Path(__file__).resolve().parents[2] / "lib" / "vmceph" / module).read_text()
     assert "._call(" not in src
     assert ".mod." not in src and "hv.mod" not in src
     assert "._spec" not in src
     camel = re.findall(r"\.([a-z]+[A-Z]\w*)\(", src)
-    assert camel == [], "libvirt methods called from rbdvd.py: %s" % camel
+    assert camel == [], "libvirt methods called from %s: %s" % (module, camel)
 
 
 def test_virt_constants_are_libvirts():
