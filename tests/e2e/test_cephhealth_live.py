@@ -89,7 +89,8 @@ def permanent_attrs(lab, name):
             for nv in n.iterfind("instance_attributes/nvpair") if nv.get("name") == name}
 
 
-def test_stopping_the_clone_on_a_node_removes_both_attributes(cluster, quiet, figure):
+def test_stopping_the_clone_on_a_node_removes_health_and_keeps_the_addresses(cluster, quiet,
+                                                                            figure):
     lab = cluster.lab
     node = lab.node_name(3)
     first = lab.first_alive()
@@ -99,8 +100,10 @@ def test_stopping_the_clone_on_a_node_removes_both_attributes(cluster, quiet, fi
         wait_until(lambda: node not in cluster_config.placement(lab).get("ceph-health", []),
                    timeout=60, interval=0.5, what=f"CephHealth stopped on {node}")
         assert node not in cluster_config.attrd_values(lab, "#health-ceph")
-        # the addresses are a permanent node attribute (they must outlive fencing)
-        assert node not in permanent_attrs(lab, "vmceph-ceph-addrs")
+        # the addresses are a permanent node attribute that outlives the clone's stop
+        # (issue 10): a health-clone restart must not leave the node unmapped exactly when
+        # it may be fenced next
+        assert permanent_attrs(lab, "vmceph-ceph-addrs").get(node) == lab.node_ip(3)
         # attrd applies the attribute's dampening to the deletion too
         wait_until(lambda: node not in cluster_config.health(lab),
                    timeout=quiet["dampen"] + 2 * SLACK_S, interval=0.5,
