@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-AGENT = Path(__file__).resolve().parents[2] / "agents" / "fence_vmceph"
+AGENT = Path(__file__).resolve().parents[2] / "agents" / "fence" / "fence_vmceph"
 KEYRING = "/etc/ceph/ceph.client.fence.keyring"
 CAPS = ["mon", 'allow r, allow command "osd blocklist", allow command "osd blocklist ls", '
         'allow command "osd down", allow command "config-key set", '

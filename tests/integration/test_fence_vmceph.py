@@ -20,7 +20,7 @@ from conftest import AGENT_DIR
 
 pytestmark = pytest.mark.lab
 
-FENCE = str(AGENT_DIR / "fence_vmceph")
+FENCE = str(AGENT_DIR / "fence" / "fence_vmceph")
 TARGET = 3
 CAPS_MON = ('allow r, allow command "osd blocklist", allow command "osd blocklist ls", '
             'allow command "osd down", allow command "config-key set", '

@@ -47,7 +47,7 @@ def cib(tmp_path_factory):
     (d / "ocf").mkdir()
     (d / "ocf" / "vmceph").symlink_to(AGENTS.resolve())
     (d / "sbin").mkdir()
-    (d / "sbin" / "fence_vmceph").symlink_to((AGENTS / "fence_vmceph").resolve())
+    (d / "sbin" / "fence_vmceph").symlink_to((AGENTS / "fence" / "fence_vmceph").resolve())
     prefix = ("unshare", "-m", "--propagation", "private", "sh", "-c",
               'mount -t overlay overlay -o lowerdir="$0/ocf":/usr/lib/ocf/resource.d '
               '/usr/lib/ocf/resource.d && mount -t overlay overlay -o lowerdir="$0/sbin":'

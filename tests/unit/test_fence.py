@@ -24,7 +24,7 @@ from vmceph.ceph import CephPermission, CephUnavailable
 from vmceph.fence import FenceError, NodeFencer
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENT = ROOT / "agents" / "fence_vmceph"
+AGENT = ROOT / "agents" / "fence" / "fence_vmceph"
 HAVE_FENCING = os.path.exists("/usr/share/fence/fencing.py")
 
 T_IP, OTHER_IP, OWN_IP = "10.0.0.3", "10.0.0.2", "10.0.0.1"
