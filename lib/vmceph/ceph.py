@@ -209,34 +209,30 @@ class CephSession:
     def mon_target(self, name, prefix, **args):
         """JSON answer of a command to the one monitor ``name`` (``ceph tell mon.NAME``,
         e.g. 'sessions', which fence.py needs); raises like mon()."""
-        args.update(prefix=prefix, format="json")
-        cmd = json.dumps(args)
-        budget = self._left(self.MON_OP_CAP) + 1.0
-        try:
-            ret, out, err = self._bounded(
-                lambda: self.cluster.mon_command(cmd, b"", target=name), budget,
-                "Ceph mon.%s '%s'" % (name, prefix))
-        except bounded.Timeout:
-            raise CephUnavailable("mon.%s did not answer '%s' within %.0f s"
-                                  % (name, prefix, budget)) from None
-        except self.rados.Error as e:
-            raise CephUnavailable("mon.%s '%s' failed: %s" % (name, prefix, e)) from None
-        return self._answer(prefix, ret, out, err)
+        label = "mon.%s" % name
+        return self._send(lambda cmd: self.cluster.mon_command(cmd, b"", target=name),
+                          prefix, args, "Ceph " + label, label, label)
 
     def _command(self, target, prefix, args):
-        args.update(prefix=prefix, format="json")
-        cmd = json.dumps(args)
         send = self.cluster.mon_command if target == "mon" else self.cluster.mgr_command
         who = "monitors" if target == "mon" else "manager"
+        return self._send(lambda cmd: send(cmd, b""), prefix, args, "Ceph " + target,
+                          "Ceph " + who, "Ceph " + target)
+
+    def _send(self, send, prefix, args, what, silent, failed):
+        """One bounded command through ``send(json)``; ``what`` names it for the bound,
+        ``silent`` / ``failed`` start the reasons of a timeout / a librados error."""
+        args.update(prefix=prefix, format="json")
+        cmd = json.dumps(args)
         budget = self._left(self.MON_OP_CAP) + 1.0
         try:
-            ret, out, err = self._bounded(lambda: send(cmd, b""), budget,
-                                          "Ceph %s '%s'" % (target, prefix))
+            ret, out, err = self._bounded(lambda: send(cmd), budget,
+                                          "%s '%s'" % (what, prefix))
         except bounded.Timeout:
-            raise CephUnavailable("Ceph %s did not answer '%s' within %.0f s"
-                                  % (who, prefix, budget)) from None
+            raise CephUnavailable("%s did not answer '%s' within %.0f s"
+                                  % (silent, prefix, budget)) from None
         except self.rados.Error as e:
-            raise CephUnavailable("Ceph %s '%s' failed: %s" % (target, prefix, e)) from None
+            raise CephUnavailable("%s '%s' failed: %s" % (failed, prefix, e)) from None
         return self._answer(prefix, ret, out, err)
 
     @staticmethod

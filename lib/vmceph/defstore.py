@@ -342,29 +342,22 @@ class RadosBackend:
         return ioctx
 
     def read(self, oid, keys):
-        rados = self.session.rados
-
-        def work():
-            ioctx = self._open()
-            try:
-                with rados.ReadOpCtx() as op:
-                    it, _ = ioctx.get_omap_vals_by_keys(op, tuple(keys))
-                    ioctx.operate_read_op(op, oid)
-                    return dict(it)
-            except rados.ObjectNotFound:
-                return None
-            finally:
-                ioctx.close()
-        return self._call(work, "read %s/%s" % (self.pool, oid))
+        return self._read_omap(oid, lambda ioctx, op: ioctx.get_omap_vals_by_keys(
+            op, tuple(keys)))
 
     def read_prefix(self, oid, prefix):
+        return self._read_omap(oid, lambda ioctx, op: ioctx.get_omap_vals(
+            op, "", prefix, HISTORY * 4))
+
+    def _read_omap(self, oid, select):
+        """dict of the omap values ``select(ioctx, op)`` asks for; None if no object."""
         rados = self.session.rados
 
         def work():
             ioctx = self._open()
             try:
                 with rados.ReadOpCtx() as op:
-                    it, _ = ioctx.get_omap_vals(op, "", prefix, HISTORY * 4)
+                    it, _ = select(ioctx, op)
                     ioctx.operate_read_op(op, oid)
                     return dict(it)
             except rados.ObjectNotFound:
