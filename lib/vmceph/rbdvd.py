@@ -382,16 +382,21 @@ class RBDVirtualDomain:
         return OCF_NOT_RUNNING
 
     def _libvirt_down(self, ctx, ident, error):
-        """libvirtd cannot be asked. A recurring monitor fails; a probe answers from the
-        QEMU process itself; never "not running" on a guess."""
-        if not ctx.is_probe:
-            raise GenericError("libvirt unreachable, state of domain %s unknown: %s"
-                               % (ident.name, error))
+        """libvirtd cannot be asked (stopped, restarting, upgraded): the probe and the
+        recurring monitor answer from the domain's QEMU process itself. While it runs, the
+        guest runs: success, so that a libvirtd restart never makes Pacemaker recover (stop,
+        then start: every VM of the node restarted). Without it, a probe answers "not
+        running" (nothing of this domain runs here) but a recurring monitor fails: the
+        resource was running here, and "not running" on a guess would let Pacemaker start
+        it elsewhere without stopping it here."""
         pid = virt.qemu_pid_of(ident.name)
         if pid is not None:
-            ctx.log.warning("libvirt unreachable (%s); QEMU of domain %s runs (pid %d)",
-                            error, ident.name, pid)
+            ctx.log.warning("libvirt unreachable (%s); QEMU of domain %s runs (pid %d): "
+                            "running", error, ident.name, pid)
             return OCF_SUCCESS
+        if not ctx.is_probe:
+            raise GenericError("libvirt unreachable, state of domain %s unknown and no QEMU "
+                               "process of it on this node: %s" % (ident.name, error))
         ctx.log.warning("libvirt unreachable (%s); no QEMU process of domain %s on this node",
                         error, ident.name)
         return OCF_NOT_RUNNING
