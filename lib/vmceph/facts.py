@@ -100,6 +100,9 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
             dns = pcmk.resolve_all(names, deadline.at_most(DNS_CAP_S), _resolver())
             owners = pcmk.owners_map(local, local_ips, nodes, static, dns=dns,
                                      membership_known=known)
+            if session is not None:   # a node fenced through Ceph is GONE (cephfence)
+                from vmceph.cephfence import ceph_fences
+                owners = ceph_fences(session, imgs, owners, p, log)
     except bounded.Timeout:
         if session is not None:
             session.close()

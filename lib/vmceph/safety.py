@@ -121,6 +121,9 @@ class Owner(NamedTuple):
     state: str                          # one of NODE_STATES
     source: str = ""                    # how it was learnt: "node_addresses", "attribute", "dns"
     note: str = ""                      # why this state, for exit reasons
+    # GONE because the address is blocklisted host-wide in the OSD map (fence_vmceph):
+    # every client on it is already cut off, recovery only breaks locks (apply_ceph_fences)
+    host_blocklisted: bool = False
 
 
 class Facts(NamedTuple):
@@ -145,9 +148,16 @@ class Recovery(NamedTuple):
     node: Optional[str]
     why: str
     cookie: Optional[str] = None        # set when the client holds the exclusive lock
+    # already cut off by a host-wide entry in the OSD map: no entry of our own is added
+    blocklisted: bool = False
 
     def describe(self):
         lock = " and break its lock (%s)" % self.cookie if self.cookie else ""
+        if self.blocklisted:
+            return "image %s: %s at %s (node %s: %s) is already blocklisted host-wide (%s); " \
+                "no new entry%s" % (self.image, self.entity, self.addr, self.node or "unknown",
+                                    self.why, host_entry(ip_of(self.addr)),
+                                    ", break its lock (%s)" % self.cookie if self.cookie else "")
         return "image %s: blocklist %s at %s (node %s: %s)%s" % (
             self.image, self.entity, self.addr, self.node or "unknown", self.why, lock)
 
@@ -194,6 +204,81 @@ def instance_addr(addr):
     return bool(ip_of(a)) and head.rsplit(":", 1)[1].isdigit()
 
 
+# ------------------------------------------------------------ nodes fenced through Ceph
+
+# The Pacemaker states a proof of fencing through Ceph may turn into GONE: a node that is
+# lost (UNCLEAN: fencing pending or failed as far as Pacemaker knows), that left, or that is
+# fenced already. Never a live member, this node, a node in maintenance, an address two
+# sources disagree on, or an address no source maps: Pacemaker may run the domain there, and
+# a host-wide entry on such an address is someone's mistake, not a fence of that node.
+CEPH_FENCEABLE = (UNCLEAN, LEFT, GONE)
+FENCE_RECORD_SOURCE = "fence_vmceph record"
+
+
+def host_entry(ip):
+    """The blocklist entry that cuts off every client instance on ``ip`` (fence_vmceph)."""
+    return "[%s]:0/0" % ip if ":" in ip else "%s:0/0" % ip
+
+
+def host_blocklisted(entries):
+    """{ip: until} of the host-wide entries among ``entries`` ([(addr, until epoch or
+    None)], 'osd blocklist ls'). Host-wide = port 0 and nonce 0: the OSDs refuse a client
+    whose address, or whose IP with port 0 and nonce 0, is listed. An entry with a port
+    ('10.0.0.4:6800/0') or a nonce names one endpoint or one instance only."""
+    out = {}
+    for addr, until in entries:
+        a = (addr or "").strip()
+        for prefix in ("v2:", "v1:", "any:"):
+            if a.startswith(prefix):
+                a = a[len(prefix):]
+        if a.endswith(":0/0") and ip_of(a):
+            ip = ip_of(a)
+            prev = out.get(ip, 0.0)
+            out[ip] = None if until is None or prev is None else max(prev, until)
+    return out
+
+
+def _utc(epoch):
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+def apply_ceph_fences(owners, blocked, now, min_left_s, records=None):
+    """``owners`` (IP -> Owner) with every address that Ceph provably cuts off made GONE
+    (``host_blocklisted``): its owner is lost or gone (CEPH_FENCEABLE) and the OSD blocklist
+    holds its host-wide entry until at least ``now + min_left_s`` (as long as the entry
+    this agent would add itself lasts: blocklist_expire; an entry of unknown expiry does not
+    count). Every client on such an address is refused by the OSDs already: recovery only
+    breaks its locks (issue 12, item 3).
+
+    ``blocked``: host_blocklisted()'s {ip: until}. ``records``: {node: the record
+    fence_vmceph keeps of what it added} when it could be read: quoted in the note, and a
+    source of the address besides name resolution when it names this IP for this node.
+    The entries are the proof, never a record alone: a record outlives its entries when
+    'on' removed them but could not remove the record (fence.py), or when someone removed
+    the entries by hand."""
+    records = records or {}
+    out = dict(owners)
+    for ip, owner in owners.items():
+        if owner.state not in CEPH_FENCEABLE or owner.node is None or ip not in blocked:
+            continue
+        until = blocked[ip]
+        if until is None or until < now + min_left_s:
+            continue
+        rec = records.get(owner.node)
+        recorded = isinstance(rec, dict) and ip in (rec.get("ips") or ()) and \
+            rec.get("node", owner.node) == owner.node
+        source = owner.source
+        if source == DNS_SOURCE and recorded:
+            source = FENCE_RECORD_SOURCE
+        when = rec.get("time") if recorded else None
+        note = "fenced through Ceph: host-wide entry %s in the OSD blocklist until %s%s" % (
+            host_entry(ip), _utc(until),
+            ("; fence_vmceph fenced it at %s" % _utc(when)) if isinstance(when, (int, float))
+            else "; fence_vmceph's record of it" if recorded else "")
+        out[ip] = owner._replace(state=GONE, source=source, note=note, host_blocklisted=True)
+    return out
+
 # ------------------------------------------------------------------ the classifier
 
 class ClientView(NamedTuple):
@@ -208,7 +293,7 @@ class ClientView(NamedTuple):
 
     def recovery(self, spec):
         return Recovery(spec, self.addr, self.entity, self.owner.node, self.why,
-                        self.lock_cookie)
+                        self.lock_cookie, self.owner.host_blocklisted)
 
 
 class ImageView(NamedTuple):

@@ -272,6 +272,7 @@ class FakeCeph:
         self.pg_states = {}                 # pool -> [(pgid, state)]
         self.mgr_up = True
         self.blocklist = {}                 # 'ip:port/nonce' -> expiry (epoch seconds)
+        self.config_keys = {}               # monitor config-key store: key -> str
         self.sessions = []
         self.commands = []
         self.hang_mon = threading.Event()   # set: mon commands block (released at teardown)
@@ -349,6 +350,20 @@ class FakeCeph:
     def is_blocklisted(self, addr):
         return addr in self.blocklist
 
+    @staticmethod
+    def host_entry_of(addr):
+        """'10.0.0.2:0/77' -> '10.0.0.2:0/0': the OSDs refuse a client whose address or
+        whose IP with port 0 and nonce 0 is listed (fence_vmceph's host-wide entry)."""
+        return addr.rsplit(":", 1)[0] + ":0/0"
+
+    def entry_epoch(self, addr):
+        """Epoch of the map carrying the entry that refuses ``addr`` (its own or its
+        host's, the older one), None when none does."""
+        found = [self.blocklist_epoch.get(a) for a in (addr, self.host_entry_of(addr))
+                 if a in self.blocklist]
+        found = [e for e in found if e is not None]
+        return min(found) if found else None
+
     def mon_prefixes(self):
         return [c.get("prefix") for c in self.commands]
 
@@ -380,7 +395,7 @@ class FakeCeph:
         True if an OSD accepted it: refused only by an OSD whose map carries the client's
         blocklist entry (ConnectionShutdown on the client for real)."""
         _osd, epoch = self.osd_op(op_epoch or 1, spec, obj)
-        needed = self.blocklist_epoch.get(client.addr)
+        needed = self.entry_epoch(client.addr)
         accepted = needed is None or epoch < needed
         self.timeline.append(("ceph", "write " + ("accepted" if accepted else "refused"),
                               spec, client.addr))
@@ -432,6 +447,20 @@ class FakeCeph:
             return 0, json.dumps(self._quorum_status()).encode(), ""
         if prefix == "osd blocklist ls":
             return self._blocklist(dict(cmd, blocklistop="ls"))
+        if prefix.startswith("config-key "):
+            # the config-key module is no part of mon 'profile rbd' (its grants cover the
+            # mon, osd and pg services and 'osd blocklist add'): refused to such a user
+            if self.caps != "admin":
+                return -EACCES, b"", "access denied"
+            key = cmd.get("key", "")
+            if prefix == "config-key set":
+                self.config_keys[key] = cmd.get("val", "")
+                return 0, b"", "set " + key
+            if prefix == "config-key get":
+                if key not in self.config_keys:
+                    return -ENOENT, b"", "error obtaining '%s': (2) No such file or directory" \
+                        % key
+                return 0, self.config_keys[key].encode(), ""
         if prefix == "osd blocklist":
             if cmd.get("blocklistop") == "ls":   # what a real 16.2.15 monitor answers
                 return -EINVAL, b"", "unable to parse address "
@@ -748,7 +777,7 @@ class Image:
                                      errno=EBUSY)
         ceph = self._session._ceph
         conf = self._session.conf
-        blocklisted_before = lock_owner in ceph.blocklist
+        blocklisted_before = ceph.entry_epoch(lock_owner) is not None
         # librbd's BreakRequest: blocklist the holder (rbd_blocklist_on_break_lock, default
         # true; expiry rbd_blocklist_expire_seconds, 0 = the monitors' 3600 s), wait for the
         # new OSD map, then break. The blocklist goes to the monitors as a command like ours.
@@ -765,7 +794,7 @@ class Image:
             blocklisted_before = True
         # The break is an operation on the header object, carrying this session's epoch.
         _osd, osd_epoch = ceph.osd_op(self._session.epoch, self._st.spec)
-        needed = ceph.blocklist_epoch.get(lock_owner)
+        needed = ceph.entry_epoch(lock_owner)
         if not blocklisted_before or needed is None or osd_epoch < needed:
             ceph.unsafe_breaks.append((self._st.spec, lock_owner, osd_epoch, needed))
         self._st.lock_breaks.append((mode, lock_owner))
