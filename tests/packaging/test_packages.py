@@ -16,9 +16,11 @@ end whatever happened, so a failure leaves no /usr/lib/ocf/resource.d/vmceph beh
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,9 +142,10 @@ def test_deb_layout(built_deb):
     modes = {line.split()[-1].lstrip("."): line.split()[0] for line in listing.splitlines()}
     for agent in ("RBDVirtualDomain", "CephHealth"):
         assert modes.get("%s/%s" % (OCF_DIR, agent)) == "-rwxr-xr-x", listing
-    for path in ("/usr/lib/python3/dist-packages/vmceph/__init__.py",
-                 "/usr/lib/python3/dist-packages/vmceph/rbdvd.py",
+    for path in ("/usr/share/vmceph/vmceph/__init__.py",
+                 "/usr/share/vmceph/vmceph/rbdvd.py",
                  "/usr/bin/vmceph",
+                 "/lib/systemd/system/resource-agents-deps.target.d/vmceph.conf",
                  "/usr/share/man/man7/ocf_vmceph_RBDVirtualDomain.7.gz",
                  "/usr/share/man/man7/ocf_vmceph_CephHealth.7.gz",
                  "/usr/share/man/man1/vmceph.1.gz",
@@ -150,6 +153,9 @@ def test_deb_layout(built_deb):
                  "/usr/share/doc/vmceph/examples/crmsh.crm",
                  "/usr/share/doc/vmceph/examples/cluster.xml"):
         assert path in modes, "%s not in the .deb:\n%s" % (path, listing)
+    # no public top-level module from a package not named python3-*: the library is
+    # private (/usr/share/vmceph), nothing in dist-packages, no dist-info
+    assert not [p for p in modes if "-packages/" in p], listing
     fields = subprocess.run(["dpkg-deb", "--field", str(deb), "Depends", "Recommends",
                              "Version", "Architecture"], check=True, stdout=subprocess.PIPE,
                             universal_newlines=True).stdout
@@ -173,17 +179,20 @@ def test_build_rpm(built_rpm):
 
     files = q("-l").split()
     for path in ("%s/RBDVirtualDomain" % OCF_DIR, "%s/CephHealth" % OCF_DIR,
-                 "/usr/bin/vmceph", "/usr/share/doc/vmceph/examples/pcs.sh"):
+                 "/usr/bin/vmceph", "/usr/share/doc/vmceph/examples/pcs.sh",
+                 "/usr/share/vmceph/vmceph/rbdvd.py",
+                 "/usr/lib/systemd/system/resource-agents-deps.target.d/vmceph.conf"):
         assert path in files, files
-    assert any(re.fullmatch(r"/usr/lib/python3\.\d+/site-packages/vmceph/rbdvd\.py", f)
-               for f in files), files
+    assert not [f for f in files if "-packages/" in f], files
+    # %license: the licence is marked as such (rpm -qL), not only shipped
+    assert [f for f in q("-L").split() if f.endswith("/LICENSE")], q("-L")
     for page in ("man7/ocf_vmceph_RBDVirtualDomain.7", "man7/ocf_vmceph_CephHealth.7",
                  "man1/vmceph.1"):
         assert any(f.startswith("/usr/share/man/" + page) for f in files), files
     modes = q("--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]")
     assert "-rwxr-xr-x %s/RBDVirtualDomain" % OCF_DIR in modes
     requires = q("-R")
-    for dep in ("python3-rados", "python3-rbd", "python3-libvirt", "python3-lxml",
+    for dep in ("python3", "python3-rados", "python3-rbd", "python3-libvirt", "python3-lxml",
                 "resource-agents", "pacemaker-cli"):
         assert re.search(r"^%s$" % re.escape(dep), requires, re.M), requires
     assert q("--scripts").strip() == "", "the .rpm must have no scriptlets"
@@ -260,3 +269,78 @@ def test_man_pages_come_from_meta_data_and_help(tmp_path):
                                universal_newlines=True, timeout=60,
                                env=dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8"))
             assert w.stderr == "", "%s: %s" % (page.name, w.stderr)
+
+
+# Units the drop-in must order pacemaker.service after (issue 13; packaging/systemd/vmceph.conf
+# says why each): at shutdown systemd stops pacemaker.service, so Pacemaker migrates or stops
+# the VMs, before any of these.
+ORDERED_BEFORE_PACEMAKER = (
+    "libvirtd.service", "virtqemud.service", "virtlogd.service", "virtlockd.service",
+    "libvirt-guests.service", "virt-guest-shutdown.target",
+    "ceph.target", "ceph-mon.target", "ceph-osd.target")
+
+
+@pytest.mark.skipif(not Path("/lib/systemd/systemd").exists(), reason="!!! NOT TESTED: no "
+                    "/lib/systemd/systemd to compute the unit graph (install systemd) !!!")
+def test_systemd_drop_in_orders_pacemaker_after_libvirt_and_ceph():
+    """systemd's own unit graph (systemd --test, no PID 1 needed) with the drop-in as the
+    packages install it: pacemaker.service is ordered after each unit, and without the
+    drop-in it is not (so the check has teeth on this machine)."""
+    # not pytest's tmp_path: /tmp/pytest-of-root is 0700, and systemd --test runs as nobody
+    tmp = tempfile.mkdtemp(prefix="vmceph-unitgraph.")
+    try:
+        _check_drop_in(Path(tmp))
+    finally:
+        shutil.rmtree(tmp)
+
+
+def _check_drop_in(tmp_path):
+    dropin = tmp_path / "with" / "resource-agents-deps.target.d"
+    dropin.mkdir(parents=True)
+    (dropin / "vmceph.conf").write_text((PACKAGING / "systemd" / "vmceph.conf").read_text())
+    (tmp_path / "without").mkdir()
+    for d in (tmp_path, tmp_path / "with", dropin, tmp_path / "without"):
+        d.chmod(0o755)  # systemd --test runs as nobody when we are root
+    (dropin / "vmceph.conf").chmod(0o644)
+
+    def unitgraph(unit_path):
+        return subprocess.run(
+            [PY, str(PACKAGING / "unitgraph.py"), "--unit-path", str(unit_path),
+             "pacemaker.service", *ORDERED_BEFORE_PACEMAKER],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+            timeout=120)
+
+    with_it = unitgraph(tmp_path / "with")
+    assert with_it.returncode == 0, with_it.stdout
+    for unit in ORDERED_BEFORE_PACEMAKER:
+        assert re.search(r"^ok   pacemaker\.service after %s: pacemaker\.service -> "
+                         r"resource-agents-deps\.target -> " % re.escape(unit),
+                         with_it.stdout, re.M), with_it.stdout
+    assert "systemd: " not in with_it.stdout, with_it.stdout  # no warning about any file
+    assert "drop-in %s/vmceph.conf" % dropin in with_it.stdout, with_it.stdout  # it was read
+    without = unitgraph(tmp_path / "without")
+    assert without.returncode == 1, without.stdout
+    assert "FAIL pacemaker.service is not ordered after libvirtd.service" in without.stdout
+
+    # systemd-analyze verify of the same graph: no unknown key, no ordering cycle
+    v = subprocess.run(["systemd-analyze", "verify", "--man=no", "pacemaker.service"],
+                       cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True, timeout=120,
+                       env=dict(os.environ, SYSTEMD_UNIT_PATH=str(tmp_path / "with") + ":"))
+    assert v.returncode == 0 and not re.search(r"vmceph|cycle", v.stdout, re.I), v.stdout
+
+
+def test_unitgraph_finds_transitive_order_from_both_directions():
+    """packaging/unitgraph.py's parser on a hand-made dump: After= and Before= edges."""
+    spec = importlib.util.spec_from_file_location("vmceph_unitgraph",
+                                                  str(PACKAGING / "unitgraph.py"))
+    ug = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ug)
+    dump = ("\t-> Unit a.service:\n\t\tAfter: t.target (origin-file)\n"
+            "\t-> Unit t.target:\n\t\tDropIn Path: /x/t.target.d/v.conf\n"
+            "\t-> Unit c.service:\n\t\tBefore: t.target (destination-file)\n"
+            "\t-> Unit d.service:\n\t\tAfter: a.service (origin-file)\n")
+    graph = ug.after_graph(ug.parse(dump))
+    assert ug.path_after(graph, "a.service", "c.service") == [
+        "a.service", "t.target", "c.service"]
+    assert ug.path_after(graph, "a.service", "d.service") is None  # d is after a, not before
