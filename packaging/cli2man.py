@@ -3,12 +3,18 @@
 
     packaging/cli2man.py [--lib DIR] [-o OUT]
 
-Runs ``python3 -m vmceph --help`` and ``--help`` of every subcommand it lists, with DIR
-(default: the source tree's lib/) first on PYTHONPATH, and reads the cli module's
+Runs ``python3 -m vmceph --help`` and ``--help`` of every subcommand it lists (and of
+their own subcommands: ``vmceph config put``), with DIR (default: the source tree's
+lib/) first on PYTHONPATH, and reads the cli module's
 docstring (the overview, exit statuses). Nothing in the page is written by hand, so it
 cannot drift from the code: a new subcommand appears in the page at the next build. A
 subcommand list that cannot be found fails the build rather than giving a page without
 commands. Standard library only; shares the roff helpers of metadata2man.py.
+
+Not argparse-manpage (Debian 12's python3-argparse-manpage 1.2.2): its page has no
+whatis entry, re-fills the usage lines, breaks the description mid-sentence and puts
+--version under the last command (packaging/README.md has the comparison). It is used
+instead as an independent check of this page's completeness (tests/packaging).
 """
 
 import argparse
@@ -65,6 +71,12 @@ def main(argv=None):
     if not names:
         raise SystemExit("%s: found no subcommand in 'vmceph --help':\n%s" % (sys.argv[0], top))
     subs = {name: run(name, "--help") for name in names}
+    # nested commands ('vmceph config put'): each gets its own section with its options
+    commands = []
+    for name in names:
+        commands.append(((name,), subs[name]))
+        for sub in subcommands(split_help(subs[name])[2]):
+            commands.append(((name, sub), run(name, sub, "--help")))
 
     summary = " ".join(description.split()).rstrip(".") or "vmceph"
     out = [
@@ -88,9 +100,15 @@ def main(argv=None):
         # the first docstring line is a title (the --help description says it better)
         out += paragraphs(doc.split("\n", 1)[1])
     out.append(".SH COMMANDS")
-    for name in names:
-        _, sub_desc, sub_sections = split_help(subs[name])
-        out += ['.SS "vmceph %s"' % esc(name)]
+    for words, text in commands:
+        _, sub_desc, sub_sections = split_help(text)
+        out += ['.SS "vmceph %s"' % esc(" ".join(words))]
+        if len(words) > 1:  # the usage line: the top-level SYNOPSIS lists only COMMAND
+            usage = split_help(text)[0]
+            pad = len("usage: ")
+            lines = [usage[0].replace("usage: ", "", 1)]
+            lines += [line[pad:] if line[:pad].isspace() else line for line in usage[1:]]
+            out += [".PP", ".nf", esc("\n".join(lines)), ".fi"]
         if sub_desc:
             out += paragraphs(sub_desc)
         for title, lines in sub_sections.items():

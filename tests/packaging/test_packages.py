@@ -344,3 +344,44 @@ def test_unitgraph_finds_transitive_order_from_both_directions():
     assert ug.path_after(graph, "a.service", "c.service") == [
         "a.service", "t.target", "c.service"]
     assert ug.path_after(graph, "a.service", "d.service") is None  # d is after a, not before
+
+
+def test_cli_page_covers_what_argparse_manpage_finds(tmp_path):
+    """An independent oracle for vmceph.1's completeness: argparse-manpage (Debian's
+    python3-argparse-manpage) walks the argparse parser object itself, where cli2man.py
+    reads --help text. Every command section and every option it documents must be in
+    our page (packaging/README.md says why our page is the one shipped)."""
+    tool = shutil.which("argparse-manpage")
+    if tool is None:
+        pytest.skip("!!! NOT TESTED: argparse-manpage missing: 'make deps-package' "
+                    "(python3-argparse-manpage) !!!")
+    ref = subprocess.run([tool, "--module", "vmceph.cli", "--function", "_parser"],
+                         cwd="/", env=dict(os.environ, PYTHONPATH=str(REPO / "lib")),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=60)
+    assert ref.returncode == 0, ref.stderr
+    ours = subprocess.run([PY, str(PACKAGING / "cli2man.py"), "-o", str(tmp_path / "v.1")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=120)
+    assert ours.returncode == 0, ours.stdout
+    page = (tmp_path / "v.1").read_text()
+    # ours: '.SS "vmceph config put"' sections, options as written by --help (escaped)
+    sections = dict(re.findall(r'^\.SS "vmceph ([^"]+)"\n(.*?)(?=^\.S[SH] |\Z)', page,
+                               re.M | re.S))
+    theirs = re.split(r"^\.SH OPTIONS 'vmceph ([^']+)'\n", ref.stdout, flags=re.M)[1:]
+    assert len(theirs) >= 2 * 5, ref.stdout[:2000]  # at least the five commands
+    # argparse-manpage 1.2.2 prints the top-level options (--version) after the last
+    # command's section, as if they were that command's: check those in our OPTIONS
+    top = {r"\-\-version"}
+    options_section = page.split("\n.SH OPTIONS\n", 1)[1].split("\n.SH ", 1)[0]
+    for option in top:
+        assert option + " " in options_section, options_section
+    for command, body in zip(theirs[0::2], theirs[1::2]):
+        if command == theirs[-2]:
+            body = body.replace(r"\fB\-\-version\fR", "")
+        assert command in sections, "argparse-manpage documents 'vmceph %s', vmceph.1 " \
+            "has no section for it" % command
+        for option in set(re.findall(r"\\fB(\\-\\-?[\w\\-]+)\\fR", body)) - {r"\-h", r"\-\-help"}:
+            assert option + " " in sections[command] or option + "\n" in sections[command] \
+                or option + "," in sections[command], \
+                "vmceph %s: %s missing from vmceph.1" % (command, option.replace("\\", ""))
