@@ -168,6 +168,10 @@ done
 #   capacity; with placement-strategy=balanced a node without capacity for an
 #   attribute cannot host the resource, so every VM would be stopped right after
 #   its first start ("vm1 cannot run anywhere", seen on the three-node lab).
+# hypervisor is left unset (libvirt's default URI, qemu:///system for root): the
+#   agent declares it unique="1" so that changing it restarts the VM (every other
+#   parameter reloads, docs/parameters.md), and pcs 0.11 refuses a second VM with
+#   the same explicit value ("is not unique ... use --force to override").
 # Operations (the agent's meta-data advertises the same timeouts):
 #   start 90s: includes waiting for Ceph quorum and the writer check;
 #   stop 90s: graceful shutdown, then destroy. A stop that fails (domain still
@@ -178,7 +182,7 @@ done
 #   migrate_from 60s: the target confirms the domain runs there.
 vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
     p resource create "$1" ocf:vmceph:RBDVirtualDomain \
-        config="/etc/vmceph/domains/$1.xml" hypervisor=qemu:///system \
+        config="/etc/vmceph/domains/$1.xml" \
         migration_transport=tcp ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph \
         autoset_utilization_host_memory=false \
         meta allow-migrate=true priority="$2" \

@@ -3,7 +3,7 @@
 Run as a clone. Its monitor checks, from this node and within its deadline, monitor quorum
 (explicitly: an already connected client's ``health`` stays HEALTH_OK after quorum is lost),
 the health status and checks, and optionally that the configured pools have every PG active
-(I/O to an inactive PG hangs). The verdict goes into a node-health attribute (``#health-ceph``
+(I/O to an inactive PG hangs; a cluster-wide condition, so yellow, never red). The verdict goes into a node-health attribute (``#health-ceph``
 by default) as green / yellow / red, with attrd dampening, so that Pacemaker's
 ``node-health-strategy`` keeps VMs off nodes that cannot reach their disks. It also
 publishes the addresses this node's Ceph clients use (``vmceph-ceph-addrs``), which
@@ -14,6 +14,7 @@ never because Ceph is unhealthy: that is what the attribute says.
 """
 
 import os
+import re
 
 from vmceph import ocf
 from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, Action, AgentSpec, ConfigError,
@@ -41,7 +42,7 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
     """(color, reason). Pure: unit tests cover it.
 
     - Ceph unreachable or no monitor quorum: red (nothing can be started or recovered).
-    - PGs not active in a configured pool: red (I/O to them hangs).
+    - PGs not active in a configured pool: yellow at least (see below).
     - HEALTH_OK: green. Otherwise each raised check counts with the color ``check_colors``
       gives it, else by severity: HEALTH_WARN -> ``warn_color``, HEALTH_ERR -> ``err_color``;
       the node's color is the worst of them.
@@ -49,15 +50,21 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
     HEALTH_ERR is yellow by default, not red: health is cluster-wide, every node sees the
     same, and red on every node stops every VM (crm_simulate with migrate-on-red: all nodes
     red = all VMs stopped). Red is for what makes *this node* unable to do I/O.
+
+    Inactive PGs are cluster-wide too (issue 13): a PG's state is the cluster's, the same
+    seen from every node, and I/O to it hangs from any of them. Red would be red on every
+    node at once: migrate-on-red stops every VM, whose stop itself may hang on that I/O and
+    end in fencing, and no node could start them anyway. What an administrator needs is to
+    know, and the guests left where they are to resume when the PGs peer: yellow, with the
+    pools and PGs in the reason (logged as a warning). Who really wants red can still say
+    PG_AVAILABILITY=red in check_colors.
     """
     if not reachable:
         return RED, "Ceph unreachable from this node"
     if not quorum_ok:
         return RED, "no monitor quorum"
-    if inactive_pgs:
-        return RED, "PGs not active: %s" % ", ".join(inactive_pgs[:5])
     check_colors = check_colors or {}
-    if status == "HEALTH_OK" and not checks:
+    if status == "HEALTH_OK" and not checks and not inactive_pgs:
         return GREEN, "HEALTH_OK"
     worst, why = GREEN, []
     for code, c in sorted((checks or {}).items()):
@@ -70,7 +77,49 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
         # an answer without a known status is not a healthy one
         worst = err_color if status == "HEALTH_ERR" else (GREEN if status == "HEALTH_OK"
                                                           else warn_color)
-    return worst, "%s (%s)" % (status, ", ".join(why) or "no checks")
+    reason = "%s (%s)" % (status, ", ".join(why) or "no checks")
+    if inactive_pgs:
+        if _RANK[worst] < _RANK[YELLOW]:
+            worst = YELLOW
+        reason = ("PGs not active: %s%s (cluster-wide: the same from every node, so "
+                  "yellow, not red); %s" % (", ".join(inactive_pgs[:5]),
+                                            ", ..." if len(inactive_pgs) > 5 else "", reason))
+    return worst, reason
+
+
+PG_LINE = re.compile(r"^pg (\d+)\.([0-9a-f]+) ")
+
+
+def inactive_pgs_of(checks, pool_ids, pools):
+    """(["pool:pgid", ...], unknown or None): the PGs of ``pools`` that the monitors'
+    PG_AVAILABILITY check names (``health detail``: one 'pg 2.1 is stuck inactive for
+    62s, current state unknown, last acting []' line per PG). Pure.
+
+    ``unknown`` says why the answer may be incomplete: a pool that does not exist, or a
+    detail list shorter than the check's count (the monitors list at most
+    mon_health_max_detail PGs) in which none of ``pools`` appears."""
+    ids = {}
+    unknown = []
+    for pool in pools:
+        if pool in pool_ids:
+            ids[str(pool_ids[pool])] = pool
+        else:
+            unknown.append("pool %s does not exist" % pool)
+    check = (checks or {}).get("PG_AVAILABILITY")
+    found, listed = [], 0
+    if check:
+        for line in check.get("detail") or []:
+            m = PG_LINE.match(line)
+            if not m:
+                continue
+            listed += 1
+            if m.group(1) in ids:
+                found.append("%s:%s.%s" % (ids[m.group(1)], m.group(1), m.group(2)))
+        count = check.get("count")
+        if not found and ids and isinstance(count, int) and count > listed:
+            unknown.append("%d PGs are not active and the monitors list %d of them, none of "
+                           "pool %s" % (count, listed, ", ".join(sorted(ids.values()))))
+    return found, "; ".join(unknown) or None
 
 
 def _dampen_ok(v):
@@ -106,14 +155,14 @@ PARAMS = [
     Param("ceph_user", default="", check=ceph_id,
           shortdesc="Ceph client id",
           longdesc="Ceph client id, without 'client.' (e.g. vmceph). Empty: librados' "
-                   "default (admin). mon 'profile rbd' caps are enough; the PG check of "
-                   "'pools' also needs mgr caps that allow 'pg ls-by-pool', which 'profile "
-                   "rbd' does not: mgr 'profile rbd pool=rbd, allow command "
-                   "\"pg ls-by-pool\"'."),
+                   "default (admin). mon 'profile rbd' caps are enough, also for the PG "
+                   "check of 'pools' (it reads the monitors' health detail)."),
     Param("ceph_keyring", default="", check=absolute_path, local=regular_file,
           shortdesc="Ceph keyring",
           longdesc="Keyring of ceph_user. Empty: the keyring setting of ceph_conf."),
-    Param("attribute", default="#health-ceph", check=_health_attribute,
+    # unique: a new name restarts the clone, and the stop (run with the old parameters)
+    # removes the old attribute; a reload would leave it behind, red perhaps, for good
+    Param("attribute", default="#health-ceph", unique=True, check=_health_attribute,
           shortdesc="Node health attribute",
           longdesc="Name of the node attribute that gets green, yellow or red. Pacemaker's "
                    "node-health-strategy acts on every attribute whose name starts with "
@@ -127,10 +176,13 @@ PARAMS = [
                    "is needed most. Empty: not published."),
     Param("pools", default="", multiline=True,
           shortdesc="Pools whose PGs must all be active",
-          longdesc="Space-separated pools; the node is red while any of their PGs is not "
-                   "active (I/O to it would hang). Needs a running ceph-mgr; while none answers "
-                   "the PG state is unknown and the node yellow (the same on every node, so "
-                   "never red). Empty: no PG check."),
+          longdesc="Space-separated pools; the node is at least yellow while the monitors' "
+                   "PG_AVAILABILITY health check names PGs of them as not active (I/O to "
+                   "them hangs), and the reason, logged as a warning, lists the pools and "
+                   "PGs. Never red: a PG's state is the cluster's, the same from every node, "
+                   "and red on every node at once would make migrate-on-red stop every VM; "
+                   "red stays for what stops this node's I/O. A pool that does not exist is "
+                   "yellow too. Empty: no PG check."),
     Param("warn_color", default=YELLOW, choices=COLORS,
           shortdesc="Color of HEALTH_WARN",
           longdesc="Color of a health check of severity HEALTH_WARN not listed in "
@@ -143,9 +195,10 @@ PARAMS = [
                    "for what stops this node's I/O (no quorum, unreachable, inactive PGs)."),
     Param("check_colors", default="", multiline=True,
           shortdesc="Colors of chosen health checks",
-          longdesc="Per health check code: 'OSD_DOWN=yellow PG_AVAILABILITY=red "
-                   "MON_DOWN=green'. Checks not listed count by severity (HEALTH_ERR = err_color, "
-                   "HEALTH_WARN = warn_color)."),
+          longdesc="Per health check code: 'OSD_DOWN=yellow MON_DOWN=green'. Checks not "
+                   "listed count by severity (HEALTH_ERR = err_color, HEALTH_WARN = "
+                   "warn_color). Every node sees the same checks: a check made red turns "
+                   "every node red at once (with migrate-on-red, every VM stops)."),
     Param("dampen", default="5s", check=_dampen_ok,
           shortdesc="Dampening of attribute changes",
           longdesc="attrd waits this long after a change before writing it, so a short blip "
@@ -160,6 +213,7 @@ ACTIONS = [
     Action("start", "30s"),
     Action("stop", "30s"),
     Action("monitor", "30s", interval="10s", depth=0),
+    Action("reload", "30s"),
     Action("meta-data", "5s"),
     Action("validate-all", "10s"),
 ]
@@ -186,14 +240,18 @@ class CephHealth:
         probe, which never read it."""
         p = ctx.params
         missing = None
+        # validate-all at OCF_CHECK_LEVEL 0: the values only (ocf.Context.checks_environment)
+        local = ctx.action != "validate-all" or ctx.checks_environment
         try:
-            p.validate()
+            p.validate(local=local)
         except InstalledError as e:
             missing = e
         try:
             parse_check_colors(p.check_colors)
         except ValueError as e:
             raise ConfigError("parameter check_colors: %s" % e) from None
+        if not local:
+            return
         if missing is not None:
             raise missing
         try:
@@ -223,6 +281,16 @@ class CephHealth:
     def stop(self, ctx):
         self._unpublish(ctx)
         _mark(ctx, False)
+        return OCF_SUCCESS
+
+    def reload(self, ctx):
+        """New parameters (all but ``attribute``, see PARAMS) without a stop: if this
+        instance runs, check Ceph and publish at once with the new values (dampen, colors,
+        ceph_user, address_attribute), as the next monitor would; the node attribute is
+        not removed in between, so no VM moves because of the change."""
+        if not _marked(ctx):
+            return OCF_SUCCESS
+        self._check_and_publish(ctx)
         return OCF_SUCCESS
 
     def monitor(self, ctx):
@@ -255,30 +323,32 @@ class CephHealth:
             if not ok:
                 return RED, detail, addrs
             h = session.health()
-            inactive, unknown = [], []
-            for pool in p.pools.split():
+            inactive, unknown = [], None
+            pools = p.pools.split()
+            if pools:
+                # The monitors' own PG_AVAILABILITY check (health detail), not the manager's
+                # 'pg ls-by-pool': no mgr caps needed, and one answer for every pool.
                 try:
-                    _total, bad = session.pool_pgs(pool)
-                    inactive += ["%s:%s" % (pool, b) for b in bad]
+                    ids = session.pool_ids()
                 except CephPermission as e:
                     # the agent's own misconfiguration, not Ceph's state: fail the action
-                    raise GenericError("CephHealth may not read the PG states of pool %s: %s "
-                                       "(the PG check needs mgr caps 'profile rbd pool=%s, "
-                                       "allow command \"pg ls-by-pool\"')"
-                                       % (pool, e, pool)) from None
+                    raise GenericError("CephHealth may not list the pools (needed by pools=): "
+                                       "%s (give it mon 'profile rbd')" % e) from None
                 except CephError as e:
-                    unknown.append("%s (PG state unknown: %s)" % (pool, e))
+                    ids, unknown = {}, "PG state of %s unknown: %s" % (", ".join(pools), e)
+                if unknown is None:
+                    inactive, unknown = inactive_pgs_of(h["checks"], ids, pools)
             color, why = color_for(True, True, h["status"], h["checks"], inactive,
                                    p.warn_color, parse_check_colors(p.check_colors),
                                    p.err_color)
             if unknown and color == GREEN:
-                # No answer from the manager (it failed over, or its node is down) is the
-                # same for every node: red here would be red everywhere, and migrate-on-red
-                # then stops every VM (seen in the lab: crashing the mgr's node stopped the
-                # VMs on both survivors). Unknown is yellow, like an unknown health status.
-                color, why = YELLOW, "; ".join(unknown)
+                # What cannot be told is the same for every node: red here would be red
+                # everywhere, and migrate-on-red then stops every VM (seen in the lab:
+                # crashing the mgr's node stopped the VMs on both survivors when the PG
+                # check asked the manager). Unknown is yellow, like an unknown health status.
+                color, why = YELLOW, unknown
             elif unknown:
-                why += "; " + "; ".join(unknown)
+                why += "; " + unknown
             return color, why, addrs
         except CephError as e:
             return RED, str(e), None

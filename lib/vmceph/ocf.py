@@ -441,10 +441,12 @@ class Params:
         counts as, where an action must go on with a partly invalid configuration)."""
         return self._param(name).default
 
-    def validate(self):
+    def validate(self, local=True):
         """Parse every parameter and check what it names on this node; raise ConfigError
         (OCF_ERR_CONFIGURED) listing every problem at once, or InstalledError
-        (OCF_ERR_INSTALLED) when the only problems are things this node lacks."""
+        (OCF_ERR_INSTALLED) when the only problems are things this node lacks. Without
+        ``local``, the values only: nothing on this node is looked at (validate-all at
+        OCF_CHECK_LEVEL 0, see Context.checks_environment)."""
         problems, missing = [], []
         for p in self._spec.params:
             try:
@@ -459,7 +461,7 @@ class Params:
                 problems.append("parameter %s=%s is not supported by %s: %s"
                                 % (p.name, shown(self.raw(p.name)), self._spec.name,
                                    p.unsupported))
-            else:
+            elif local:
                 try:
                     p.check_here(value, self.raw(p.name) if self.given(p.name) else value)
                 except NotHere as e:
@@ -537,6 +539,47 @@ def parse_duration(text):
 
 
 # ---------------------------------------------------------------------------- meta-data
+
+# Reload without restart: why OCF 1.0's "reload" and not OCF 1.1's "reload-agent" (issue
+# 13). paramdoc prints this into docs/parameters.md; the evidence is in the comment below.
+RELOAD_DECISION = """\
+Changing a parameter of a running resource does not restart it, except for the parameters \
+marked "restarts" above. The agents advertise OCF 1.0's `reload` action and declare \
+`<version>1.0</version>`; Pacemaker 2.1 then reloads an agent when only parameters with \
+`unique="0"` changed, and stops and starts it when a `unique="1"` parameter changed. So \
+every parameter that must restart the guest (RBDVirtualDomain: `config`, the domain's \
+definition, and `hypervisor`, where the domain lives; CephHealth: `attribute`, whose old \
+name the stop removes) is `unique="1"`, and every other one is reloaded. OCF 1.1's \
+`reload-agent` with `reloadable="1"` parameters is not used: `ocf-tester` (resource-agents \
+4.12) validates meta-data against `ra-api-1.dtd`, which allows neither the \
+`reload-agent` action nor the `reloadable` attribute, and Pacemaker 2.1 honours \
+`reload-agent` only for agents declaring OCF 1.1. Reload applies the new values without \
+touching the guest: RBDVirtualDomain validates them as a start would (a wrong value fails \
+the reload, and Pacemaker recovers the resource), re-applies the utilization parameters \
+and reads every other parameter anew at each action; CephHealth checks Ceph and publishes \
+its attributes with the new values at once. A successful reload appears in the CIB's \
+operation history as a start with a new call id (Pacemaker records it so), with no stop \
+before it, and in the cluster log as a `reload` operation. pcs 0.11 refuses a second \
+resource with the same explicit value of a `unique="1"` parameter (`use --force to \
+override`): leave `hypervisor` unset (libvirt's default URI) rather than repeating it."""
+
+# Evidence for RELOAD_DECISION (checked on Debian 12, issue 13):
+# - /usr/share/resource-agents/ra-api-1.dtd: <!ATTLIST action name (start|stop|recover|
+#   monitor|restart|migrate_to|migrate_from|promote|demote|notify|status|reload|meta-data|
+#   usage|methods|validate-all)> and <!ATTLIST parameter name required unique>: an action
+#   named reload-agent or a reloadable attribute is a validity error for xmllint --valid,
+#   which ocf-tester runs (its "Your agent produces meta-data which does not conform to
+#   ra-api-1.dtd" check); ocf-tester also calls reload, and accepts 0 or 3 from it.
+# - Pacemaker 2.1 controld_metadata.c: <version> >= 1.1 -> reload-agent is recognised,
+#   else an advertised "reload" sets ra_supports_legacy_reload; controld_execd.c then
+#   builds the op-force-restart list from the parameters with unique="1" (with OCF 1.1,
+#   from those without reloadable="1"); the scheduler reloads when only the rest changed.
+# - pcmk__create_history_xml: a successful reload/reload-agent is recorded as a start.
+# - a successful reload replaces the controller's stop parameters (history_cache_update:
+#   start, reload, reload-agent, monitor), so the next stop sees the reloaded values.
+# - pcs 0.11.5 `pcs -f CIB resource create vm2 ... hypervisor=qemu:///system` after vm1
+#   with the same value: "Error: Value 'qemu:///system' of option 'hypervisor' is not
+#   unique across 'ocf:...:RBDVirtualDomain' resources ..., use --force to override".
 
 DOCTYPE = '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'
 
@@ -819,6 +862,7 @@ class Log:
         self._syslog = None
         self._fds = {}
         self.to_stream = self.facility is None and self.logfile is None
+        self.trace = None  # a vmceph.trace.Tracer while OCF_TRACE_RA is on: every level
 
     def _file(self, path, variable):
         if path not in self._fds:
@@ -837,6 +881,8 @@ class Log:
             pass
 
     def _emit(self, level, msg):
+        if self.trace is not None:
+            self.trace.line("%s: %s" % (level.upper(), msg))
         if level == "debug" and not self.debug_enabled:
             return
         line = "%s: %s: %s" % (self.tag, level.upper(), escape(msg))
@@ -894,16 +940,27 @@ class Log:
 EXIT_REASON_MAX = 1000  # Pacemaker keeps 128 characters in the CIB; the log gets more
 
 
-def exit_reason(msg, stream=None):
+EXIT_REASON_PREFIX = "ocf-exit-reason:"
+
+
+def exit_reason_prefix(environ):
+    """The cookie Pacemaker looks for: ``OCF_EXIT_REASON_PREFIX`` when the manager sets it
+    (ocf-shellfuncs' ocf_exit_reason honours it too), else ``ocf-exit-reason:``. Escaped:
+    a newline in it must not start a line of its own."""
+    return escape(environ.get("OCF_EXIT_REASON_PREFIX") or "") or EXIT_REASON_PREFIX
+
+
+def exit_reason(msg, stream=None, prefix=EXIT_REASON_PREFIX):
     """Print the reason Pacemaker shows in ``crm_mon`` / ``pcs status`` next to a failure.
-    Pacemaker takes the last ``ocf-exit-reason:`` line of stderr, at most 128 characters are
-    kept in the CIB, so the most specific facts come first. One line, escaped."""
+    Pacemaker takes the last ``ocf-exit-reason:`` line of stderr (``prefix``: see
+    exit_reason_prefix), at most 128 characters are kept in the CIB, so the most specific
+    facts come first. One line, escaped."""
     s = FdWriter(2) if stream is None else stream
     text = escape(" ".join(str(msg).split()))
     if len(text) > EXIT_REASON_MAX:
         text = text[:EXIT_REASON_MAX] + "..."
     try:
-        s.write("ocf-exit-reason:%s\n" % text)
+        s.write("%s%s\n" % (prefix, text))
         s.flush()
     except (OSError, ValueError):
         pass
@@ -1051,7 +1108,11 @@ class Context:
         if self.interval_ms is None:
             self.env_problems.append("OCF_RESKEY_CRM_meta_interval=%s is not a number of "
                                      "milliseconds" % shown(raw))
-        raw = environ.get("OCF_CHECK_LEVEL", "0") or "0"
+        # Pacemaker sets OCF_CHECK_LEVEL itself; other managers pass the operation's
+        # attribute as OCF_RESKEY_OCF_CHECK_LEVEL, which ocf-shellfuncs also reads
+        raw = environ.get("OCF_CHECK_LEVEL") or environ.get("OCF_RESKEY_OCF_CHECK_LEVEL") or ""
+        self.check_level_given = raw != "" and _ms_or_none(raw) is not None
+        raw = raw or "0"
         self.depth = _ms_or_none(raw)
         if self.depth is None:
             self.env_problems.append("OCF_CHECK_LEVEL=%s is not a check depth (0, 10, 20)"
@@ -1064,6 +1125,17 @@ class Context:
         An unparsable interval is not a probe: a probe may answer "not running" from
         what it cannot see, a recurring monitor may not."""
         return self.action in ("monitor", "status") and self.interval_ms == 0
+
+    @property
+    def checks_environment(self):
+        """Whether validate-all looks at this node (files, programs, modules, Ceph, libvirt,
+        Pacemaker). OCF 1.1, "Check Levels": at OCF_CHECK_LEVEL 0 validate-all checks the
+        parameters' syntax and consistency only, "so tools can validate parameters even if
+        running on a node that will not run the agent" (crm_resource --validate=0); 10 may
+        add the local environment; a level in between means the next lower one. Unset (or
+        unparsable), the agent chooses: the full check, as ocf-tester and an administrator
+        running validate-all by hand expect."""
+        return not (self.check_level_given and self.depth < 10)
 
     @property
     def state_dir(self):
@@ -1109,10 +1181,13 @@ def run(agent, argv=None, environ=None, stdout=None, stderr=None):
     out = _text_writer(stdout, 1)
     err = _text_writer(stderr, 2)
     spec = agent.spec
-    if len(argv) != 2:
+    prefix = exit_reason_prefix(environ)
+    if len(argv) < 2:
         err.write(usage(spec) + "\n")
-        exit_reason("%s takes exactly one action argument" % spec.name, err)
+        exit_reason("%s needs an action argument" % spec.name, err, prefix)
         return OCF_ERR_ARGS
+    # "the RA shall ignore all other arguments" (OCF resource agent API, Execution syntax:
+    # room for extensions); before issue 13 they were an OCF_ERR_ARGS
     action = argv[1]
     if action in ("meta-data", "metadata"):
         data = metadata_xml(spec)
@@ -1131,13 +1206,27 @@ def run(agent, argv=None, environ=None, stdout=None, stderr=None):
         out.write(usage(spec) + "\n")
         return OCF_SUCCESS
     declared = {a.name for a in spec.actions}
+    if action == "reload-agent" and "reload" in declared:
+        # Pacemaker 2.1's controller asks for reload-agent when it has no cached meta-data
+        # for the agent (controld_execd.c maps the scheduled reload to "reload" only for an
+        # agent whose cached meta-data advertises the legacy action): the same thing here
+        action = "reload"
     if action not in declared:
-        exit_reason("action %s is not implemented by %s" % (shown(action), spec.name), err)
+        exit_reason("action %s is not implemented by %s" % (shown(action), spec.name), err,
+                    prefix)
         return OCF_ERR_UNIMPLEMENTED
     instance = environ.get("OCF_RESOURCE_INSTANCE", "-")
     if len(instance) > 80:
         instance = instance[:80] + "..."
     log = Log("%s(%s)[%d]" % (spec.name, instance, os.getpid()), environ, err)
+    tracer = None
+    if "OCF_TRACE_RA" in environ or "OCF_RESKEY_trace_ra" in environ:
+        from vmceph import trace   # only a traced action pays for it
+        if trace.wanted(environ):
+            tracer = trace.Tracer.open(environ, spec.name, action, err, log.warning)
+            if tracer is not None:
+                tracer.start(environ, argv)
+                log.trace = tracer
     reason = None
     try:
         timeout_name = "monitor" if action == "status" else action
@@ -1163,8 +1252,10 @@ def run(agent, argv=None, environ=None, stdout=None, stderr=None):
         log.close()
     if reason is None and rc not in (OCF_SUCCESS, OCF_NOT_RUNNING):
         reason = "%s %s failed (%s)" % (spec.name, action, CODE_NAMES.get(rc, rc))
+    if tracer is not None:
+        tracer.finish(rc, CODE_NAMES.get(rc, rc), reason)
     if reason is not None:
-        exit_reason(reason, err)
+        exit_reason(reason, err, prefix)
     return rc
 
 

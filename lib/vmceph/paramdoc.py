@@ -3,7 +3,7 @@
 
 import sys
 
-from vmceph.ocf import param_longdesc
+from vmceph.ocf import RELOAD_DECISION, param_longdesc
 
 
 def _cell(text):
@@ -22,12 +22,14 @@ def agent_markdown(spec):
         out += ["| name | type | default | description |", "|---|---|---|---|"]
         for p in params:
             default = p.default_text()
+            marks = [m for m, on in (("required", p.required), ("restarts", p.unique)) if on]
             out.append("| `%s`%s | %s | %s | %s |" % (
-                p.name, " (required)" if p.required else "", p.type,
+                p.name, " (%s)" % ", ".join(marks) if marks else "", p.type,
                 "`%s`" % default if default not in (None, "") else "", _cell(param_longdesc(p))))
         out.append("")
-    out += ["Actions: " + ", ".join("%s (timeout %s%s)" % (
-        a.name, a.timeout, ", interval %s" % a.interval if a.interval else "")
+    out += ["Actions: " + ", ".join("%s (timeout %s%s%s)" % (
+        a.name, a.timeout, ", interval %s" % a.interval if a.interval else "",
+        ", OCF_CHECK_LEVEL %d" % a.depth if a.depth else "")
         for a in spec.actions), ""]
     return "\n".join(out)
 
@@ -38,7 +40,9 @@ def markdown():
     head = ["# Parameter reference", "",
             "Generated from the agents' parameter declarations by `python3 -m vmceph.paramdoc`;",
             "do not edit by hand.", ""]
-    return "\n".join(head) + "\n" + agent_markdown(RBDVD) + "\n" + agent_markdown(HEALTH)
+    tail = ["## Changing parameters: reload or restart", "", RELOAD_DECISION, ""]
+    return "\n".join(head) + "\n" + agent_markdown(RBDVD) + "\n" + agent_markdown(HEALTH) \
+        + "\n" + "\n".join(tail)
 
 
 if __name__ == "__main__":

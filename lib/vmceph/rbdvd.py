@@ -40,13 +40,14 @@ class Contended(GenericError):
 class Identity:
     """Name and UUID of the domain, remembered at start so that stop and monitor find it
     without the config file (which may be missing, or changed, on this node)."""
-    __slots__ = ("name", "uuid", "config")
+    __slots__ = ("name", "uuid", "config", "uri")
 
-    def __init__(self, name, uuid=None, config=None):
+    def __init__(self, name, uuid=None, config=None, uri=None):
         # a UUID libvirt would refuse ("Invalid UUID" at every lookup) identifies nothing:
         # the name does (issue 16: stop failed on an invalid <uuid>)
         from vmceph.inputs import libvirt_uuid
         self.name, self.uuid, self.config = name, libvirt_uuid(uuid), config
+        self.uri = uri   # the libvirt URI it was started with, when hypervisor is unset
 
 
 def state_name(ctx):
@@ -72,6 +73,8 @@ def remember(ctx, ident):
     is then found from the config file, which is survivable, so start goes on."""
     text = "name=%s\nuuid=%s\nconfig=%s\n" % (_enc(ident.name), _enc(ident.uuid),
                                               _enc(ident.config))
+    if ident.uri:
+        text += "hypervisor=%s\n" % _enc(ident.uri)
     if ocf.write_state(ctx, state_name(ctx), text) is None:
         ctx.log.warning("cannot remember the identity of domain %s: stop and monitor will "
                         "identify it from its configuration file", ident.name)
@@ -87,7 +90,8 @@ def recall(ctx):
     name = _dec(kv.get("name", ""))
     if not name:
         return None
-    return Identity(name, _dec(kv.get("uuid", "")) or None, _dec(kv.get("config", "")) or None)
+    return Identity(name, _dec(kv.get("uuid", "")) or None, _dec(kv.get("config", "")) or None,
+                    _dec(kv.get("hypervisor", "")) or None)
 
 
 def forget(ctx):
@@ -215,36 +219,41 @@ class RBDVirtualDomain:
                                              % (ocf.shown(config), e))
                     data = None
                 if recurring:
-                    # identify() reads the XML: a malformed one is the configuration's fault
-                    # (6), as validate-all says, not "cannot be read" (5)
+                    # identify() reads the XML: a malformed one is this node's file (5),
+                    # as validate-all says (xml_error)
                     try:
                         _check_uuid(config, parse_domain(
                             data if data is not None else domain_xml(ctx),
                             source="domain configuration %s" % config))
                     except DomainXMLError as e:
-                        raise ConfigError(str(e)) from None
+                        raise xml_error(config, e) from None
             return
         # Every problem of the values themselves (6) is reported before what this node lacks
         # (5): no node can do better with a wrong value.
         missing = None
+        # validate-all at OCF_CHECK_LEVEL 0: the values only, nothing of this node (no
+        # file, program, module, Ceph, libvirt or Pacemaker): see Context.checks_environment
+        local = ctx.action != "validate-all" or ctx.checks_environment
         try:
-            p.validate()
+            p.validate(local=local)
         except InstalledError as e:
             missing = e
         _check_transports(p)
         if p.snapshot and p.force_stop:
             raise ConfigError("snapshot and force_stop exclude each other: a forced stop "
                               "cannot save the guest's memory")
-        from vmceph.migration import parse_migrate_options
-        parse_migrate_options(p.migrate_options or "")
+        from vmceph.migration import migration_args
+        migration_args(p, "target")   # every option understood, no conflicting pair
         from vmceph.cluster import parse_membership, parse_node_addresses
         try:
             static = parse_node_addresses(p.node_addresses)
             parse_membership(p.membership)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if ctx.action == "validate-all" and static and not p.membership:
+        if ctx.action == "validate-all" and static and not p.membership and local:
             _warn_unknown_node_names(ctx, static)
+        if not local:
+            return
         if missing is not None:
             raise missing
         if ctx.action != "migrate_from":
@@ -292,7 +301,7 @@ class RBDVirtualDomain:
                 raise GenericError(str(e)) from None    # Ceph's state, not the value's
             if _XML_ERRORS is not None and isinstance(e, _XML_ERRORS[1]):
                 raise InstalledError(str(e)) from None  # this node's lack
-            raise ConfigError(str(e)) from None
+            raise xml_error(config, e) from None
         if resolve:
             dom = self._resolve_disks(ctx, dom)
         self._dom_cache = (ctx, resolve, dom)
@@ -302,7 +311,7 @@ class RBDVirtualDomain:
         from vmceph import disks
         from vmceph.cluster import resolve as resolve_name
         p = ctx.params
-        hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)  # connects only for pools
+        hv = virt.Hypervisor(hypervisor(ctx), ctx.deadline, ctx.log)  # connects only for pools
         try:
             r = disks.resolve(dom, hv, disks.parse_unguarded(p.unguarded_disks),
                               sys_root=self.sys_root, dev_root=self.dev_root)
@@ -338,8 +347,8 @@ class RBDVirtualDomain:
         ctx.log.warning("%s of domain %s despite an invalid configuration: %s",
                         ctx.action, ident.name, error.reason)
         if ctx.action == "stop":
-            return self._stop(ctx, ident, uri=lenient_hypervisor(ctx))
-        return self._monitor_state(ctx, ident, uri=lenient_hypervisor(ctx))
+            return self._stop(ctx, ident, uri=lenient_hypervisor(ctx, ident))
+        return self._monitor_state(ctx, ident, uri=lenient_hypervisor(ctx, ident))
 
     # ---------------------------------------------------------------- monitor
     def monitor(self, ctx):
@@ -349,9 +358,12 @@ class RBDVirtualDomain:
                 return OCF_NOT_RUNNING
             raise InstalledError("domain configuration %s cannot be read and no running "
                                  "domain is remembered" % ctx.params.config)
-        rc = self._monitor_state(ctx, ident, ctx.params.hypervisor)
+        rc = self._monitor_state(ctx, ident, hypervisor(ctx, ident))
         if rc != OCF_SUCCESS or ctx.is_probe:
             return rc
+        if ctx.params.save_config_on_stop or ctx.params.sync_config_on_stop:
+            from vmceph import configsave  # as VirtualDomain: at every recurring monitor
+            configsave.save_by_name(ctx, ident, hypervisor(ctx, ident), "monitor")
         if ctx.params.monitor_scripts:
             run_monitor_scripts(ctx, once=True)
         if ctx.depth >= 10:
@@ -425,8 +437,9 @@ class RBDVirtualDomain:
     # ---------------------------------------------------------------- start
     def start(self, ctx):
         dom = self._domain(ctx)
-        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config))
-        hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
+        uri = hypervisor(ctx)
+        remember(ctx, Identity(dom.name, dom.uuid, ctx.params.config, uri))
+        hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
         try:
             self._start_backing_off(ctx, hv, dom)
         finally:
@@ -649,12 +662,37 @@ class RBDVirtualDomain:
             ctx.log.error("cannot destroy the paused domain %s (%s): stop the resource",
                           dom.name, e)
 
+    # ---------------------------------------------------------------- reload
+    def reload(self, ctx):
+        """Take changed parameters without touching the guest (OCF 1.0 "reload", which
+        Pacemaker 2.1 calls for an agent of OCF version 1.0 when only parameters declared
+        unique="0" changed; why not OCF 1.1's reload-agent: rbdvd_params.RELOAD).
+
+        The dispatcher has validated the new values as for a start: a wrong one fails the
+        reload, and Pacemaker recovers the resource. Between actions the agent keeps only
+        the domain's identity (name, UUID, config; config is unique="1", so it cannot change
+        here): every other parameter (node_addresses, ceph_*, blocklist_expire,
+        unknown_client_policy, migration_*, monitor_scripts, ...) is read by each action
+        from what Pacemaker passes it, and applies from the next one on; nothing is cached
+        that would have to be refreshed. What reload applies at once: the utilization
+        parameters (otherwise set at start and migrate_from only). The domain is neither
+        stopped, redefined, paused nor resumed."""
+        ident = identify(ctx, allow_config=False)
+        if ident is None:
+            ctx.log.info("reload: no domain of this resource runs on this node; the new "
+                         "parameters apply at its next start")
+            return OCF_SUCCESS
+        utilization(ctx, self._domain(ctx, resolve=False))
+        ctx.log.info("reload: new parameters taken for domain %s, which keeps running "
+                     "untouched", ident.name)
+        return OCF_SUCCESS
+
     # ---------------------------------------------------------------- stop
     def stop(self, ctx):
         ident = identify(ctx)
         if ident is None:
             return OCF_SUCCESS
-        return self._stop(ctx, ident, ctx.params.hypervisor)
+        return self._stop(ctx, ident, hypervisor(ctx, ident))
 
     def _stop(self, ctx, ident, uri):
         from vmceph.stopseq import StopSequence
@@ -785,6 +823,18 @@ def _check_transports(p, names=("hypervisor", "remoteuri", "migration_transport"
                               "allow it" % (name, ocf.shown(uri)))
 
 
+def xml_error(config, error):
+    """The OCF error of a domain XML that cannot be used. A file is this node's copy
+    (shared storage, config management, csync2): malformed or truncated here, it may be
+    fine on another node, so OCF_ERR_INSTALLED (Pacemaker tries elsewhere), never
+    OCF_ERR_CONFIGURED (fatal on every node). A definition in Ceph is the same for every
+    node: what is wrong with it is wrong everywhere."""
+    from vmceph.defstore import is_uri
+    if is_uri(config or ""):
+        return ConfigError(str(error))
+    return InstalledError("%s (on this node; other nodes may have a good copy)" % error)
+
+
 def _check_uuid(config, dom):
     from vmceph.inputs import libvirt_uuid
     if dom.uuid and libvirt_uuid(dom.uuid) is None:
@@ -794,18 +844,34 @@ def _check_uuid(config, dom):
                           % (ocf.shown(config), ocf.shown(dom.uuid, 60)))
 
 
-def lenient_hypervisor(ctx):
+def hypervisor(ctx, ident=None):
+    """This node's libvirt URI: the hypervisor parameter; unset, the URI the domain was
+    started with (``ident``, remembered at start: the depth-0 monitor runs no program),
+    else the default `virsh uri` answers (virt.default_uri), as ocf:heartbeat:VirtualDomain
+    takes it."""
+    uri = ctx.params.hypervisor
+    if uri:
+        return uri
+    if ident is not None and ident.uri:
+        return ident.uri
+    return virt.default_uri(ctx.deadline.at_most(5.0), ctx.log)
+
+
+def lenient_hypervisor(ctx, ident=None):
     """The URI a stop or probe with an invalid configuration connects to: the configured
-    one when it parses and passes the transport rule, else libvirt's default for this
-    agent (qemu:///system): never a program named by an 'ext' URI, never a crash on a value
+    one when it parses and passes the transport rule, else the remembered or default one
+    (hypervisor()): never a program named by an 'ext' URI, never a crash on a value
     libvirt cannot encode."""
-    default = SPEC.param_index["hypervisor"].default
     try:
         uri = ctx.params.hypervisor
         _check_transports(ctx.params, ("hypervisor",))
     except OCFError:
-        return default
-    return uri or default
+        uri = None
+    if uri:
+        return uri
+    if ident is not None and ident.uri:
+        return ident.uri
+    return virt.default_uri(ctx.deadline.at_most(5.0), ctx.log)
 
 
 def _which(prog):

@@ -94,9 +94,11 @@ INHERITED = [
                    "kept in Ceph ('vmceph config put', docs/definitions.md), read at every "
                    "start and migration with ceph_conf/ceph_user; each node keeps a local "
                    "copy of the last one it used for probe, monitor and stop."),
-    Param("hypervisor", default="qemu:///system", inherited=True, check=_any_uri,
+    Param("hypervisor", inherited=True, unique=True, check=_any_uri,
           shortdesc="Hypervisor URI",
-          longdesc="libvirt URI of the local hypervisor (see 'virsh uri')."),
+          longdesc="libvirt URI of the local hypervisor. Unset: what 'virsh --quiet uri' "
+                   "answers on the node at start (libvirt's default URI), remembered for "
+                   "monitor and stop; qemu:///system when virsh cannot tell."),
     Param("force_stop", type="boolean", default=False, inherited=True,
           shortdesc="Always force shutdown on stop",
           longdesc="Destroy the domain on stop at once, instead of asking the guest to shut "
@@ -104,10 +106,13 @@ INHERITED = [
                    "timeout has run out."),
     Param("migration_transport", default="", inherited=True, check=_transport,
           shortdesc="Remote hypervisor transport",
-          longdesc="Transport of the URI of the target's libvirtd during a live migration, "
-                   "e.g. ssh, tcp or tls: qemu+TRANSPORT://TARGET/system. Empty: the "
-                   "hypervisor URI with the target's host name inserted (libvirt's default "
-                   "transport)."),
+          longdesc="Transport of the URI of the target's libvirtd during a live migration: "
+                   "ssh, libssh, libssh2, tcp or tls (ext only with allow_ext_transport). "
+                   "The URI is the hypervisor URI with this transport and the target's host "
+                   "name put in, its driver, port, path and query kept (qemu:///session and "
+                   "tcp: qemu+tcp://TARGET/session). Empty: the hypervisor URI's own "
+                   "transport (libvirt's default when it has none). Validation refuses any "
+                   "other value."),
     Param("migration_user", inherited=True, check=_user,
           shortdesc="Remote username for the remoteuri",
           longdesc="User name placed in the computed remote URI (USER@TARGET). Ignored when "
@@ -132,12 +137,26 @@ INHERITED = [
                    "migration_network_suffix and migrateport for the stream."),
     Param("migrate_options", inherited=True,
           shortdesc="live migrate options",
-          longdesc="Extra options of the live migration, in virsh's spelling. This agent "
-                   "drives libvirt's API directly and understands: --unsafe, --compressed, "
-                   "--auto-converge, --tls, --abort-on-error, --persistent, --undefinesource, "
-                   "--migrateuri URI (%n = target node). Anything else is refused by "
-                   "validation rather than ignored (--postcopy too: post-copy needs "
-                   "migrate-postcopy during the job, which this agent does not do)."),
+          longdesc="Extra options of the live migration, in virsh migrate's spelling; the "
+                   "agent calls libvirt itself and maps each to libvirt's flag or typed "
+                   "parameter. Flags: --tunnelled, --persistent, --undefinesource, "
+                   "--change-protection, --unsafe, --compressed, --abort-on-error, "
+                   "--auto-converge, --rdma-pin-all, --tls, --parallel, --zerocopy (--live, "
+                   "--p2p and --verbose are accepted: always done, progress is logged). With "
+                   "a value (--opt VALUE or --opt=VALUE): --migrateuri URI (%n = target "
+                   "node), --bandwidth MiB/s (wins over migration_speed), "
+                   "--parallel-connections, --tls-destination, --comp-methods, "
+                   "--comp-mt-level, --comp-mt-threads, --comp-mt-dthreads, "
+                   "--comp-xbzrle-cache, --auto-converge-initial, --auto-converge-increment, "
+                   "--postcopy-bandwidth, --graphicsuri, --listen-address. As virsh does: "
+                   "--timeout SECONDS suspends the guest after that time so that the "
+                   "migration converges, or with --timeout-postcopy switches to post-copy; "
+                   "--postcopy --postcopy-after-precopy switches to post-copy after the first "
+                   "pass over the memory. --postcopy alone is refused (nothing would start "
+                   "post-copy). Options that cannot apply are refused by validation with the "
+                   "reason: storage copy (--copy-storage-*, --migrate-disks: the RBD disks are "
+                   "shared), --offline, --direct, --suspend, --dname, --xml, "
+                   "--persistent-xml, --postcopy-resume."),
     Param("monitor_scripts", default="", inherited=True, multiline=True, local=executables,
           shortdesc="space-separated list of monitor scripts",
           longdesc="Programs that check services inside the guest; each must exit 0. They run "
@@ -145,7 +164,8 @@ INHERITED = [
                    "their timeout) until they all succeed."),
     Param("autoset_utilization_cpu", type="boolean", default=True, inherited=True,
           shortdesc="Enable auto-setting the CPU utilization of the resource",
-          longdesc="Set the resource's 'cpu' utilization to the domain's vCPU count. Done at "
+          longdesc="Set the resource's 'cpu' utilization to the domain's current vCPU count "
+                   "(<vcpu current='N'>: N, not the hot-plug maximum). Done at "
                    "start and migrate_from (the values cannot change while the domain runs), "
                    "not at every monitor."),
     Param("autoset_utilization_host_memory", type="boolean", default=True, inherited=True,
@@ -176,15 +196,19 @@ INHERITED = [
                    "migration_transport, migration_user and migration_network_suffix."),
     Param("save_config_on_stop", type="boolean", default=False, inherited=True,
           shortdesc="Save running VM's config back to its config file",
-          longdesc="At stop, write the running domain's XML back to the config file "
-                   "(atomically, keeping a symbolic link, the mode and the owner; never "
-                   "readable by others, as it may hold secrets), so changes made while it ran "
-                   "survive. Best-effort: if it fails (say, the file's directory is not "
-                   "mounted), stop logs a warning and stops the domain all the same."),
+          longdesc="Write the running domain's definition back to the config file, as "
+                   "ocf:heartbeat:VirtualDomain does, at stop, migrate_to, migrate_from and "
+                   "every recurring monitor, so changes made while it runs survive. Only "
+                   "when it changed, and only a definition that parses and has the domain's "
+                   "name and UUID; atomically, keeping a symbolic link, the mode and the "
+                   "owner, never readable by others (it may hold secrets). Best-effort: if it "
+                   "fails (say, the file's directory is not mounted), a warning is logged and "
+                   "the action goes on."),
     Param("sync_config_on_stop", type="boolean", default=False, inherited=True,
           shortdesc="Save running VM's config back to its config file",
-          longdesc="Like save_config_on_stop (which it implies), then run 'csync2 -x' to copy "
-                   "the file to the other nodes. csync2 must be installed and set up."),
+          longdesc="Like save_config_on_stop (which it implies), then, after each write, "
+                   "run 'csync2 -x CONFIG' to copy that file (only) to the other nodes. "
+                   "csync2 must be installed and set up."),
     Param("snapshot", default="", inherited=True, check=_abs_path, local=directory_or_absent,
           shortdesc="Restore state on start/stop",
           longdesc="Directory for the guest's memory state: stop saves the running domain "
@@ -288,8 +312,14 @@ ACTIONS = [
     Action("stop", "90s"),
     Action("monitor", "30s", interval="10s", depth=0),
     Action("status", "30s", interval="10s", depth=0),
+    # OCF_CHECK_LEVEL 10 adds Ceph's quorum, 20 the sole-writer check of every guarded
+    # image (see LONGDESC); advertised so that tools offer them (pcs copies every advertised
+    # action into a new resource's operations)
+    Action("monitor", "30s", interval="60s", depth=10),
+    Action("monitor", "60s", interval="300s", depth=20),
     Action("migrate_to", "120s"),
     Action("migrate_from", "60s"),
+    Action("reload", "60s"),
     Action("meta-data", "5s"),
     Action("validate-all", "10s"),
 ]

@@ -378,7 +378,6 @@ def test_cluster_xml_says_what_the_issue_asks():
     for vm in VMS:
         p = "resources/primitive[class=ocf,id=%s,provider=vmceph,type=RBDVirtualDomain]" % vm
         expected |= {p + "/instance_attributes: config=/etc/vmceph/domains/%s.xml" % vm,
-                     p + "/instance_attributes: hypervisor=qemu:///system",
                      p + "/instance_attributes: migration_transport=tcp",
                      p + "/instance_attributes: ceph_conf=/etc/ceph/ceph.conf",
                      p + "/instance_attributes: ceph_user=vmceph",
