@@ -10,8 +10,8 @@ DEB_RUNTIME := ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd 
 	qemu-system-x86 qemu-block-extra qemu-utils libvirt-daemon-driver-storage-rbd pacemaker pacemaker-cli-utils corosync \
 	pcs crmsh resource-agents fence-agents libxml2-utils
 DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmisc bc util-linux time strace
-DEB_PACKAGE := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
-	python3-setuptools python3-lxml lintian rpm fakeroot devscripts
+DEB_PACKAGE := build-essential debhelper dh-python python3-lxml lintian rpm fakeroot devscripts \
+	python3-argparse-manpage
 
 .PHONY: docs help deps deps-package test unit fuzz offline integration e2e ocf-tester demo bench \
 	package lab-up lab-down lab-status clean
