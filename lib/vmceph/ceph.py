@@ -268,22 +268,29 @@ class CephSession:
         return True, "quorum %s of %s" % (",".join(names), ",".join(mons)), names, mons
 
     def health(self):
-        """{'status': 'HEALTH_OK'|..., 'checks': {CODE: {'severity', 'summary'}}}"""
+        """{'status': 'HEALTH_OK'|..., 'checks': {CODE: {'severity', 'summary', 'count',
+        'detail'}}}: ``detail`` the check's detail lines (``health detail``), e.g. for
+        PG_AVAILABILITY 'pg 2.1 is stuck inactive for 62s, current state unknown, last
+        acting []' (one per PG, at most mon_health_max_detail of them), ``count`` the
+        summary's count (the number of PGs, all of them)."""
         h = self.mon("health", detail="detail") or {}
         checks = {}
         for code, c in (h.get("checks") or {}).items():
-            summary = c.get("summary")
+            summary, count = c.get("summary"), None
             if isinstance(summary, dict):
-                summary = summary.get("message")
-            checks[code] = {"severity": c.get("severity"), "summary": summary}
+                summary, count = summary.get("message"), summary.get("count")
+            detail = [d.get("message") if isinstance(d, dict) else d
+                      for d in (c.get("detail") or [])]
+            checks[code] = {"severity": c.get("severity"), "summary": summary,
+                            "count": count, "detail": [d for d in detail if d]}
         return {"status": h.get("status", "HEALTH_UNKNOWN"), "checks": checks}
 
-    def pool_pgs(self, pool):
-        """(number of PGs, PGs not active) of ``pool``, from the manager."""
-        out = self.mgr("pg ls-by-pool", poolstr=pool)
-        stats = out.get("pg_stats", []) if isinstance(out, dict) else (out or [])
-        inactive = [s.get("pgid") for s in stats if "active" not in (s.get("state") or "")]
-        return len(stats), inactive
+    def pool_ids(self):
+        """{pool name: pool id} from the monitors ('osd lspools'; mon 'profile rbd' may
+        ask it): the pool id is the part of a PG id before the dot."""
+        out = self.mon("osd lspools") or []
+        return {p.get("poolname"): p.get("poolnum") for p in out
+                if isinstance(p, dict) and p.get("poolname") is not None}
 
     def client_addrs(self):
         """Addresses this client is seen at by the cluster, e.g. ['10.252.0.1']."""
@@ -330,7 +337,28 @@ class CephSession:
         if not instance_addr(addr):
             raise ValueError("refusing to blocklist %r: not one client instance "
                              "(ip:port/nonce with nonce > 0)" % addr)
-        self.mon("osd blocklist", blocklistop="add", addr=addr, expire=float(expire_s))
+        # librados' own call (rados_blocklist_add, python3-rados 16.2: blocklist_add(addr,
+        # expire_seconds: int)) sends the same 'osd blocklist add' to the monitors, under
+        # this session's rados_mon_op_timeout, then waits for the newest OSD map. Its
+        # expiry is whole seconds and 0 means the monitors' default (an hour): never 0.
+        import math
+        expire = max(1, math.ceil(float(expire_s)))
+        budget = self._left(self.MON_OP_CAP) + 1.0
+        rados = self.rados
+        try:
+            self._bounded(lambda: self.cluster.blocklist_add(addr, expire), budget,
+                          "Ceph blocklist add %s" % addr)
+        except bounded.Timeout:
+            raise CephUnavailable("Ceph monitors did not answer 'osd blocklist add %s' within "
+                                  "%.0f s" % (addr, budget)) from None
+        except (rados.PermissionError, rados.PermissionDeniedError) as e:
+            raise CephPermission("Ceph refused 'osd blocklist add %s': %s (the Ceph user needs "
+                                 "mon 'profile rbd')" % (addr, e)) from None
+        except rados.TimedOut as e:
+            raise CephUnavailable("Ceph 'osd blocklist add %s' timed out (no monitor "
+                                  "quorum?): %s" % (addr, e)) from None
+        except rados.Error as e:
+            raise CephUnavailable("Ceph 'osd blocklist add %s' failed: %s" % (addr, e)) from None
 
     # librados answers in a few ms when the monitors are up (it asks them for the newest
     # map and waits until it has it); bounded like a monitor command.

@@ -191,6 +191,27 @@ MEMBERSHIP_STATES = {"member": MEMBER, "online": MEMBER, "gone": GONE, "fenced":
                      "maintenance": MAINTENANCE}
 
 
+def parse_attrd_query(xml_text, name, node=None):
+    """The value in ``attrd_updater -n NAME -Q [-N NODE] --output-as=xml`` (Pacemaker
+    2.1.5, seen in the lab)::
+
+        <pacemaker-result api-version="2.25" request="...">
+          <attribute name="vmceph-ceph-addrs" value="10.0.0.1 10.0.1.1" host="node1"/>
+          <status code="0" message="OK"/>
+        </pacemaker-result>
+
+    None when no <attribute> of that name (and host) is there, or its value is empty (a
+    deleted attribute stays in attrd as value="" until purged; an unknown attribute is an
+    error, rc 78). ElementTree on expat 2.5 (Debian 12): no external entities, and expat
+    >= 2.4.1 bounds entity expansion; the text comes from the local Pacemaker tool."""
+    root = ET.fromstring(xml_text)
+    for a in root.iter("attribute"):
+        if a.get("name") != name or (node and a.get("host") not in (None, node)):
+            continue
+        return a.get("value") or None
+    return None
+
+
 def parse_membership(text):
     """The ``membership`` parameter (tests, outside a cluster): 'node1=member node2=fenced
     node3=unclean'; also left|offline (clean leave, not fenced) and maintenance."""
@@ -340,15 +361,19 @@ class Cluster:
                     "delete node attribute %s" % name)
 
     def query_attribute(self, name, node=None):
-        argv = ["attrd_updater", "-n", name, "-Q"] + (["-N", node] if node else [])
+        """Value of the transient attribute ``name`` of ``node`` (this node by default) as
+        attrd holds it; None if it is unset or attrd cannot be asked. Read as XML: the
+        text form (name="..." host="..." value="...") cannot carry a value with spaces or
+        quotes (an address list read as its first address)."""
+        argv = ["attrd_updater", "-n", name, "-Q", "--output-as=xml"] + (
+            ["-N", node] if node else [])
         r = self._cmd(argv)
         if r.rc != 0:
             return None
-        # 'name="#health-ceph" host="node1" value="green"'
-        for field in r.out.split():
-            if field.startswith('value="'):
-                return field[len('value="'):].rstrip('"')
-        return None
+        try:
+            return parse_attrd_query(r.out, name, node)
+        except ET.ParseError:
+            return None
 
     def set_utilization(self, resource, name, value):
         self._check(self._cmd(["crm_resource", "-r", resource, "-z", "-p", name, "-v",

@@ -209,6 +209,19 @@ def health_err_pg_availability():
                             "detail": [], "muted": False}}, "mutes": []}
 
 
+def health_pgs_inactive(lines, count=None):
+    """`ceph health detail -f json` with PG_AVAILABILITY raised: ``lines`` its detail
+    messages, e.g. 'pg 2.1 is stuck inactive for 62s, current state unknown, last acting
+    []'; ``count`` the summary's count (more than the lines when the monitors truncate)."""
+    count = len(lines) if count is None else count
+    return {"status": "HEALTH_WARN", "checks": {
+        "PG_AVAILABILITY": {"severity": "HEALTH_WARN",
+                            "summary": {"message": "Reduced data availability: %d pgs "
+                                                   "inactive" % count, "count": count},
+                            "detail": [{"message": m} for m in lines], "muted": False}},
+        "mutes": []}
+
+
 class ImageState:
     """One RBD image as the cluster knows it: lock and watches (shared by every handle)."""
 
@@ -445,6 +458,10 @@ class FakeCeph:
             return -ETIMEDOUT, b"", "timed out"
         if prefix == "quorum_status":
             return 0, json.dumps(self._quorum_status()).encode(), ""
+        if prefix == "osd lspools":
+            # pool ids in creation order from 2 (pool 1 is .mgr on a real cluster)
+            return 0, json.dumps([{"poolnum": k + 2, "poolname": name}
+                                  for k, name in enumerate(self.pools)]).encode(), ""
         if prefix == "osd blocklist ls":
             return self._blocklist(dict(cmd, blocklistop="ls"))
         if prefix.startswith("config-key "):
@@ -518,6 +535,14 @@ def _split(spec):
     if len(parts) == 2:
         return parts[0], None, parts[1]
     return parts[0], parts[1], parts[2]
+
+
+def _rados_error(ret, msg):
+    """The exception the real binding raises for a negative return (rados.make_ex)."""
+    kind = {-EACCES: real_rados.PermissionDeniedError, -1: real_rados.PermissionError,
+            -ETIMEDOUT: real_rados.TimedOut, -EINVAL: real_rados.InvalidArgumentError,
+            -ENOENT: real_rados.ObjectNotFound}.get(ret, real_rados.OSError)
+    return kind(msg, errno=-ret)
 
 
 def _rados_state_error(state):
@@ -615,6 +640,25 @@ class Rados:
             raise TypeError("mgr_command(cmd: str, inbuf: bytes)")
         self._require_connected()
         return self._ceph.mgr_command(self, json.loads(cmd))
+
+    def blocklist_add(self, client_address, expire_seconds=0):
+        """rados_blocklist_add as python3-rados 16.2.15 has it: expire_seconds is a C int
+        (a float is a TypeError), 0 = the monitors' default (3600 s); librados sends the
+        command below (no 'format'; 'expire' only when not 0, as 'N.0') and a failure
+        raises the exception type of its errno (rados.make_ex). librados then waits for
+        the newest OSD map; not modelled here: callers wait for it themselves
+        (wait_for_latest_osdmap), which the fencing order needs and tests check."""
+        if not isinstance(client_address, str):
+            raise TypeError("client_address must be str")
+        if not isinstance(expire_seconds, int) or isinstance(expire_seconds, bool):
+            raise TypeError("an integer is required (expire_seconds)")
+        self._require_connected()
+        cmd = {"prefix": "osd blocklist", "blocklistop": "add", "addr": client_address}
+        if expire_seconds:
+            cmd["expire"] = float(expire_seconds)
+        ret, _out, _err = self._ceph.mon_command(self, cmd)
+        if ret < 0:
+            raise _rados_error(ret, "error blocklisting client '%s'" % client_address)
 
     def open_ioctx(self, ioctx_name):
         self._require_connected()

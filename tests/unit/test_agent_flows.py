@@ -209,7 +209,7 @@ def test_start_after_the_holders_node_is_fenced_recovers_then_starts(w):
     assert w.start(membership="node1=member node2=fenced", blocklist_expire="600") == 0, w.err
     bl = [c for c in w.ceph.commands if c.get("blocklistop") == "add"]
     assert bl == [{"prefix": "osd blocklist", "blocklistop": "add", "addr": qemu.addr,
-                   "expire": 600.0, "format": "json"}]
+                   "expire": 600.0}]             # as librados' blocklist_add sends it
     assert t0 + 590 < w.ceph.blocklist[qemu.addr] < time.time() + 610
     assert w.ceph.image("rbd/vm1-root").lock_breaks == [(0, qemu.addr)]
     # order: blocklist, then break the lock, then start the domain
@@ -636,7 +636,10 @@ def _pacemaker_tools(w, health):
     sample.write_text(test_cluster.CRM_MON)
     w.bin.add("crm_mon", "cat '%s'" % sample)
     w.bin.add("attrd_updater", """case "$*" in
-  "-n #health-ceph -Q -N node2") echo 'name="#health-ceph" host="node2" value="%s"';;
+  "-n #health-ceph -Q --output-as=xml -N node2") echo '<pacemaker-result api-version="2.25">
+  <attribute name="#health-ceph" value="%s" host="node2"/>
+  <status code="0" message="OK"/>
+</pacemaker-result>';;
   *) echo "attrd_updater: no such attribute" >&2; exit 105;;
 esac""" % health)
     w.params["membership"] = ""
@@ -649,7 +652,8 @@ def test_migrate_to_refuses_a_red_target(w):
     assert "target node node2 reports #health-ceph=red" in w.reason
     assert not w.node1.called("migrateToURI3")
     assert w.node1.running("vm1") and not w.node2.running("vm1")
-    assert ["attrd_updater", "-n", "#health-ceph", "-Q", "-N", "node2"] in w.bin.calls()
+    assert ["attrd_updater", "-n", "#health-ceph", "-Q", "--output-as=xml", "-N",
+            "node2"] in w.bin.calls()
 
 
 def test_migrate_to_a_green_target(w):

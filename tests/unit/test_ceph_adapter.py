@@ -184,8 +184,10 @@ def test_health_summary(cluster, conf):
     with session(cluster, conf) as s:
         h = s.health()
     assert h == {"status": "HEALTH_WARN", "checks": {
-        "OSD_DOWN": {"severity": "HEALTH_WARN", "summary": "1 osds down"},
-        "OSD_HOST_DOWN": {"severity": "HEALTH_WARN", "summary": "1 host (1 osds) down"}}}
+        "OSD_DOWN": {"severity": "HEALTH_WARN", "summary": "1 osds down", "count": 1,
+                     "detail": ["osd.2 (root=default,host=node3) is down"]},
+        "OSD_HOST_DOWN": {"severity": "HEALTH_WARN", "summary": "1 host (1 osds) down",
+                          "count": 1, "detail": ["host node3 (root=default) (1 osds) is down"]}}}
     assert cluster.commands[-1] == {"prefix": "health", "detail": "detail", "format": "json"}
 
 
@@ -199,19 +201,13 @@ def test_mon_command_hanging_is_bounded(cluster, conf):
         cluster.release.set()
 
 
-def test_pool_pgs(cluster, conf):
-    cluster.pg_states["rbd"] = [("2.0", "active+clean"), ("2.1", "peering"),
-                                ("2.2", "undersized+degraded+peered"), ("2.3", "active+undersized")]
-    with session(cluster, conf) as s:
-        total, inactive = s.pool_pgs("rbd")
-    assert total == 4 and inactive == ["2.1", "2.2"]
-
-
-def test_pool_pgs_without_mgr(cluster, conf):
+def test_pool_ids(cluster, conf):
+    """From the monitors ('osd lspools'), never the manager (issue 13: no mgr caps)."""
+    cluster.add_image("other/x")
     cluster.mgr_up = False
     with session(cluster, conf) as s:
-        with pytest.raises(CephUnavailable, match="pg ls-by-pool"):
-            s.pool_pgs("rbd")
+        assert s.pool_ids() == {"rbd": 2, "other": 3}
+    assert cluster.commands[-1] == {"prefix": "osd lspools", "format": "json"}
 
 
 @pytest.mark.parametrize("raw,ips", [
@@ -352,8 +348,7 @@ def test_blocklist_add_with_expiry(cluster, conf):
     with session(cluster, conf) as s:
         s.blocklist_add("10.252.0.2:0/3154213287", 600)
     assert cluster.commands[-1] == {"prefix": "osd blocklist", "blocklistop": "add",
-                                    "addr": "10.252.0.2:0/3154213287", "expire": 600.0,
-                                    "format": "json"}
+                                    "addr": "10.252.0.2:0/3154213287", "expire": 600.0}
     assert cluster.is_blocklisted("10.252.0.2:0/3154213287")
 
 

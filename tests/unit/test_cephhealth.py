@@ -23,9 +23,13 @@ ERR_CHECK = {"severity": "HEALTH_ERR", "summary": "Reduced data availability"}
     (True, False, "HEALTH_OK", {}, [], {}, RED, "no monitor quorum"),
     (True, False, "HEALTH_OK", {}, [], {"check_colors": {"MON_DOWN": "green"}}, RED,
      "no monitor quorum"),
-    (True, True, "HEALTH_OK", {}, ["rbd:2.1"], {}, RED, "PGs not active: rbd:2.1"),
+    # inactive PGs of a watched pool are cluster-wide: yellow at least, never red by
+    # themselves (issue 13: red on every node at once stops every VM)
+    (True, True, "HEALTH_OK", {}, ["rbd:2.1"], {}, YELLOW, "PGs not active: rbd:2.1"),
     (True, True, "HEALTH_WARN", {"PG_AVAILABILITY": WARN_CHECK}, ["rbd:2.1", "rbd:2.2"],
-     {"check_colors": {"PG_AVAILABILITY": "green"}}, RED, "rbd:2.1, rbd:2.2"),
+     {"check_colors": {"PG_AVAILABILITY": "green"}}, YELLOW, "rbd:2.1, rbd:2.2"),
+    (True, True, "HEALTH_ERR", {"PG_AVAILABILITY": ERR_CHECK}, ["rbd:2.1"],
+     {"err_color": RED}, RED, "PG_AVAILABILITY=red"),
     # healthy
     (True, True, "HEALTH_OK", {}, [], {}, GREEN, "HEALTH_OK"),
     (True, True, "HEALTH_OK", None, [], {}, GREEN, "HEALTH_OK"),
@@ -70,7 +74,8 @@ def test_color_for(reachable, quorum, status, checks, pgs, kw, color, why):
 
 def test_color_for_lists_at_most_five_pgs():
     color, why = color_for(True, True, "HEALTH_OK", {}, ["p:%d" % i for i in range(9)])
-    assert color == RED and why == "PGs not active: p:0, p:1, p:2, p:3, p:4"
+    assert color == YELLOW
+    assert why.startswith("PGs not active: p:0, p:1, p:2, p:3, p:4, ... (cluster-wide")
 
 
 def test_parse_check_colors():
@@ -198,18 +203,21 @@ def test_quorum_lost_after_connect_is_red_despite_stale_health(node):
     assert "monitor quorum" in node.err or "timed out" in node.err
 
 
-def test_inactive_pgs_of_a_watched_pool_are_red(node):
-    node.ceph.pg_states["rbd"] = [("2.0", "active+clean"), ("2.1", "peering")]
+def test_inactive_pgs_of_a_watched_pool_are_yellow_not_red(node):
+    # cluster-wide (every node sees the same): red would be red everywhere (issue 13)
+    node.ceph.health = fakes.health_pgs_inactive([
+        "pg 2.1 is stuck peering for 61s, current state peering, last acting [0,1]"])
     assert node.run("start", {"pools": "rbd"}) == 0
-    assert node.published() == "red"
-    assert "PGs not active: rbd:2.1" in node.err
+    assert node.published() == "yellow"
+    assert "PGs not active: rbd:2.1" in node.err and "cluster-wide" in node.err
 
 
-def test_pg_state_unknown_without_mgr_is_yellow(node):
-    # no manager answer is the same on every node: red would be red everywhere
+def test_pg_check_needs_no_manager(node):
+    # the monitors' health detail answers: the manager is neither asked nor needed
     node.ceph.mgr_up = False
     assert node.run("start", {"pools": "rbd"}) == 0
-    assert node.published() == "yellow" and "PG state unknown" in node.err
+    assert node.published() == "green"
+    assert not [c for c in node.ceph.commands if c.get("_target") == "mgr"]
 
 
 def test_check_colors_parameter_applies(node):

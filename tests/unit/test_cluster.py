@@ -464,14 +464,20 @@ def test_attribute_command_failure():
         cl.set_attribute("#health-ceph", "red")
 
 
+_ATTRD_XML = ('<pacemaker-result api-version="2.25" request="attrd_updater">\n'
+              '  <attribute name="#health-ceph" value="%s" host="node2"/>\n'
+              '  <status code="0" message="OK"/>\n</pacemaker-result>\n')
+
+
 @pytest.mark.parametrize("out,value", [
-    ('name="#health-ceph" host="node2" value="red"\n', "red"),
-    ('name="#health-ceph" value="yellow" host="node2"\n', "yellow"),
+    (_ATTRD_XML % "red", "red"),
+    (_ATTRD_XML % "", None),
     ("", None)])
 def test_query_attribute(out, value):
     cl, runner = _cluster(lambda argv: _result(argv, out=out))
     assert cl.query_attribute("#health-ceph", "node2") == value
-    assert runner.call_args.args[0] == ["attrd_updater", "-n", "#health-ceph", "-Q", "-N", "node2"]
+    assert runner.call_args.args[0] == ["attrd_updater", "-n", "#health-ceph", "-Q",
+                                        "--output-as=xml", "-N", "node2"]
 
 
 def test_query_attribute_failure_is_none():

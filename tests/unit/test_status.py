@@ -223,7 +223,10 @@ class FakeSources:
         if argv[0] == "attrd_updater":
             node = argv[argv.index("-N") + 1]
             value = {"node1": "green", "node2": "red"}.get(node)
-            return Result(0, 'name="#health-ceph" host="%s" value="%s"' % (node, value)) \
+            assert "--output-as=xml" in argv
+            return Result(0, '<pacemaker-result api-version="2.25"><attribute '
+                             'name="#health-ceph" value="%s" host="%s"/><status code="0" '
+                             'message="OK"/></pacemaker-result>' % (value, node)) \
                 if value else Result(1)
         if argv[0] == "stonith_admin":
             return Result(0, "<pacemaker-result><fence_history/></pacemaker-result>")
