@@ -9,17 +9,20 @@ DEB_RUNTIME := ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd 
 	python3-libvirt python3-lxml libvirt-daemon libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-block-extra qemu-utils libvirt-daemon-driver-storage-rbd pacemaker pacemaker-cli-utils corosync \
 	pcs crmsh resource-agents fence-agents libxml2-utils
-DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmisc bc util-linux time strace
+DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmisc bc util-linux time strace \
+	iptables
 DEB_PACKAGE := build-essential debhelper dh-python python3-lxml lintian rpm fakeroot devscripts \
 	python3-argparse-manpage
 
 .PHONY: docs help deps deps-package test unit fuzz offline integration e2e ocf-tester demo bench \
+	bench-fencing \
 	package lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo     bring up the three-node lab and play the story (installs what it needs)"
 	@echo "make test     every test: unit, Pacemaker offline, real Ceph+libvirt, ocf-tester, e2e"
-	@echo "make bench    benchmarks vs ocf:heartbeat:VirtualDomain (writes docs/benchmarks.md)"
+	@echo "make bench    benchmarks vs ocf:heartbeat:VirtualDomain, then fencing (docs/benchmarks.md)"
+	@echo "make bench-fencing  only the fencing medians (fence_vmceph: crashes, partitions; ~20 min)"
 	@echo "make package  build the .deb (and the .rpm) under packaging/out/"
 
 deps:
@@ -79,6 +82,10 @@ lab-down:
 
 bench: deps
 	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench
+	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench fencing
+
+bench-fencing: deps
+	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench fencing
 
 package: deps deps-package
 	packaging/build-deb

@@ -2,6 +2,7 @@
 
     PYTHONPATH=lib:tests /usr/bin/python3 -m bench [--quick] [--scale X] [--only SECTIONS]
         [--no-profile] [--out docs/benchmarks.md | --no-write] [--keep-lab | --reuse-lab]
+    PYTHONPATH=lib:tests /usr/bin/python3 -m bench fencing --help    (bench/fencing.py)
 
 Brings up the lab "bench" (3 nodes, Pacemaker), measures, prints the table, writes
 docs/benchmarks.md and tears the lab down (also on failure or Ctrl-C). Needs root, Debian 12
@@ -60,6 +61,11 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fencing"]:
+        # its own lab (configured from cib-examples) and its own section of the report
+        from bench import fencing
+        return fencing.main(argv[1:])
     args = parse(argv)
     if os.geteuid() != 0:
         print("make bench needs root (the lab: namespaces, bridges)", file=sys.stderr)
@@ -119,6 +125,7 @@ def main(argv=None):
         print(report.text_report(bench, prof, ctx))
         if not args.no_write:
             text = report.markdown(bench, prof, ctx, report.previous_analysis(args.out))
+            text += report.previous_fencing(args.out)
             with open(args.out + ".tmp", "w") as f:
                 f.write(text)
             os.replace(args.out + ".tmp", args.out)

@@ -99,6 +99,18 @@ def previous_analysis(path):
     return "\n_(no analysis written yet)_\n"
 
 
+def previous_fencing(path):
+    """The fencing section (bench/fencing.py writes it between its markers; the main run
+    does not measure fencing) carried over from the existing file, or ''."""
+    from bench.fencing import BEGIN, END
+    text = _read(path)
+    if BEGIN in text and END in text:
+        start = text.rfind("\n## ", 0, text.index(BEGIN))
+        return "\n" + text[start + 1 if start >= 0 else text.index(BEGIN):
+                           text.index(END) + len(END)] + "\n"
+    return ""
+
+
 def build(bench, prof, ctx):
     """Every section as (title, markdown body); the text report prints the same."""
     sections = []
