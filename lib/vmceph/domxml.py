@@ -184,7 +184,7 @@ def parse_domain(data: bytes, source="domain XML") -> Domain:
                  if s.get("network"))
     return Domain(name=name, uuid=uuid, domain_type=root.get("type"), rbd_disks=tuple(disks),
                   other_disks=tuple(o.target or "?" for o in others),
-                  memory_kib=_memory_kib(root), vcpus=_int(root.findtext("vcpu")),
+                  memory_kib=_memory_kib(root), vcpus=_vcpus(root),
                   networks=nets, pools=tuple(pools), others=tuple(others))
 
 
@@ -258,6 +258,16 @@ def _memory_kib(root):
         return None
     scale = _UNITS.get((e.get("unit") or "KiB").lower(), 1)
     return int(n * scale)
+
+
+def _vcpus(root):
+    """The vCPUs the guest starts with: <vcpu current='N'>MAX</vcpu> boots N of MAX
+    (the rest can be hot-plugged), what `virsh dominfo` shows as CPU(s)."""
+    v = root.find("vcpu")
+    if v is None:
+        return None
+    current = _int(v.get("current"))
+    return current if current else _int(v.text)
 
 
 def _int(text):

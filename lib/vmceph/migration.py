@@ -11,43 +11,162 @@ from collections import namedtuple
 from vmceph import virt
 from vmceph.ocf import OCF_SUCCESS, ConfigError, GenericError
 
-MIGRATE_OPTIONS = {  # virsh spelling -> virDomainMigrateFlags
-    "--unsafe": 512, "--compressed": 2048, "--auto-converge": 8192,
-    "--tls": 65536, "--abort-on-error": 4096, "--persistent": 8, "--undefinesource": 16,
+# migrate_options in virsh's spelling (virsh 9.0 `migrate --help`), mapped to what the agent
+# hands libvirt itself (migrateToURI3), so that a resource switched from
+# ocf:heartbeat:VirtualDomain keeps its options. Values follow the option as '--opt VALUE' or
+# '--opt=VALUE'.
+MIGRATE_FLAGS = {  # virsh option -> virDomainMigrateFlags (libvirt-domain.h)
+    "--tunnelled": 4, "--persistent": 8, "--undefinesource": 16, "--change-protection": 256,
+    "--unsafe": 512, "--compressed": 2048, "--abort-on-error": 4096, "--auto-converge": 8192,
+    "--rdma-pin-all": 16384, "--postcopy": 32768, "--tls": 65536, "--parallel": 131072,
+    "--zerocopy": 1048576,
 }
-# Accepted by virsh, refused here with a reason of its own: the flag only allows post-copy,
-# which starts when migrate-postcopy is called during the job; this agent never calls it.
-POSTCOPY_REFUSED = ("--postcopy is not supported: post-copy needs migrate-postcopy during "
-                    "the job, which RBDVirtualDomain does not do")
+MIGRATE_OPTIONS = MIGRATE_FLAGS   # the name older callers import
+VIR_MIGRATE_POSTCOPY = 32768
+VIR_MIGRATE_TUNNELLED = 4
+_INT = ("integer", 0, 2 ** 31 - 1)
+_ULL = ("integer", 0, 2 ** 63 - 1)
+MIGRATE_PARAMS = {  # virsh option taking a value -> (typed parameter, kind)
+    "--bandwidth": ("bandwidth", _INT),              # MiB/s; wins over migration_speed
+    "--postcopy-bandwidth": ("bandwidth.postcopy", _ULL),
+    "--parallel-connections": ("parallel.connections", _INT),
+    "--tls-destination": ("tls.destination", "text"),
+    "--comp-methods": ("compression", "list"),       # mt, xbzrle (comma-separated)
+    "--comp-mt-level": ("compression.mt.level", _INT),
+    "--comp-mt-threads": ("compression.mt.threads", _INT),
+    "--comp-mt-dthreads": ("compression.mt.dthreads", _INT),
+    "--comp-xbzrle-cache": ("compression.xbzrle.cache", _ULL),
+    "--auto-converge-initial": ("auto_converge.initial", _INT),
+    "--auto-converge-increment": ("auto_converge.increment", _INT),
+    "--graphicsuri": ("graphics_uri", "text"),
+    "--listen-address": ("listen_address", "text"),
+}
+# always done (--live, --p2p), or virsh's own display (--verbose: the agent logs progress)
+MIGRATE_IMPLIED = ("--live", "--p2p", "--peer2peer", "--verbose")
+_SHARED = ("the disks are RBD images every node reaches: nothing to copy, and a copy would "
+           "have the target write the images while the source still runs")
+MIGRATE_REFUSED = {  # option -> why, and what to use instead
+    "--offline": "migrate_to moves a running domain live; drop it",
+    "--direct": "the agent migrates peer-to-peer (libvirtd to libvirtd); drop it",
+    "--suspend": "the guest would arrive paused and the cluster would take it for failed; "
+                 "drop it",
+    "--copy-storage-all": _SHARED, "--copy-storage-inc": _SHARED,
+    "--copy-storage-synchronous-writes": _SHARED, "--migrate-disks": _SHARED,
+    "--disks-port": _SHARED, "--disks-uri": _SHARED,
+    "--postcopy-resume": "it recovers a failed post-copy migration by hand (virsh migrate "
+                         "--postcopy-resume), it does not start one",
+    "--dname": "the cluster finds the domain by the name in its config; rename it there",
+    "--xml": "the domain definition is the config parameter; change it there",
+    "--persistent-xml": "the domain definition is the config parameter; change it there",
+    "--domain": "the agent names the domain itself", "--desturi": "set remoteuri instead",
+}
+POSTCOPY_ALONE = ("--postcopy alone only allows post-copy, which then starts only when "
+                  "someone runs 'virsh migrate-postcopy' during the job; say when the agent "
+                  "switches: add --postcopy-after-precopy (after the first pass of pre-copy) "
+                  "or --timeout SECONDS --timeout-postcopy")
+POSTCOPY_REFUSED = POSTCOPY_ALONE   # the name older callers import
 VIR_MIGRATE_LIVE = 1
 VIR_MIGRATE_PEER2PEER = 2
+DEFAULT_URI = virt.DEFAULT_URI
+
+
+class MigrateOptions(namedtuple("MigrateOptions", "flags params uri switch")):
+    """migrate_options read: flags, typed parameters, the --migrateuri value (None) and
+    the virt.Switch (None) of --timeout / --postcopy-after-precopy."""
+    __slots__ = ()
+
+
+def _value(kind, text):
+    if kind == "text":
+        if not text or any(c.isspace() for c in text):
+            raise ValueError("needs a value")
+        return text
+    if kind == "list":
+        items = [x for x in text.split(",") if x]
+        if not items:
+            raise ValueError("needs a comma-separated list")
+        return items
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise ValueError("needs a whole number, not %r" % text) from None
+    if not kind[1] <= n <= kind[2]:
+        raise ValueError("must be %d to %d" % (kind[1], kind[2]))
+    return n
+
+
+def read_migrate_options(text):
+    """MigrateOptions of the migrate_options parameter; ConfigError naming the option and
+    what to use instead for anything this agent cannot honour."""
+    flags, params, uri, timeout, timeout_action, after_precopy = 0, {}, None, None, None, False
+    words = (text or "").split()
+    i = 0
+
+    def fail(why):
+        raise ConfigError("migrate_options: %s" % why)
+    while i < len(words):
+        word = words[i]
+        name, eq, inline = word.partition("=")
+        takes_value = name in MIGRATE_PARAMS or name in ("--migrateuri", "--timeout")
+        value = None
+        if takes_value:
+            if eq:
+                value = inline
+            elif i + 1 < len(words) and not words[i + 1].startswith("--"):
+                value = words[i + 1]
+                i += 1
+            else:
+                fail("%s needs a value (%s VALUE)" % (name, name))
+        elif eq:
+            fail("%s takes no value" % name)
+        i += 1
+        if name in MIGRATE_FLAGS:
+            flags |= MIGRATE_FLAGS[name]
+        elif name in MIGRATE_IMPLIED:
+            pass
+        elif name == "--postcopy-after-precopy":
+            after_precopy = True
+        elif name in ("--timeout-suspend", "--timeout-postcopy"):
+            timeout_action = name[len("--timeout-"):]
+        elif name == "--migrateuri":
+            uri = value
+        elif name == "--timeout":
+            try:
+                timeout = _value(("integer", 1, 2 ** 31 - 1), value)
+            except ValueError as e:
+                fail("--timeout %s" % e)
+        elif name in MIGRATE_PARAMS:
+            key, kind = MIGRATE_PARAMS[name]
+            try:
+                params[key] = _value(kind, value)
+            except ValueError as e:
+                fail("%s %s" % (name, e))
+        elif name in MIGRATE_REFUSED:
+            fail("%s is not supported by RBDVirtualDomain: %s" % (name, MIGRATE_REFUSED[name]))
+        else:
+            fail("%r is not supported by RBDVirtualDomain (not an option of virsh migrate "
+                 "it knows; supported: %s; --migrateuri, --timeout and %s with a value)"
+                 % (word, " ".join(sorted(MIGRATE_FLAGS) + sorted(MIGRATE_IMPLIED)),
+                    " ".join(sorted(MIGRATE_PARAMS))))
+    if timeout_action and timeout is None:
+        fail("--timeout-%s needs --timeout SECONDS" % timeout_action)
+    if after_precopy or timeout_action == "postcopy":
+        flags |= VIR_MIGRATE_POSTCOPY      # virsh requires --postcopy with these too
+    elif flags & VIR_MIGRATE_POSTCOPY:
+        fail(POSTCOPY_ALONE)
+    if flags & VIR_MIGRATE_TUNNELLED and uri:
+        fail("--tunnelled sends the stream through libvirtd's connection: --migrateuri "
+             "does not apply; drop one")
+    switch = None
+    if timeout is not None or after_precopy:
+        switch = virt.Switch(timeout, timeout_action or "suspend", after_precopy)
+    return MigrateOptions(flags, params, uri, switch)
 
 
 def parse_migrate_options(text):
-    """(flags, migrateuri) from the migrate_options parameter; ConfigError on anything
-    this agent cannot honour."""
-    flags, uri = 0, None
-    words = text.split()
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w in MIGRATE_OPTIONS:
-            flags |= MIGRATE_OPTIONS[w]
-        elif w == "--migrateuri" and i + 1 < len(words):
-            uri = words[i + 1]
-            i += 1
-        elif w.startswith("--migrateuri="):
-            uri = w.split("=", 1)[1]
-        elif w in ("--live", "--p2p", "--peer2peer"):
-            pass  # always done
-        elif w == "--postcopy":
-            raise ConfigError("migrate_options: " + POSTCOPY_REFUSED)
-        else:
-            raise ConfigError("migrate_options: %r is not supported by RBDVirtualDomain "
-                              "(supported: %s, --migrateuri URI)"
-                              % (w, " ".join(sorted(MIGRATE_OPTIONS))))
-        i += 1
-    return flags, uri
+    """(flags, migrateuri) of migrate_options (read_migrate_options has everything)."""
+    o = read_migrate_options(text)
+    return o.flags, o.uri
 
 
 def target_host(p, target):
@@ -60,47 +179,82 @@ def target_host(p, target):
     return head + suffix + dot + rest
 
 
-class MigrationPlan(namedtuple("MigrationPlan", "dconnuri params flags downtime")):
+class MigrationPlan(namedtuple("MigrationPlan", "dconnuri params flags downtime switch",
+                               defaults=(None,))):
     """What migrate_to hands to libvirt: the destination's libvirt URI, the typed
-    parameters and flags of migrateToURI3, and the maximum downtime (ms; 0 keeps libvirt's)
-    set once the job runs. Computed from the parameters alone (no I/O)."""
+    parameters and flags of migrateToURI3, the maximum downtime (ms; 0 keeps libvirt's)
+    set once the job runs, and the virt.Switch of --timeout / --postcopy-after-precopy
+    (None). Computed from the parameters alone (no I/O)."""
     __slots__ = ()
 
 
-def migration_plan(p, target):
+def migration_plan(p, target, local_uri=None):
     """The MigrationPlan of a live migration to node ``target``."""
-    dconnuri, params, flags = migration_args(p, target)
-    return MigrationPlan(dconnuri, params, flags, p.migration_downtime)
+    dconnuri, params, flags = migration_args(p, target, local_uri)
+    switch = read_migrate_options(p.migrate_options).switch
+    return MigrationPlan(dconnuri, params, flags, p.migration_downtime, switch)
 
 
-def migration_args(p, target):
-    """(destination libvirt URI, typed params, flags) for migrateToURI3."""
+def split_uri(uri):
+    """(driver, transport, user, host, port, path, query) of a libvirt URI
+    'driver[+transport]://[user@]host[:port]/path[?query]'; '' for what it lacks."""
+    scheme, _, rest = uri.partition("://")
+    driver, _, transport = scheme.partition("+")
+    authority, slash, tail = rest.partition("/")
+    path, q, query = (slash + tail).partition("?")
+    user, at, hostport = authority.rpartition("@")
+    if hostport.startswith("["):             # [IPv6]:port
+        host, _, port = hostport[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = hostport.partition(":")
+    return driver, transport, user, host, port, path, (q + query)
+
+
+def remote_uri(local_uri, host, transport="", user=""):
+    """The URI of ``host``'s libvirtd for a migration from a node whose own URI is
+    ``local_uri``: its driver, port, path and query kept (qemu:///session migrates to the
+    target's session daemon, a port stays the port), the host replaced, the transport
+    ``transport`` or else the local one ('unix' cannot reach another host: dropped, libvirt's
+    default then applies)."""
+    driver, own_transport, _, _, port, path, query = split_uri(local_uri)
+    transport = transport or ("" if own_transport == "unix" else own_transport)
+    if ":" in host:
+        host = "[%s]" % host
+    return "%s%s://%s%s%s%s%s" % (driver or "qemu", "+" + transport if transport else "",
+                                  user + "@" if user else "", host,
+                                  ":" + port if port else "", path or "/system", query)
+
+
+def migration_args(p, target, local_uri=None):
+    """(destination libvirt URI, typed params, flags) for migrateToURI3. ``local_uri``: this
+    node's libvirt URI (the hypervisor parameter, or the default libvirt answered)."""
     host = target_host(p, target)
     if p.remoteuri:
         dconnuri = p.remoteuri.replace("%n", target)
-    elif p.migration_transport:
-        user = (p.migration_user + "@") if p.migration_user else ""
-        dconnuri = "qemu+%s://%s%s/system" % (p.migration_transport, user, host)
     else:
-        base = p.hypervisor
-        user = (p.migration_user + "@") if p.migration_user else ""
-        if ":///" in base:
-            dconnuri = base.replace(":///", "://%s%s/" % (user, host), 1)
-        else:
-            dconnuri = "qemu://%s%s/system" % (user, host)
-    flags, opt_uri = parse_migrate_options(p.migrate_options or "")
-    flags |= VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER
+        dconnuri = remote_uri(local_uri or p.hypervisor or DEFAULT_URI, host,
+                              p.migration_transport, p.migration_user)
+    opts = read_migrate_options(p.migrate_options)
+    flags = opts.flags | VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER
     params = {}
-    migrateuri = p.migrateuri or opt_uri
-    if migrateuri:
+    if p.migration_speed:
+        params[virt.MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
+    params.update(opts.params)             # --bandwidth wins, as the later virsh call did
+    migrateuri = p.migrateuri or opts.uri
+    if flags & VIR_MIGRATE_TUNNELLED:
+        # the stream goes through libvirtd's own connection: no migration URI applies
+        if p.migrateuri or p.migrateport:
+            raise ConfigError("migrate_options --tunnelled sends the stream through "
+                              "libvirtd's connection: unset %s"
+                              % ("migrateuri" if p.migrateuri else "migrateport"))
+    elif migrateuri:
         params[virt.MIGRATE_PARAM_URI] = migrateuri.replace("%n", target)
     elif p.migrateport or host != target:
         # the stream goes to the migration network's name too (libvirt picks the port
         # when none is given)
         params[virt.MIGRATE_PARAM_URI] = "tcp://%s" % host + (
             ":%d" % p.migrateport if p.migrateport else "")
-    if p.migration_speed:
-        params[virt.MIGRATE_PARAM_BANDWIDTH] = int(p.migration_speed)
     return dconnuri, params, flags
 
 
@@ -143,7 +297,9 @@ def migrate_to(ctx, domain_of):
                           "(OCF_RESKEY_CRM_meta_migrate_target); Pacemaker sets it")
     dom = domain_of(ctx)
     p = ctx.params
-    hv = virt.Hypervisor(p.hypervisor, ctx.deadline, ctx.log)
+    ident = rbdvd.recall(ctx)
+    local_uri = rbdvd.hypervisor(ctx, ident)
+    hv = virt.Hypervisor(local_uri, ctx.deadline, ctx.log)
     try:
         try:
             vdom = hv.lookup(dom.name, dom.uuid)
@@ -162,13 +318,17 @@ def migrate_to(ctx, domain_of):
                          verdict.summary())
             rbdvd.raise_for(verdict)
             _stamp_migration(ctx, g, target)
+        plan = migration_plan(p, target, local_uri)
+        from vmceph import configsave
+        if configsave.wanted(p):   # as VirtualDomain: the file follows the running guest
+            configsave.save(ctx, hv, vdom, rbdvd.Identity(
+                dom.name, dom.uuid, ident.config if ident else p.config), "migrate_to")
         if p.start_resources:
-            rbdvd.start_resources(ctx, hv, dom)
-        plan = migration_plan(p, target)
+            _start_target_resources(ctx, plan.dconnuri, dom)
         ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, plan.dconnuri)
         try:
             stats = virt.migrate(hv, vdom, plan.dconnuri, plan.params, plan.flags,
-                                 plan.downtime, ctx.log)
+                                 plan.downtime, ctx.log, switch=plan.switch)
         except virt.MigrationTimeout as e:
             raise GenericError(str(e)) from None
         except virt.VirtError as e:
@@ -179,6 +339,21 @@ def migrate_to(ctx, domain_of):
     finally:
         hv.close()
     return OCF_SUCCESS
+
+
+def _start_target_resources(ctx, dconnuri, dom):
+    """start_resources before a migration: the networks and pools the domain needs must
+    run where it goes, so they are started through the target's libvirtd (the URI the
+    migration itself uses), not this node's."""
+    from vmceph import rbdvd
+    target_hv = virt.Hypervisor(dconnuri, ctx.deadline, ctx.log)
+    try:
+        rbdvd.start_resources(ctx, target_hv, dom)
+    except virt.VirtError as e:
+        raise GenericError("start_resources: cannot start the networks and pools of %s "
+                           "on the target (%s): %s" % (dom.name, dconnuri, e)) from None
+    finally:
+        target_hv.close()
 
 
 def _stamp_migration(ctx, g, target):
@@ -206,8 +381,10 @@ def migrate_from(ctx, domain_of):
         raise ConfigError("migrate_from needs the source node "
                           "(OCF_RESKEY_CRM_meta_migrate_source); Pacemaker sets it")
     dom = domain_of(ctx)
-    rbdvd.remember(ctx, rbdvd.Identity(dom.name, dom.uuid, ctx.params.config))
-    hv = virt.Hypervisor(ctx.params.hypervisor, ctx.deadline, ctx.log)
+    uri = rbdvd.hypervisor(ctx)
+    ident = rbdvd.Identity(dom.name, dom.uuid, ctx.params.config, uri)
+    rbdvd.remember(ctx, ident)
+    hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
     try:
         while True:
             try:
@@ -229,6 +406,12 @@ def migrate_from(ctx, domain_of):
                              job_summary(stats))
         except virt.VirtError as e:  # statistics are informational only
             ctx.log.debug("no completed job statistics: %s", e)
+        from vmceph import configsave
+        if configsave.wanted(ctx.params):
+            try:
+                configsave.save(ctx, hv, hv.lookup(dom.name, dom.uuid), ident, "migrate_from")
+            except virt.VirtError as e:
+                ctx.log.warning("migrate_from: cannot save the configuration: %s", e)
     finally:
         hv.close()
     if ctx.params.monitor_scripts:

@@ -361,7 +361,11 @@ def _resource_row(src, r, prims, failures, nodes, owners, session, local):
         p = _params(raw)
         for node in sorted(set(r["nodes"]) | ({local} if local in nodes else set())):
             try:
-                uri = p.hypervisor if node == local else migration_args(p, node)[0]
+                if node == local:   # unset: libvirt's default here, as the agent asks it
+                    from vmceph import virt
+                    uri = p.hypervisor or virt.default_uri(2.0)
+                else:
+                    uri = migration_args(p, node)[0]
                 row["libvirt"][node] = src.libvirt_state(uri, dom.name, dom.uuid)
             except Exception as e:  # unknown, not a mismatch
                 row["libvirt"][node] = None

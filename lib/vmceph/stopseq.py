@@ -254,33 +254,8 @@ class Share:
 
 
 def save_config(ctx, hv, dom, ident):
-    """Write the running definition back to the config file (and csync2 it), best-effort:
-    within a sixth of the stop's time, a failure is a warning (a config on unmounted shared
-    storage is the very case the remembered identity exists for)."""
-    from vmceph import bounded
-    config = ident.config or ctx.params.raw("config")
-    if not config:
-        return
-    from vmceph.defstore import is_uri
-    if is_uri(config):
-        ctx.log.info("save_config_on_stop: %s is a definition in Ceph, not a file: not "
-                     "written back (change it with 'vmceph config edit')", config)
-        return
-    share = max(1.0, min(20.0, ctx.deadline.remaining() / 6))
-    try:
-        xml = hv.xml_desc(dom, secure=True, inactive=True, cap=share)
-        # the file system may hang (NFS): the write is bounded too
-        bounded.call(lambda: write_keeping(config, xml, None, secret=True),
-                     max(0.5, min(share, ctx.deadline.remaining() / 6)), "write " + config)
-    except (OSError, bounded.Timeout, virt.VirtError) as e:
-        ctx.log.warning("cannot save the configuration of %s to %s (%s): stopping it "
-                        "anyway", ident.name, config, e)
-        return
-    ctx.log.info("saved the running configuration of %s to %s", ident.name, config)
-    if LenientParams(ctx).get("sync_config_on_stop"):
-        try:
-            r = bounded.command(["csync2", "-x"], ctx.deadline.at_most(20.0), log=ctx.log)
-            if r.rc != 0:
-                ctx.log.warning("csync2 -x failed (rc %d): %s", r.rc, r.err.strip()[:200])
-        except (FileNotFoundError, bounded.Timeout) as e:
-            ctx.log.warning("csync2 -x: %s", e)
+    """save_config_on_stop at stop (vmceph.configsave): best-effort, a failure is a
+    warning (a config on unmounted shared storage is the very case the remembered
+    identity exists for)."""
+    from vmceph import configsave
+    configsave.save(ctx, hv, dom, ident, "stop")

@@ -209,6 +209,14 @@ class Hypervisor:
     def abort_job(self, dom, cap=10.0):
         self._call(dom.abortJob, "abortJob", cap=cap)
 
+    def suspend(self, dom, cap=5.0):
+        self._call(dom.suspend, "suspend", cap=cap)
+
+    def start_postcopy(self, dom, cap=5.0):
+        """Switch a running migration job (started with VIR_MIGRATE_POSTCOPY) to
+        post-copy: the guest runs on the target from now on, its memory follows."""
+        self._call(lambda: dom.migrateStartPostCopy(0), "migrateStartPostCopy", cap=cap)
+
     def set_max_downtime(self, dom, ms, cap=5.0):
         self._call(lambda: dom.migrateSetMaxDowntime(int(ms), 0), "migrateSetMaxDowntime",
                    cap=cap)
@@ -343,6 +351,35 @@ class _Budget:
         return max(0.0, min(cap, self.seconds))
 
 
+DEFAULT_URI = "qemu:///system"
+_DEFAULT_URI = {}    # this process's answer of `virsh uri`
+
+
+def default_uri(timeout, log=None):
+    """This node's default libvirt URI, as ocf:heartbeat:VirtualDomain takes it when the
+    hypervisor parameter is unset: what `virsh --quiet uri` answers (LIBVIRT_DEFAULT_URI,
+    uri_default of libvirt.conf, else libvirt's probe), bounded by ``timeout``; qemu:///system
+    (root's default) when virsh cannot tell (libvirtd down, virsh missing, no answer in
+    time). Asked once per process."""
+    if "uri" in _DEFAULT_URI:
+        return _DEFAULT_URI["uri"]
+    uri = None
+    try:
+        r = bounded.command(["virsh", "--quiet", "uri"], max(0.5, timeout), log=log)
+        answer = r.out.strip()
+        if r.rc == 0 and "://" in answer and not any(c.isspace() for c in answer):
+            uri = answer
+    except (OSError, bounded.Timeout) as e:
+        if log:
+            log.debug("virsh uri: %s", e)
+    if uri is None:
+        if log:
+            log.info("hypervisor not set and `virsh uri` gave no URI: using %s", DEFAULT_URI)
+        uri = DEFAULT_URI
+    _DEFAULT_URI["uri"] = uri
+    return uri
+
+
 def qemu_pid_of(name, run_dir="/run/libvirt/qemu"):
     """PID of the QEMU running domain ``name`` on this node, or None.
 
@@ -391,7 +428,37 @@ def abort_reserve(timeout):
     return max(3.0, min(15.0, (timeout or 0) / 5.0))
 
 
-def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=0.25):
+class Switch:
+    """What virsh migrate's --timeout and --postcopy-after-precopy do during the job:
+    after ``after_s`` seconds (None: never) 'suspend' the guest (the rest of its memory
+    then converges) or switch to 'postcopy'; with ``after_precopy``, switch to post-copy
+    once the first pass over the memory is done (the job's memory_iteration reaches 2,
+    where virsh watches the iteration event). A plain class: collections costs the
+    monitor's import ~6 ms."""
+    __slots__ = ("after_s", "action", "after_precopy")
+
+    def __init__(self, after_s, action, after_precopy):
+        self.after_s, self.action, self.after_precopy = after_s, action, after_precopy
+
+    def __eq__(self, other):
+        return isinstance(other, Switch) and (self.after_s, self.action, self.after_precopy) \
+            == (other.after_s, other.action, other.after_precopy)
+
+    def __repr__(self):
+        return "Switch(%r, %r, %r)" % (self.after_s, self.action, self.after_precopy)
+
+
+def _switch_due(switch, stats, elapsed):
+    """The action ('suspend', 'postcopy') due now, or None."""
+    if switch.after_precopy and stats.get("memory_iteration", 0) >= 2:
+        return "postcopy"
+    if switch.after_s is not None and elapsed >= switch.after_s:
+        return switch.action
+    return None
+
+
+def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=0.25,
+            switch=None):
     """Live-migrate ``dom`` with ``migrateToURI3`` and a deadline.
 
     The blocking call runs in a worker thread; this thread watches the job's statistics
@@ -416,6 +483,7 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
     worker.start()
     reserve = abort_reserve(getattr(hv.deadline, "timeout", 0))
     downtime_set = not max_downtime_ms
+    switched = switch is None
     last_log = 0.0
     while worker.is_alive():
         if hv.deadline.remaining() <= reserve:
@@ -433,6 +501,8 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
                 if log:
                     log.debug("migrateSetMaxDowntime not yet possible: %s", e)
         now = time.monotonic()
+        if stats and not switched:
+            switched = _apply_switch(hv, dom, switch, stats, now - t0, reserve, log)
         if log and stats and now - last_log >= 2.0:
             last_log = now
             log.info("migration progress: %.0f s, %s MiB remaining of %s MiB, iteration %s",
@@ -448,6 +518,28 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
         return hv.job_stats(dom, completed=True, cap=min(5.0, hv.deadline.remaining()))
     except VirtError:
         return {}
+
+
+def _apply_switch(hv, dom, switch, stats, elapsed, reserve, log):
+    """Suspend or switch to post-copy when due; True once done (or failed: tried once)."""
+    action = _switch_due(switch, stats, elapsed)
+    if action is None:
+        return False
+    cap = max(0.5, min(5.0, hv.deadline.remaining() - reserve))
+    try:
+        if action == "postcopy":
+            hv.start_postcopy(dom, cap=cap)
+        else:
+            hv.suspend(dom, cap=cap)
+    except VirtError as e:
+        if log:
+            log.warning("migration: cannot %s after %.0f s: %s", action, elapsed, e)
+        return True
+    if log:
+        log.info("migration: %s after %.0f s (iteration %s)", "switched to post-copy"
+                 if action == "postcopy" else "guest suspended so that it converges",
+                 elapsed, stats.get("memory_iteration", "?"))
+    return True
 
 
 def _abort(hv, dom, dconnuri, worker, box, t0, log):

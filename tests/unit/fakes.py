@@ -945,6 +945,8 @@ class FakeLibvirt:
         #                                 the caller abandoned it, as a C call does)
         self.config_dir = None          # libvirt's own persistent definitions (undefine
         #                                 deletes <config_dir>/<name>.xml, as libvirtd does)
+        self.networks = {}              # libvirt network name -> active (bool)
+        self.pools = {}                 # storage pool name -> active (bool)
         self.registry = {} if registry is None else registry
         self.registry[hostname] = self
         host = self
@@ -1000,6 +1002,12 @@ class FakeLibvirt:
         return 0
 
     def _open(self, name):
+        # a URI naming another registered host connects to that host's libvirtd, as
+        # qemu+tcp://node2/system does (migrateToURI3 routes the same way)
+        m = re.match(r"^[a-z0-9+]+://(?:[^@/]+@)?([^:/?]+)", name or "")
+        other = self.registry.get(m.group(1)) if m else None
+        if other is not None and other is not self:
+            return other._open(name)
         self.record("open", None, (name,))
         if not self.reachable:
             raise libvirt_error(VIR.VIR_ERR_SYSTEM_ERROR, VIR.VIR_FROM_RPC,
@@ -1112,13 +1120,59 @@ class Connection:
         return 0
 
     def networkLookupByName(self, name):
+        h = self._h()
+        if name in h.networks:
+            return Network(h, name)
         raise libvirt_error(VIR.VIR_ERR_NO_NETWORK, VIR.VIR_FROM_NETWORK,
                             "Network not found: no network with matching name '%s'" % name)
 
     def storagePoolLookupByName(self, name):
+        h = self._h()
+        if name in h.pools:
+            return StoragePool(h, name)
         raise libvirt_error(VIR.VIR_ERR_NO_STORAGE_POOL, VIR.VIR_FROM_STORAGE,
                             "Storage pool not found: no storage pool with matching name '%s'"
                             % name)
+
+
+@mirrors(real_libvirt.virNetwork)
+class Network:
+    """A libvirt network of a FakeLibvirt host (``host.networks``: name -> active)."""
+
+    def __init__(self, host, name):
+        self._host, self._name = host, name
+
+    def isActive(self):
+        self._host._check()
+        return 1 if self._host.networks[self._name] else 0
+
+    def create(self):
+        self._host._check()
+        self._host.record("networkCreate", self._name, ())
+        self._host.networks[self._name] = True
+        return 0
+
+
+@mirrors(real_libvirt.virStoragePool)
+class StoragePool:
+    """A storage pool of a FakeLibvirt host (``host.pools``: name -> active)."""
+
+    def __init__(self, host, name):
+        self._host, self._name = host, name
+
+    def isActive(self):
+        self._host._check()
+        return 1 if self._host.pools[self._name] else 0
+
+    def create(self, flags=0):
+        self._host._check()
+        self._host.record("poolCreate", self._name, (flags,))
+        self._host.pools[self._name] = True
+        return 0
+
+
+class _Converged(Exception):
+    """A blocked fake migration that completes (suspend, post-copy)."""
 
 
 @mirrors(real_libvirt.virDomain)
@@ -1249,8 +1303,41 @@ class Domain:
         g.job["downtime"] = downtime
         return 0
 
+    # typed parameters and their types (libvirt-domain.h); a list: a parameter libvirt
+    # takes several times (libvirt-python accepts a list of values for it)
     _PARAMS = {VIR.VIR_MIGRATE_PARAM_URI: str, VIR.VIR_MIGRATE_PARAM_BANDWIDTH: int,
-               VIR.VIR_MIGRATE_PARAM_DEST_NAME: str, VIR.VIR_MIGRATE_PARAM_DEST_XML: str}
+               VIR.VIR_MIGRATE_PARAM_DEST_NAME: str, VIR.VIR_MIGRATE_PARAM_DEST_XML: str,
+               VIR.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: int,
+               VIR.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: int,
+               VIR.VIR_MIGRATE_PARAM_TLS_DESTINATION: str, VIR.VIR_MIGRATE_PARAM_COMPRESSION: list,
+               VIR.VIR_MIGRATE_PARAM_COMPRESSION_MT_LEVEL: int,
+               VIR.VIR_MIGRATE_PARAM_COMPRESSION_MT_THREADS: int,
+               VIR.VIR_MIGRATE_PARAM_COMPRESSION_MT_DTHREADS: int,
+               VIR.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE: int,
+               VIR.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL: int,
+               VIR.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT: int,
+               VIR.VIR_MIGRATE_PARAM_GRAPHICS_URI: str, VIR.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: str}
+
+    def suspend(self):
+        g = self._g("suspend")
+        self._require_active(g)
+        g.state, g.reason = VIR.VIR_DOMAIN_PAUSED, VIR.VIR_DOMAIN_PAUSED_USER
+        if g.job is not None:       # a paused guest stops dirtying memory: the job converges
+            g.job["switched"] = "suspend"
+            g.job["abort"].set()
+        return 0
+
+    def migrateStartPostCopy(self, flags=0):
+        g = self._g("migrateStartPostCopy", flags)
+        if g.job is None or not g.job["flags"] & VIR.VIR_MIGRATE_POSTCOPY:
+            # as libvirt 9.0 (qemuDomainMigrateStartPostCopy)
+            raise libvirt_error(VIR.VIR_ERR_OPERATION_INVALID, VIR.VIR_FROM_QEMU,
+                                "Requested operation is not valid: switching to post-copy "
+                                "requires migration to be started with "
+                                "VIR_MIGRATE_POSTCOPY flag")
+        g.job["switched"] = "postcopy"
+        g.job["abort"].set()
+        return 0
 
     def migrateToURI3(self, dconnuri, params, flags=0):
         host = self._host
@@ -1273,14 +1360,22 @@ class Domain:
         if host.migration == "fail":
             raise libvirt_error(VIR.VIR_ERR_OPERATION_FAILED, VIR.VIR_FROM_QEMU,
                                 "operation failed: migration out job: unexpectedly failed")
-        g.job = {"abort": threading.Event(), "downtime": None}
+        g.job = {"abort": threading.Event(), "downtime": None, "flags": flags,
+                 "switched": None}
         try:
             if host.migration == "block":
+                # never converges: ends when aborted, or completes once the guest is
+                # suspended or the job switched to post-copy
                 if not g.job["abort"].wait(20):
                     raise AssertionError("fake migration never aborted")
+                if g.job["switched"]:
+                    job = g.job
+                    raise _Converged()
                 raise libvirt_error(VIR.VIR_ERR_OPERATION_ABORTED, VIR.VIR_FROM_QEMU,
                                     "operation aborted: migration out job: canceled by client")
             job = g.job
+        except _Converged:
+            pass
         finally:
             g.job = None
         # complete: the guest now runs on the destination

@@ -374,10 +374,15 @@ def test_errno_names_used_in_messages_exist():
     ({"OCF_RESKEY_hypervisor": "test:///def\udcffault"}, "qemu:///system"),
     ({}, "qemu:///system"),
 ])
-def test_stop_connects_to_the_configured_uri_only_when_it_is_safe(env, uri):
+def test_stop_connects_to_the_configured_uri_only_when_it_is_safe(env, uri, monkeypatch):
+    from vmceph import virt
     from vmceph.rbdvd import lenient_hypervisor
     from vmceph.rbdvd_params import SPEC
+    # unset or refused: libvirt's default (`virsh uri`, here its fallback)
+    monkeypatch.setattr(virt, "default_uri", lambda timeout, log=None: "qemu:///system")
 
     class Ctx:
         params = ocf.Params(SPEC, env)
+        deadline = ocf.Deadline(5.0, margin_s=0)
+        log = None
     assert lenient_hypervisor(Ctx()) == uri
