@@ -326,6 +326,8 @@ def migrate_to(ctx, domain_of):
         if p.start_resources:
             _start_target_resources(ctx, plan.dconnuri, dom)
         ctx.log.info("live-migrating %s to %s (%s)", dom.name, target, plan.dconnuri)
+        ctx.log.info("migration of %s: flags %#x, parameters %s", dom.name, plan.flags,
+                     ", ".join("%s=%s" % kv for kv in sorted(plan.params.items())) or "none")
         try:
             stats = virt.migrate(hv, vdom, plan.dconnuri, plan.params, plan.flags,
                                  plan.downtime, ctx.log, switch=plan.switch)

@@ -65,11 +65,15 @@ class Result:
 
 
 class Agent:
-    """Runs ocf:vmceph:<name> inside a lab node with OCF_* variables, like pacemaker-execd."""
+    """Runs ocf:vmceph:<name> inside a lab node with OCF_* variables, like pacemaker-execd.
+    ``provider`` another than vmceph runs the installed ocf:<provider>:<name> (e.g.
+    heartbeat's VirtualDomain, to compare with)."""
 
-    def __init__(self, lab, name, instance, params):
+    def __init__(self, lab, name, instance, params, provider="vmceph"):
         self.lab = lab
-        self.path = str(AGENT_DIR / name)
+        self.provider = provider
+        self.path = str(AGENT_DIR / name) if provider == "vmceph" else \
+            "%s/resource.d/%s/%s" % (OCF_ROOT, provider, name)
         self.instance = instance
         self.params = dict(params)
 
@@ -77,7 +81,7 @@ class Agent:
                  extra=None, drop=()):
         env = {"OCF_ROOT": OCF_ROOT, "OCF_RESOURCE_INSTANCE": self.instance,
                "OCF_RESOURCE_TYPE": os.path.basename(self.path),
-               "OCF_RESOURCE_PROVIDER": "vmceph",
+               "OCF_RESOURCE_PROVIDER": self.provider,
                "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms),
                "OCF_RESKEY_CRM_meta_interval": str(interval_ms),
                "OCF_CHECK_LEVEL": str(depth), "HA_debug": "1"}
