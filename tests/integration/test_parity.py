@@ -78,3 +78,21 @@ def test_virtualdomain_resource_switched_to_rbdvirtualdomain(lab, make_vm):
     # --timeout 120 armed a switch the migration never needed (a no-OS guest converges)
     assert not re.search(r"guest suspended|switched to post-copy", log)
     assert "<uuid>" in vm.config.read_text()
+
+
+def test_postcopy_switch_on_timeout(lab, make_vm):
+    """--postcopy --timeout 1 --timeout-postcopy with a 1 MiB/s pre-copy: the agent switches
+    the running job to post-copy after a second, as virsh does, and the guest arrives."""
+    vm = make_vm(disks=1)
+    a = vm.agent
+    assert a(1, "start").rc == 0
+    n1, n2 = lab.node_name(1), lab.node_name(2)
+    move = {"migrate_source": n1, "migrate_target": n2}
+    r = a(1, "migrate_to", meta=move, timeout_ms=120000,
+          extra={"migrate_options": "--postcopy --timeout 1 --timeout-postcopy --bandwidth 1"})
+    assert r.rc == 0, r
+    assert "switched to post-copy" in r.stderr, r.stderr
+    assert a(2, "migrate_from", meta=move).rc == 0
+    assert a(1, "stop").rc == 0
+    assert vm.running_on() == [2] and vm.writer_ips() == [lab.node_ip(2)]
+    assert a(2, "stop").rc == 0
