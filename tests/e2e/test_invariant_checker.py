@@ -57,32 +57,46 @@ def test_one_node_writing_is_fine():
     assert judged(c) == []
 
 
-def test_the_migrating_pair_is_allowed_while_the_destination_is_young():
-    young = {1: {"incoming": False, "age": 300}, 2: {"incoming": True, "age": 2.0}}
-    c = checker(qemus={"vm1": young})
+def migrating(c, src_state="running", dst_state="paused", job=True):
+    """vm1-disk0 open by QEMUs on node1 (pid 11, the source) and node2 (pid 22), with
+    libvirt's states around now (what the checker's state poller records)."""
+    now = time.monotonic()
+    c._image_hist["vm1-disk0"] = [(now + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
+                                  for k in (-2, -1, 0, 1, 2)]
+    c._passes["vm1-disk0"] = [(t, t + 0.1, {(1, 11): (src_state, job), (2, 22): (dst_state, False)})
+                              for t in (now - 0.6, now + 0.3)]
+
+
+def test_the_migrating_pair_is_allowed_while_libvirt_reports_the_job_and_a_paused_target():
+    c = checker()
+    migrating(c)
     c._check_sample(sample(["10.9.0.1:0/1", "10.9.0.2:0/2"]))
-    assert judged(c) == [] and len(c.migration_overlaps) == 1
+    assert judged(c) == [] and [o[-1] for o in c.migration_overlaps] == ["migration"]
 
 
-def test_a_destination_qemu_the_scan_sees_only_after_the_sample_still_counts():
-    c = checker(qemus={"vm1": {1: {"incoming": False, "age": 300}}})
-    c._check_sample(sample(["10.9.0.1:0/1", "10.9.0.2:0/2"]))         # scan not caught up
+def test_an_overlap_waits_for_libvirts_states_after_the_sample():
+    c = checker()
+    c._image_hist["vm1-disk0"] = [(time.monotonic(), {1: [{"pid": 11}], 2: [{"pid": 22}]})]
+    c._check_sample(sample(["10.9.0.1:0/1", "10.9.0.2:0/2"]))
+    c._judge_pending(time.monotonic() + 1.5)                          # no state yet
     assert c.violations == [] and c._pending
-    later = {1: {"incoming": False, "age": 300.2}, 2: {"incoming": True, "age": 0.4}}
-    c._qemu_hist["vm1"].append((time.monotonic() + 0.2, later))      # the next scan
-    assert judged(c) == [] and len(c.migration_overlaps) == 1
+    migrating(c)
+    c._judge_pending(time.monotonic() + 1.5)
+    assert c.violations == [] and not c._pending and len(c.migration_overlaps) == 1
 
 
-def test_an_old_incoming_qemu_does_not_excuse_two_writers():
-    old = {1: {"incoming": False, "age": 300}, 2: {"incoming": True, "age": 120.0}}
-    c = checker(qemus={"vm1": old})
+def test_both_qemus_running_is_two_writers_whatever_their_incoming_flag():
+    c = checker()
+    migrating(c, dst_state="running")
     c._check_sample(sample(["10.9.0.1:0/1", "10.9.0.2:0/2"]))
     assert judged(c) == ["two-writers"]
 
 
 def test_a_third_node_is_not_part_of_the_migration():
-    young = {1: {"incoming": False, "age": 300}, 2: {"incoming": True, "age": 2.0}}
-    c = checker(qemus={"vm1": young})
+    c = checker()
+    migrating(c)
+    for _, qemus in c._image_hist["vm1-disk0"]:
+        qemus[3] = [{"pid": 33}]                                      # a third QEMU, no state
     c._check_sample(sample(["10.9.0.1:0/1", "10.9.0.3:0/3"]))
     assert judged(c) == ["two-writers"]
 
@@ -108,8 +122,8 @@ def test_a_watch_left_by_an_earlier_life_of_a_node_is_not_a_writer():
 
 def test_a_vm_without_qemu_for_too_long_is_lost_unless_expected():
     class Scan:
-        def scan(self):
-            return {"vm1": {}, "vm2": {1: {"incoming": False, "age": 9}}}, {1, 2, 3}
+        def scan_images(self):
+            return {"vm1": {}, "vm2": {1: {"incoming": False, "age": 9}}}, {1, 2, 3}, {}
     c = checker()
     c._scan = Scan()
     c._last_running = {"vm1": time.monotonic() - 10, "vm2": time.monotonic()}

@@ -8,13 +8,29 @@ vmceph is broken, while scenarios play.
 
 The two invariants:
 
-1. **Never two writers.** For every guarded image, at every sample, the clients that have it
-   open read-write (its watchers) live on one node. A watcher counts as a writer unless its
-   address is blocklisted, or its node is down (it is then a lingering watch of a dead
-   QEMU: Ceph drops it ~46 s after a crash, docs/ceph-facts.md), or it belongs to an earlier life
-   of a node that has been down since. The one allowed exception is a live migration: for
-   the migrating pair of nodes only, and only while the destination's QEMU (started with
-   -incoming) is younger than ``migration_window`` seconds.
+1. **Never two writers.** For every guarded image, at every sample, at most one of the
+   clients that have it open read-write (its watchers) is a writer. A watcher is not a
+   writer when its address is on the OSD blocklist and the entry has not expired at the
+   sample's time, or its node is down (a lingering watch of a dead QEMU: Ceph drops it
+   ~46 s after a crash, docs/ceph-facts.md), or it belongs to an earlier life of a node
+   that has been down since, or no QEMU on its node has the image on its command line
+   any more (a killed QEMU's watch lingers the same way). Two watchers on ONE node are
+   two writers too (they are not grouped per node). Two watchers whose QEMUs both exist
+   are allowed only while at most one of those QEMUs runs: libvirt is asked (virsh domstate
+   and domjobinfo, polled whenever an image is open by QEMUs on two nodes) and the sample
+   is judged by the states just before and just after it. That covers a live migration
+   (the source runs with a migration job, the destination is paused/incoming; after the
+   handover the source is paused until destroyed) and a racing start that lost (its QEMU
+   paused, never resumed: not a writer of data; the write oracle, writeoracle.py, checks
+   that from the data). A state libvirt did not give counts as running.
+   Independently, **both running**: two QEMUs of one image that libvirt reports running in
+   one poll (the younger asked first, so a handover in between cannot look like it) is a
+   violation.
+3. **Coverage.** Every image's longest time without a good sample (an inspection that
+   errored is no sample) is kept (``coverage()``, ``report()``); a gap over ``gap_limit``
+   (2 s) is a "coverage" violation unless Ceph itself did not answer meanwhile (the
+   inspection errored or timed out, took over a second, or the sampler reported waiting on
+   Ceph): then it is recorded with that cause and not a violation.
 2. **No VM is lost.** Each VM has a QEMU on some node; a VM without one for longer than
    ``lost_after`` seconds (the time a recovery may take) is a violation, unless the test
    said it stops that VM on purpose (``expect_down``).
@@ -27,11 +43,15 @@ Where the data comes from:
 - which node runs which QEMU, and which nodes are up: this process scans /proc (the nodes
   share the host's PID namespace; a node is the network namespace its processes live in)
   every 0.2 s. CLOCK_MONOTONIC is shared too, so a sample taken in a node lines up with
-  what happened to the nodes meanwhile.
+  what happened to the nodes meanwhile. A QEMU's images are read from its command line
+  (libvirt's -blockdev JSON names them: "image":"vm1-disk0");
+- whether a QEMU runs, and its migration job: virsh in its node, only while an image is
+  open by QEMUs on two nodes.
 """
 
 import json
 import os
+import select
 import subprocess
 import threading
 import time
@@ -42,6 +62,9 @@ from .util import PYTHON, base_env
 IMAGEWATCH = HERE / "imagewatch.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PENDING_S = 1.0  # two writers are judged once the /proc scans have caught up with the sample
+PENDING_MAX_S = 6.0  # ... and libvirt's states too, or, when it does not answer, this late
+GAP_LIMIT_S = 2.0
+NOT_RUNNING = ("paused", "shut off", "absent", "crashed", "pmsuspended", "gone")
 
 
 class Violation:
@@ -68,8 +91,9 @@ class QemuScan:
     """{vm: {node index: {"pid", "incoming", "age"}}} of the QEMUs in the lab's nodes, and
     which nodes are up, read from /proc."""
 
-    def __init__(self, lab, vms):
-        self.lab, self.vms = lab, set(vms)
+    def __init__(self, lab, vms, images=()):
+        self.lab, self.vms, self.images = lab, set(vms), list(images)
+        self.by_image = {}
 
     def node_inodes(self):
         inodes = {}
@@ -100,32 +124,50 @@ class QemuScan:
             args = raw.decode(errors="replace").split("\0")
             name = next((a.split("guest=", 1)[1].split(",")[0] for a in args
                          if a.startswith("guest=")), None)
-            if name not in found:
-                continue
             fields = stat.rsplit(")", 1)[1].split()
             if fields[0] == "Z":
                 continue
             started = int(fields[19]) / CLK_TCK  # field 22 of stat: starttime, in ticks
-            found[name][node] = {"pid": int(entry), "incoming": "-incoming" in args,
-                                 "age": now - started}
+            info = {"pid": int(entry), "incoming": "-incoming" in args, "age": now - started,
+                    "guest": name}
+            line = " ".join(args)
+            for image in self.images:
+                if f'"image":"{image}"' in line:
+                    self.by_image.setdefault(image, {}).setdefault(node, []).append(info)
+            if name in found:
+                found[name][node] = info
         return found, set(inodes.values())
+
+    def scan_images(self):
+        """(found, alive, {image: {node: [info of each QEMU with it on its command line]}})"""
+        self.by_image = {}
+        found, alive = self.scan()
+        return found, alive, self.by_image
 
 
 class InvariantChecker:
-    def __init__(self, lab, vms, interval=0.5, lost_after=45.0, migration_window=30.0,
-                 log=None):
-        """vms: {vm name: [guarded RBD image names]} (pool lab.pool)."""
+    def __init__(self, lab, vms, interval=0.5, lost_after=45.0, migration_window=None,
+                 log=None, gap_limit=GAP_LIMIT_S):
+        """vms: {vm name: [guarded RBD image names]} (pool lab.pool). migration_window is
+        accepted for older callers and ignored: a migration is now told by libvirt's job
+        and states, not by the age of an -incoming QEMU."""
         self.lab = lab
         self.vms = {vm: list(images) for vm, images in vms.items()}
         self.image_vm = {img: vm for vm, imgs in self.vms.items() for img in imgs}
         self.interval = interval
         self.lost_after = lost_after
-        self.migration_window = migration_window
+        self.gap_limit = gap_limit
         self.log = log or (lambda _msg: None)
         self.violations = []
-        self.migration_overlaps = []       # (t, vm, image, nodes) seen and allowed
-        self.samples = 0
+        self.migration_overlaps = []       # (t, vm, image, nodes, why) seen and allowed
+        self.samples = 0                   # samples in which every image was inspected
         self.sample_gaps = []              # (from, to) with no sample for > 3 s
+        # coverage, per image: good samples, gaps over gap_limit (from, to, cause)
+        self.image_samples = {img: 0 for img in self.image_vm}
+        self.image_gaps = {img: [] for img in self.image_vm}
+        self._last_ok = {img: None for img in self.image_vm}
+        self._trouble = {img: None for img in self.image_vm}   # why Ceph did not answer
+        self._sampler_note = None          # why the sampler was restarted in a gap
         self.expected_down = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -143,14 +185,17 @@ class InvariantChecker:
         self._last_running = {vm: time.monotonic() for vm in self.vms}
         self._lost_reported = set()
         self._pending = []                 # two-writer samples waiting for newer scans
-        self._scan = QemuScan(lab, self.vms)
+        self._image_hist = {img: [] for img in self.image_vm}  # (t, {node: [qemu info]})
+        self._passes = {}                  # image -> [(t0, t1, {(node, pid): (state, job)})]
+        self._both_reported = set()
+        self._scan = QemuScan(lab, self.vms, self.image_vm)
         self._threads = []
 
     # ------------------------------------------------------------------ life cycle
     def start(self, node=None):
         self._scan_once()
         self._start_sampler(node)
-        for target in (self._scan_loop, self._sampler_loop):
+        for target in (self._scan_loop, self._sampler_loop, self._state_loop):
             t = threading.Thread(target=target, daemon=True, name=target.__name__)
             t.start()
             self._threads.append(t)
@@ -163,7 +208,12 @@ class InvariantChecker:
         for t in self._threads:
             t.join(5)
         with self._lock:
-            self._judge_pending(time.monotonic(), final=True)
+            now = time.monotonic()
+            self._judge_pending(now, final=True)
+            for image, last in self._last_ok.items():
+                if last is not None and now - last > self.gap_limit:
+                    self.image_gaps[image].append(
+                        (last, now, self._trouble[image] or "open at stop"))
 
     def __enter__(self):
         return self.start()
@@ -174,11 +224,25 @@ class InvariantChecker:
 
     # ------------------------------------------------------------------ what tests call
     def move_off(self, i):
-        """Run the sampler elsewhere than node i (before crashing or partitioning it)."""
+        """Run the sampler elsewhere than node i (before crashing or partitioning it). The
+        new sampler is started, and has printed, before the old one is killed: no gap."""
         with self._lock:
             self._avoid.add(i)
-            if self._sampler_node == i:
-                self._restart_sampler(f"moving off {self.lab.node_name(i)}")
+            if self._sampler_node != i:
+                return
+            old = self._proc
+            self._restarts += 1
+            self.log(f"invariant sampler moves off {self.lab.node_name(i)}")
+            self._start_sampler()
+            new = self._proc
+            if new is not None and old is not None:
+                select.select([new.stdout], [], [], 15)
+            if old is not None:
+                try:
+                    old.kill()
+                    old.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
 
     def allow(self, i):
         with self._lock:
@@ -223,9 +287,34 @@ class InvariantChecker:
 
     def report(self):
         gaps = [round(b - a, 1) for a, b in self.sample_gaps]
+        excused = {}
+        for overlap in self.migration_overlaps:
+            excused[overlap[-1]] = excused.get(overlap[-1], 0) + 1
         return {"samples": self.samples, "violations": len(self.violations),
                 "migration_overlaps": len(self.migration_overlaps),
-                "sampler_restarts": self._restarts, "sample_gaps_s": gaps}
+                "overlaps_by_cause": excused,
+                "sampler_restarts": self._restarts, "sample_gaps_s": gaps,
+                "coverage": self.coverage()}
+
+    def coverage(self, since=None):
+        """{image: {"samples", "longest_gap_s", "cause"}}: per image, the longest time
+        without a good sample that ended after `since` (monotonic; default: all along),
+        the still open one included; cause "" when it stayed under gap_limit, else why
+        (Ceph did not answer: the reason; "checker": a coverage violation)."""
+        since = since or 0.0
+        now = time.monotonic()
+        out = {}
+        with self._lock:
+            for image in self.image_vm:
+                spans = [(b - a, cause) for a, b, cause in self.image_gaps[image] if b >= since]
+                last = self._last_ok[image]
+                if last is not None:
+                    spans.append((now - max(last, since), self._trouble[image] or ""))
+                longest = max(spans, default=(0.0, ""))
+                out[image] = {"samples": self.image_samples[image],
+                              "longest_gap_s": round(longest[0], 2),
+                              "cause": longest[1] if longest[0] > self.gap_limit else ""}
+        return out
 
     # ------------------------------------------------------------------ the sampler
     _restarts = 0
@@ -266,6 +355,7 @@ class InvariantChecker:
 
     def _restart_sampler(self, why):
         self._restarts += 1
+        self._sampler_note = why
         self.log(f"invariant sampler restarts ({why})")
         self._kill_sampler()
         self._start_sampler()
@@ -291,6 +381,13 @@ class InvariantChecker:
                 doc = json.loads(line)
             except ValueError:
                 continue
+            if "busy" in doc or "connect_error" in doc:
+                # the sampler waits on Ceph (an inspection over a second, or no connection)
+                why = (f"an inspection of {doc['busy']} waited on Ceph"
+                       if "busy" in doc else f"no Ceph connection: {doc['connect_error']}")
+                with self._lock:
+                    self._note_trouble(self.image_vm, why)
+                continue
             if "images" not in doc:
                 continue
             now = time.monotonic()
@@ -299,11 +396,10 @@ class InvariantChecker:
                     self.sample_gaps.append((self._last_sample_at, now))
                 self._last_sample_at = now
                 self._check_sample(doc)
-                self.samples += 1
 
     # ------------------------------------------------------------------ /proc scans
     def _scan_once(self):
-        found, alive = self._scan.scan()
+        found, alive, by_image = self._scan.scan_images()
         now = time.monotonic()
         with self._lock:
             prev = self._alive_hist[-1][1] if self._alive_hist else None
@@ -313,6 +409,10 @@ class InvariantChecker:
                     # everything that node i's processes had open is from an earlier life
                     self._dead_addrs |= self._seen_addrs[i]
             self._qemus = found
+            for image in self.image_vm:
+                hist = self._image_hist[image]
+                hist.append((now, by_image.get(image, {})))
+                del hist[:-400]
             self._judge_pending(now)
             for vm, nodes in found.items():
                 if nodes:
@@ -361,40 +461,59 @@ class InvariantChecker:
         return None
 
     @staticmethod
-    def _blocklisted(addr, blocklist):
+    def _blocklisted(addr, blocklist, until=None, wall=None):
+        """Is addr (or its whole IP) on the blocklist, with an entry that has not expired
+        at wall (epoch seconds of the sample)? An entry without a known expiry counts."""
         if not blocklist:
             return False
         ip = addr.split(":")[0]
-        return addr in blocklist or f"{ip}:0/0" in blocklist
-
-    def _migrating_pair(self, vm, nodes, t):
-        """Is {a, b} = nodes the pair of a live migration of vm around time t? Yes if one of
-        them has an incoming QEMU of vm (a migration destination: started with -incoming)
-        that was younger than migration_window at t, and the other ran a QEMU of vm within
-        that window too."""
-        if len(nodes) != 2:
-            return False
-        recent = [(when, qemus) for when, qemus in self._qemu_hist[vm]
-                  if when >= t - self.migration_window]
-        for dst in nodes:
-            src = next(iter(nodes - {dst}))
-            young_incoming = any(
-                dst in qemus and qemus[dst]["incoming"]
-                and qemus[dst]["age"] + (t - when) <= self.migration_window
-                for when, qemus in recent)
-            if young_incoming and any(src in qemus for _, qemus in recent):
-                return True
+        for key in (addr, f"{ip}:0/0"):
+            if key in blocklist:
+                expiry = (until or {}).get(key)
+                if expiry is None or wall is None or expiry > wall:
+                    return True
         return False
+
+    # ------------------------------------------------------------------ coverage
+    def _note_trouble(self, images, why):
+        for image in images:
+            if self._trouble.get(image) is None and image in self._trouble:
+                self._trouble[image] = why
+
+    def _covered(self, image, t1):
+        """A good sample of image at t1: closes the gap since the previous one."""
+        last = self._last_ok[image]
+        if last is not None and t1 - last > self.gap_limit:
+            cause = self._trouble[image]
+            if cause is None:
+                note = f" (sampler restarted: {self._sampler_note})" if self._sampler_note \
+                    else ""
+                self.image_gaps[image].append((last, t1, "checker"))
+                self._violate("coverage", t1, f"{image}: no sample for {t1 - last:.1f} s "
+                              f"while Ceph answered{note}")
+            else:
+                self.image_gaps[image].append((last, t1, f"Ceph did not answer: {cause}"))
+        self._last_ok[image] = t1
+        self._trouble[image] = None
+        self.image_samples[image] += 1
 
     def _check_sample(self, doc):
         t0, t1 = doc["t0"], doc["t1"]
         alive = self._alive_between(t0, t1)
         blocklist = doc.get("blocklist")
+        until, wall = doc.get("blocklist_until"), doc.get("wall")
         self._last_sample = doc
+        if t1 - t0 > 1.0:
+            self._note_trouble(doc["images"], f"a sample took {t1 - t0:.1f} s")
+        complete = True
         for image, state in doc["images"].items():
             if "watchers" not in state:
+                complete = False
+                self._note_trouble([image], state.get("error", "inspection failed"))
                 continue
-            writers = {}
+            if image in self._last_ok:
+                self._covered(image, t1)
+            writers = []
             for w in state["watchers"]:
                 addr = w["addr"]
                 node = self._node_of(addr)
@@ -405,34 +524,154 @@ class InvariantChecker:
                     self._seen_addrs[node].add(addr)
                 else:
                     self._dead_addrs.add(addr)
-                if addr in self._dead_addrs or self._blocklisted(addr, blocklist):
+                if addr in self._dead_addrs or self._blocklisted(addr, blocklist, until, wall):
                     continue
-                writers.setdefault(node, []).append(addr)
+                writers.append((node, addr))
             if len(writers) < 2:
                 continue
             vm = self.image_vm[image]
-            nodes = set(writers)
-            names = ", ".join(f"{self.lab.node_name(i)} ({' '.join(a)})"
-                              for i, a in sorted(writers.items()))
-            if self._migrating_pair(vm, nodes, t1):
-                self.migration_overlaps.append((t1, vm, image, sorted(nodes)))
-                continue
-            # The /proc scan may not have seen a migration's destination QEMU yet (it runs
-            # every 0.2 s, the sample may be younger): judge again after the next scans.
-            self._pending.append((t1, vm, image, frozenset(nodes), names))
+            names = ", ".join(f"{self.lab.node_name(i)} ({a})" for i, a in sorted(writers))
+            # judged once the /proc scans and libvirt's states have caught up (PENDING_S)
+            self._pending.append((t0, t1, vm, image, tuple(sorted(writers)), names))
+        self._sampler_note = None
+        if complete:
+            self.samples += 1
+
+    def _overlap(self, image, t0, t1, writers, now, final):
+        """None (not yet: libvirt's states pending), ("violation", why), or (excuse, why)
+        for an image with two or more watchers that are writers by the address rules."""
+        nodes = [n for n, _ in writers]
+        if len(set(nodes)) < len(nodes):
+            return "violation", "two watchers on one node"
+        scans = [q for t, q in self._image_hist.get(image, []) if t0 - 0.3 <= t <= t1 + 0.3]
+        qemus = {}
+        for n in nodes:
+            if scans and not any(n in q for q in scans):
+                continue        # no QEMU with the image on node n: a killed QEMU's watch
+            qemus[n] = {info["pid"] for q in scans for info in q.get(n, [])} or {None}
+        if len(qemus) < 2:
+            return "lingering-watch", "no QEMU with the image behind the other watcher"
+        # libvirt's answers from one poll round each (a round asks the younger QEMU
+        # first, so a handover during it cannot show both running): the first round that
+        # began after the sample, and the last one that ended before it
+        passes = self._passes.get(image, [])
+        after_pass = next((p for p in passes if p[0] >= t1), None)
+        before_pass = next((p for p in reversed(passes) if p[1] <= t0), None)
+        before, after, job = {}, {}, False
+        for n, pids in qemus.items():
+            for pid in pids:
+                a = after_pass[2].get((n, pid)) if after_pass else None
+                b = before_pass[2].get((n, pid)) if before_pass else None
+                # a QEMU that the scans no longer see after the sample had ended (a
+                # migration's source is destroyed ~0.2 s after the handover) is "gone"
+                gone = pid is not None and any(
+                    pid not in {i["pid"] for i in q.get(n, [])}
+                    for t, q in self._image_hist.get(image, []) if t > t1)
+                if a is None and not gone and not final and now < t1 + PENDING_MAX_S:
+                    return None
+                a_state = a[0] if a else "gone" if gone else "unknown"
+                b_state = b[0] if b else a_state
+                job = job or any(r[1] for r in (a, b) if r)
+                if a_state not in NOT_RUNNING:
+                    after[n] = a_state
+                if b_state not in NOT_RUNNING:
+                    before[n] = b_state
+        if len(after) >= 2 or len(before) >= 2:
+            running = after if len(after) >= 2 else before
+            return "violation", "QEMUs running on " + ", ".join(
+                f"{self.lab.node_name(n)} ({st})" for n, st in sorted(running.items()))
+        return ("migration" if job else "paused-overlap",
+                "at most one of the QEMUs ran" + (" (a migration job)" if job else ""))
 
     def _judge_pending(self, now, final=False):
         keep = []
-        for t1, vm, image, nodes, names in self._pending:
+        for item in self._pending:
+            t0, t1, vm, image, writers, names = item
             if not final and now < t1 + PENDING_S:
-                keep.append((t1, vm, image, nodes, names))
-            elif self._migrating_pair(vm, set(nodes), t1):
-                self.migration_overlaps.append((t1, vm, image, sorted(nodes)))
+                keep.append(item)
+                continue
+            verdict = self._overlap(image, t0, t1, writers, now, final)
+            if verdict is None:
+                keep.append(item)
+            elif verdict[0] == "violation":
+                self._violate("two-writers", t1, f"{image} of {vm} written from {names}: "
+                              f"{verdict[1]}")
             else:
-                self._violate("two-writers", t1, f"{image} of {vm} written from {names}")
+                self.migration_overlaps.append((t1, vm, image, sorted({n for n, _ in writers}),
+                                                verdict[0]))
         self._pending = keep
+
+    # ------------------------------------------------------------------ libvirt's states
+    def _poll_state(self, node, guest):
+        """(state, migration job?) of domain guest on node, from its libvirtd."""
+        try:
+            p = self.lab.run(node, ["virsh", "-c", "qemu:///system",
+                                    f"domstate {guest}; domjobinfo {guest}"],
+                             timeout=5, check=False)
+        except Exception:  # noqa: BLE001 - a node gone, a hung libvirtd: state unknown
+            return "unknown", False
+        return parse_state(p.stdout, p.returncode)
+
+    def _state_loop(self):
+        """While an image is open by QEMUs on two nodes (or two on one), ask their libvirtds
+        how each is (youngest first: see both-running) every ~0.3 s."""
+        while not self._stop.is_set():
+            try:
+                busy = self._poll_once()
+            except Exception as exc:  # noqa: BLE001 - the checker must keep running
+                self.log(f"invariant state poll error: {exc}")
+                busy = False
+            self._stop.wait(0.3 if busy else 0.2)
+
+    def _poll_once(self):
+        """One round of _state_loop; True if an image was open by two QEMUs."""
+        with self._lock:
+            targets = {}
+            for image, hist in self._image_hist.items():
+                if not hist:
+                    continue
+                infos = [(n, info) for n, lst in hist[-1][1].items() for info in lst]
+                if len(infos) >= 2:
+                    targets[image] = sorted(infos, key=lambda ni: ni[1]["age"])
+        for image, infos in targets.items():
+            polled = []
+            answers = {}
+            t_begin = time.monotonic()
+            for node, info in infos:
+                if not info.get("guest"):
+                    continue
+                state, job = self._poll_state(node, info["guest"])
+                answers[(node, info["pid"])] = (state, job)
+                polled.append((node, info["pid"], state))
+            with self._lock:
+                passes = self._passes.setdefault(image, [])
+                passes.append((t_begin, time.monotonic(), answers))
+                del passes[:-200]
+            running = [(n, pid) for n, pid, st in polled if st == "running"]
+            key = frozenset(pid for _, pid in running)
+            if len(running) >= 2 and key not in self._both_reported:
+                self._both_reported.add(key)
+                with self._lock:
+                    self._violate("both-running", time.monotonic(), f"{image}: libvirt "
+                                  "reports its QEMU running on " + ", ".join(
+                                      f"{self.lab.node_name(n)} (pid {pid})"
+                                      for n, pid in running))
+        return bool(targets)
 
     def _violate(self, kind, at, text):
         v = Violation(kind, at, text)
         self.violations.append(v)
         self.log(f"INVARIANT VIOLATED: {v}")
+
+
+def parse_state(out, rc=0):
+    """(state, migration job?) from `virsh 'domstate D; domjobinfo D'`: the first line is
+    the state ("running", "paused", ...), then "Job type:         Unbounded" while a job
+    runs ("None" otherwise). A domain libvirt does not know is "absent"."""
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if not lines:
+        return ("absent" if rc else "unknown"), False
+    state = lines[0] if not lines[0].startswith("error") else "absent"
+    job = any(line.startswith("Job type:") and line.split(":", 1)[1].strip() not in
+              ("None", "") for line in lines)
+    return state, job

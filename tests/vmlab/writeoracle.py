@@ -32,8 +32,11 @@ defaults) or some writes are only counted as `unverified`.
 
 How a write is made. Each round (period_s) the VM's writer scans /proc for the VM's QEMUs
 (all lab nodes share the host's PID namespace: invariants.QemuScan) and writes one stamped
-4 KiB block through every one of them that libvirt reports "running": one running QEMU
-normally, two in a split brain (each would be a guest writing). A QEMU seen for the first
+4 KiB block through every one of them that libvirt reports "running" with no job (virsh
+domstate + domjobinfo in its node, just before the write): one running QEMU normally, two
+in a split brain (each would be a guest writing). During a live migration the writes
+pause: HMP qemu-io into a source whose images the migration has inactivated aborts QEMU
+(an assertion, seen in the lab), and the destination is paused until the handover. A QEMU seen for the first
 time gets the next owner generation. The write is HMP `qemu-io -d <virtio backend> "write
 -s FILE OFF 4096"` through `virsh qemu-monitor-command`, FILE holding the stamp
 (oracleread.py: run nonce, VM, node, QEMU pid, generation, sequence, slot, wall time, CRC).
@@ -75,7 +78,7 @@ import subprocess
 import threading
 import time
 
-from .invariants import QemuScan
+from .invariants import QemuScan, parse_state
 from .layout import HERE
 from .oracleread import BLOCK, encode
 from .util import PYTHON, LabError
@@ -234,7 +237,6 @@ class _Writer(threading.Thread):
         self.o, self.vm, self.image = oracle, vm, image
         self.records = []
         self.gens = {}                 # (node, pid) -> generation
-        self.checked = {}              # (node, pid) -> last write acked (skip the state look)
         self.slot, self.seq = 0, 0
         self.busy = False
         self.paused = False
@@ -255,31 +257,33 @@ class _Writer(threading.Thread):
     def round(self):
         found, _alive = self.o._scan.scan()
         qemus = found.get(self.vm, {})
-        keys = {(node, info["pid"]) for node, info in qemus.items()}
         # oldest first: a newer QEMU is a newer owner
         for node, info in sorted(qemus.items(), key=lambda kv: -kv[1]["age"]):
-            key = (node, info["pid"])
-            # A QEMU the writer has not acknowledged writes through, or one of two, may be
-            # paused: libvirt starts every QEMU paused (-S) and an incoming one is
-            # inactive (writing there would be us making a writer the agents never let
-            # run). Its state is asked of libvirt; a QEMU alone that just acknowledged is
-            # trusted without asking (one virsh call per round in the steady state).
-            if len(keys) > 1 or not self.checked.get(key):
-                if self.domstate(node) != "running":
-                    self.checked[key] = False
-                    continue
-            self.write(node, info["pid"])
-        for key in list(self.checked):
-            if key not in keys:
-                del self.checked[key]
+            # Written only while libvirt says "running" with no job: libvirt starts every
+            # QEMU paused (-S) and a migration's destination is paused until the handover
+            # (writing through them would be us making a writer the agents never let
+            # run), and HMP qemu-io into a QEMU whose images an outgoing migration has
+            # inactivated aborts it (seen: "bdrv_co_write_req_prepare: Assertion
+            # `!(bs->open_flags & BDRV_O_INACTIVE)' failed", QEMU 7.2, the source then
+            # "crashed"). A migration takes over a second to reach that point, so a
+            # look taken just before the write (re-taken if it got slow) is enough; the
+            # VM's writes pause for the migration, which its gap shows.
+            for _ in range(3):
+                t = time.monotonic()
+                state, job = self.libvirt_state(node)
+                if state != "running" or job or time.monotonic() - t < 0.5:
+                    break
+            if state == "running" and not job:
+                self.write(node, info["pid"])
 
-    def domstate(self, node):
+    def libvirt_state(self, node):
         try:
-            p = self.o.lab.run(node, ["virsh", "-c", "qemu:///system", "domstate", self.vm],
+            p = self.o.lab.run(node, ["virsh", "-c", "qemu:///system",
+                                      f"domstate {self.vm}; domjobinfo {self.vm}"],
                                timeout=self.o.write_timeout_s, check=False)
         except (LabError, subprocess.SubprocessError, OSError):
-            return "unknown"
-        return p.stdout.strip() if p.returncode == 0 else "absent"
+            return "unknown", False
+        return parse_state(p.stdout, p.returncode)
 
     def write(self, node, pid):
         o, lab = self.o, self.o.lab
@@ -323,9 +327,6 @@ class _Writer(threading.Thread):
             self.records.append(rec)
         if rec["status"] == "acked":
             self.slot = (self.slot + 1) % o.slots
-            self.checked[key] = True
-        else:
-            self.checked[key] = False
 
     def prune(self):
         now = time.monotonic()
