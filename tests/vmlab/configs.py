@@ -104,6 +104,10 @@ def qemu_conf(ip):
         'security_driver = "none"',
         # all nodes share one cgroup tree and would collide on machine/qemu-<id>-<name>
         "cgroup_controllers = [ ]",
+        # QEMU's stderr straight into /var/log/libvirt/qemu/<domain>.log, not through
+        # virtlogd: qemu-io (Lab.guest_write) reports a failed write there and nowhere
+        # else, and the line must be in the file when the monitor command returns
+        'stdio_handler = "file"',
         f'migration_address = "{ip}"',
         f'migration_host = "{ip}"',
     ]) + "\n"

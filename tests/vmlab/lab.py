@@ -501,14 +501,33 @@ class Lab(Layout):
 
     def guest_write(self, i, domain, disk_index=0, pattern=0x22):
         """Make the domain's QEMU write 4 KiB at offset 0 of disk disk_index through its own
-        librbd handle (HMP qemu-io); return the seconds it took. Raises on error output."""
+        librbd handle (HMP qemu-io); return the seconds it took. Raises if the write failed.
+
+        -f (Force Unit Access): the write returns only once Ceph has it. Without it librbd's
+        cache (Pacific: writearound) acknowledges at once, also when the OSDs refuse it
+        (measured: a blocklisted QEMU's plain writes all "succeeded", none reached Ceph).
+        A failure is not in the monitor's reply: qemu-io prints it on QEMU's stderr, i.e.
+        the domain's log ("write failed: Cannot send after transport endpoint shutdown")."""
         device = f"/machine/peripheral/virtio-disk{disk_index}/virtio-backend"
-        hmp = f'qemu-io -d {device} "write -P {pattern:#04x} 0 4096"'
+        hmp = f'qemu-io -d {device} "write -f -P {pattern:#04x} 0 4096"'
+        qemu_log = self.node_dir(i, "log-libvirt", "qemu", f"{domain}.log")
+        try:
+            before = os.path.getsize(qemu_log)
+        except OSError:
+            before = 0
         t0 = time.monotonic()
         out = self.virsh(i, "qemu-monitor-command", domain, "--hmp", hmp, timeout=120)
         elapsed = time.monotonic() - t0
         if out.strip():
             raise LabError(f"qemu-io on {self.node_name(i)}/{domain}: {out.strip()}")
+        try:
+            with open(qemu_log, errors="replace") as f:
+                f.seek(before)
+                failed = [line for line in f.read().splitlines() if "write failed" in line]
+        except OSError:
+            failed = []
+        if failed:
+            raise LabError(f"qemu-io on {self.node_name(i)}/{domain}: {failed[-1]}")
         return elapsed
 
     def image_clients(self, image, node=None):
