@@ -449,10 +449,15 @@ class Switch:
 
 
 def _switch_due(switch, stats, elapsed):
-    """The action ('suspend', 'postcopy') due now, or None."""
-    if switch.after_precopy and stats.get("memory_iteration", 0) >= 2:
+    """The action ('suspend', 'postcopy') due now, or None. Post-copy only once QEMU sends
+    memory (memory_iteration 1): libvirt's job exists earlier, and QEMU then refuses
+    migrate-start-postcopy ("Enable postcopy with migrate_set_capability before the start
+    of migration", lab, under load)."""
+    iteration = stats.get("memory_iteration", 0)
+    if switch.after_precopy and iteration >= 2:
         return "postcopy"
-    if switch.after_s is not None and elapsed >= switch.after_s:
+    if switch.after_s is not None and elapsed >= switch.after_s and (
+            switch.action != "postcopy" or iteration >= 1):
         return switch.action
     return None
 
@@ -484,6 +489,7 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
     reserve = abort_reserve(getattr(hv.deadline, "timeout", 0))
     downtime_set = not max_downtime_ms
     switched = switch is None
+    switch_failures = []
     last_log = 0.0
     while worker.is_alive():
         if hv.deadline.remaining() <= reserve:
@@ -502,7 +508,8 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
                     log.debug("migrateSetMaxDowntime not yet possible: %s", e)
         now = time.monotonic()
         if stats and not switched:
-            switched = _apply_switch(hv, dom, switch, stats, now - t0, reserve, log)
+            switched = _apply_switch(hv, dom, switch, stats, now - t0, reserve, log,
+                                     switch_failures)
         if log and stats and now - last_log >= 2.0:
             last_log = now
             log.info("migration progress: %.0f s, %s MiB remaining of %s MiB, iteration %s",
@@ -520,8 +527,10 @@ def migrate(hv, dom, dconnuri, params, flags, max_downtime_ms=0, log=None, poll=
         return {}
 
 
-def _apply_switch(hv, dom, switch, stats, elapsed, reserve, log):
-    """Suspend or switch to post-copy when due; True once done (or failed: tried once)."""
+def _apply_switch(hv, dom, switch, stats, elapsed, reserve, log, failures):
+    """Suspend or switch to post-copy when due; True once done. A refusal is tried again
+    at the next poll (the job may not have reached the state QEMU wants); the first one
+    is logged as a warning (``failures`` counts them)."""
     action = _switch_due(switch, stats, elapsed)
     if action is None:
         return False
@@ -532,9 +541,11 @@ def _apply_switch(hv, dom, switch, stats, elapsed, reserve, log):
         else:
             hv.suspend(dom, cap=cap)
     except VirtError as e:
+        failures.append(e)
         if log:
-            log.warning("migration: cannot %s after %.0f s: %s", action, elapsed, e)
-        return True
+            (log.warning if len(failures) == 1 else log.debug)(
+                "migration: cannot %s after %.0f s (trying again): %s", action, elapsed, e)
+        return False
     if log:
         log.info("migration: %s after %.0f s (iteration %s)", "switched to post-copy"
                  if action == "postcopy" else "guest suspended so that it converges",

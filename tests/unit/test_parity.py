@@ -381,3 +381,33 @@ def test_a_malformed_xml_file_is_this_nodes_problem(w, action, interval):
 def test_a_wrong_parameter_value_stays_configured(w):
     assert w.run("start", {"migrate_options": "--copy-storage-all"}) == \
         ocf.OCF_ERR_CONFIGURED
+
+
+def test_post_copy_waits_until_qemu_sends_memory(w):
+    """The lab, under load: libvirt's job existed (iteration 0) a second after the start,
+    and QEMU refused migrate-start-postcopy then. The switch waits for iteration 1."""
+    assert virt._switch_due(virt.Switch(1, "postcopy", False), {"memory_iteration": 0}, 5) \
+        is None
+    assert virt._switch_due(virt.Switch(1, "postcopy", False), {"memory_iteration": 1}, 5) \
+        == "postcopy"
+    assert virt._switch_due(virt.Switch(1, "suspend", False), {"memory_iteration": 0}, 5) \
+        == "suspend"                                   # a pause is fine at any time
+
+
+def test_a_refused_switch_is_tried_again(w, monkeypatch):
+    assert w.start() == 0
+    w.node1.migration = "block"
+    real, refusals = virt.Hypervisor.start_postcopy, []
+
+    def refuse_once(hv, dom, cap=5.0):
+        if not refusals:
+            refusals.append(1)
+            raise virt.VirtOperationFailed("migrateStartPostCopy: internal error: Enable "
+                                           "postcopy with migrate_set_capability before the "
+                                           "start of migration")
+        return real(hv, dom, cap)
+    monkeypatch.setattr(virt.Hypervisor, "start_postcopy", refuse_once)
+    assert w.run("migrate_to", {"migrate_options": "--postcopy --timeout 1 --timeout-postcopy"},
+                 meta={"migrate_target": "node2"}) == 0, w.err
+    assert refusals and w.node1.called("migrateStartPostCopy") and w.node2.running("vm1")
+    assert "(trying again)" in w.logfile.read_text()
