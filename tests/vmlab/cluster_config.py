@@ -25,10 +25,10 @@ The adaptations (ADAPTATIONS below; adapt.sh carries the same reasons as comment
   request, so every stop would wait 2/3 of the 90 s stop timeout before destroying;
 - ceph_keyring is NOT added: librados finds /etc/ceph/ceph.client.vmceph.keyring through
   its default keyring search path (/etc/ceph/$cluster.$name.keyring);
-- the RBD images are created, and client.vmceph gets the mgr cap CephHealth's PG check
-  (pools=rbd) needs: `profile rbd` does not allow the mgr command `pg ls-by-pool` (EACCES,
-  measured), so the caps become mgr 'profile rbd pool=rbd, allow command "pg ls-by-pool"'
-  (cib-examples/README.md says so for real clusters).
+- the RBD images are created, and client.vmceph gets the caps cib-examples/README.md asks
+  for, 'profile rbd' only: CephHealth's PG check (pools=rbd) reads the monitors'
+  PG_AVAILABILITY since issue 13 (it used the mgr command `pg ls-by-pool`, which `profile
+  rbd` does not allow, and needed mgr 'profile rbd pool=rbd, allow command "pg ls-by-pool"').
 """
 
 import json
@@ -43,7 +43,7 @@ NODE_NAMES = ("node1", "node2", "node3")
 # disks per VM; the names are the example's (pcs.sh creates vm1, vm2, vm3)
 DEFAULT_VMS = {"vm1": 2, "vm2": 1, "vm3": 1}
 IMAGE_MB = 64
-MGR_CAPS = 'profile rbd pool={pool}, allow command "pg ls-by-pool"'
+MGR_CAPS = "profile rbd pool={pool}"
 
 
 class ClusterConfig:
