@@ -7,6 +7,8 @@
     python3 -m vmlab [--name NAME] stop-mon N | start-mon N
     python3 -m vmlab [--name NAME] on N CMD...
     python3 -m vmlab [--name demo] demo [--keep] [--mon-lease S]   # up, configure, the story
+    python3 -m vmlab [--name chaos] chaos --seed N --faults K [--agent rbd|virtualdomain]
+                     [--kinds a,b] [--canary] [--report docs/reliability.md] [--keep|--attach]
 
 Every command but `up` reads the lab's description from its state directory.
 """
@@ -42,6 +44,20 @@ def parse(argv):
     demo.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     demo.add_argument("--mon-lease", type=float, default=2.0,
                       help="Ceph 'mon lease' of the demo lab (default 2; Ceph's is 5)")
+    chaos = sub.add_parser("chaos", help="seeded fault soak on a fresh lab (vmlab/chaos.py)")
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--faults", type=int, default=13, help="number of faults to play")
+    chaos.add_argument("--agent", choices=["rbd", "virtualdomain"], default="rbd",
+                       help="virtualdomain: the canary (a fault VirtualDomain cannot survive)")
+    chaos.add_argument("--kinds", default=None, help="comma-separated fault kinds (default all)")
+    chaos.add_argument("--canary", action="store_true",
+                       help="after the soak, the canary on the same lab (VirtualDomain)")
+    chaos.add_argument("--report", default=None,
+                       help="write the soak's section of this file (docs/reliability.md) "
+                            "and chaos-timeline.svg next to it")
+    chaos.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    chaos.add_argument("--attach", action="store_true",
+                       help="use the lab --name as it is (up and configured)")
     sub.add_parser("status", help="nodes, processes, memory, Ceph and Pacemaker state")
     sub.add_parser("down", help="complete teardown")
     for name, text in [("crash", "power a node off"), ("start", "boot a node again"),
@@ -64,6 +80,13 @@ def main(argv=None):
             name = args.name if args.name != "lab" else "demo"
             return run_demo(name=name, state_root=args.state_root, keep=args.keep,
                             mon_lease=args.mon_lease)
+        if args.command == "chaos":
+            from .chaos import run_cli
+            name = args.name if args.name != "lab" else "chaos"
+            kinds = args.kinds.split(",") if args.kinds else None
+            return run_cli(name, args.seed, args.faults, agent=args.agent, kinds=kinds,
+                           report=args.report, keep=args.keep, attach=args.attach,
+                           canary=args.canary, state_root=args.state_root)
         if args.command == "up":
             lease = args.mon_lease
             extra = {"mon lease": int(lease) if lease == int(lease) else lease} if lease else {}
