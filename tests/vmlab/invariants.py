@@ -168,6 +168,8 @@ class InvariantChecker:
         self._last_ok = {img: None for img in self.image_vm}
         self._trouble = {img: None for img in self.image_vm}   # why Ceph did not answer
         self._sampler_note = None          # why the sampler was restarted in a gap
+        self._last_good_at = 0.0           # host monotonic time of a sample with an image
+        self._sampler_started = 0.0
         self.expected_down = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -338,7 +340,7 @@ class InvariantChecker:
                                       stdin=subprocess.DEVNULL, env=base_env(), text=True,
                                       bufsize=1)
         self._sampler_node = node
-        self._last_sample_at = time.monotonic()
+        self._last_sample_at = self._sampler_started = time.monotonic()
         self.log(f"invariant sampler running on {self.lab.node_name(node)}")
 
     def _kill_sampler(self):
@@ -431,13 +433,19 @@ class InvariantChecker:
             try:
                 self._scan_once()
                 with self._lock:
+                    now = time.monotonic()
+                    # no line for 4 s, or lines but no image inspected for 6 s (its node
+                    # cut off from Ceph while Ceph answers elsewhere): try another node
                     stale = (self._last_sample_at is not None
-                             and time.monotonic() - self._last_sample_at > 4.0)
+                             and (now - self._last_sample_at > 4.0
+                                  or now - max(self._last_good_at, self._sampler_started)
+                                  > 6.0))
                     node = self._sampler_node
                     if node is not None and (not self.lab.alive(node) or node in self._avoid
                                              or stale):
                         why = "its node is down" if not self.lab.alive(node) else (
-                            "node avoided" if node in self._avoid else "no sample for 4 s")
+                            "node avoided" if node in self._avoid
+                            else "no sample for 4 s or no image inspected for 6 s")
                         self._restart_sampler(why)
             except Exception as exc:  # noqa: BLE001 - the checker must keep running
                 self.log(f"invariant scan error: {exc}")
@@ -511,6 +519,7 @@ class InvariantChecker:
                 complete = False
                 self._note_trouble([image], state.get("error", "inspection failed"))
                 continue
+            self._last_good_at = time.monotonic()
             if image in self._last_ok:
                 self._covered(image, t1)
             writers = []
@@ -543,7 +552,11 @@ class InvariantChecker:
         nodes = [n for n, _ in writers]
         if len(set(nodes)) < len(nodes):
             return "violation", "two watchers on one node"
-        scans = [q for t, q in self._image_hist.get(image, []) if t0 - 0.3 <= t <= t1 + 0.3]
+        hist = self._image_hist.get(image, [])
+        scans = [q for t, q in hist if t0 - 0.3 <= t <= t1 + 0.3]
+        if not scans:   # the scans lagged (a loaded machine): the nearest on each side
+            scans = [q for t, q in hist[-1::-1] if t0 - 3 <= t < t0][:1] + \
+                [q for t, q in hist if t1 < t <= t1 + 3][:1]
         qemus = {}
         for n in nodes:
             if scans and not any(n in q for q in scans):

@@ -407,6 +407,13 @@ class WriteOracle:
                 w.join(self.write_timeout_s + LOG_WAIT_S + 5)
         if self.stopped is None:
             self.stopped = time.monotonic()
+        for w in self._writers.values():
+            for _, path in w.files:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            w.files = []
 
     def __enter__(self):
         return self.start()
