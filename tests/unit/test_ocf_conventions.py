@@ -158,14 +158,16 @@ def test_unwritable_trace_destination_does_not_change_the_result(tmp_path):
     assert "trace not going to happen" in err
 
 
-def test_no_tracing_no_trace_module_on_the_monitor_path():
-    code = ("import sys; sys.argv=['x','monitor']; from vmceph import ocf; "
-            "from vmceph.rbdvd import RBDVirtualDomain; import os; "
-            "ocf.run(RBDVirtualDomain(), ['x', 'meta-data'], {}, None, None); "
-            "print('vmceph.trace' in sys.modules)")
-    r = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT / "lib")}, timeout=60)
-    assert r.stdout.strip().endswith("False"), r.stderr
+def test_no_tracing_no_trace_module_on_the_monitor_path(tmp_path):
+    code = ("import io, sys; from vmceph import ocf; "
+            "from vmceph.rbdvd import RBDVirtualDomain; "
+            "rc = ocf.run(RBDVirtualDomain(), ['x', 'monitor'], "
+            "{'OCF_RESKEY_CRM_meta_interval': '0', 'HA_RSCTMP': sys.argv[1]}, "
+            "io.StringIO(), io.StringIO()); "
+            "print(rc, 'vmceph.trace' in sys.modules)")
+    r = subprocess.run(["/usr/bin/python3", "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, env={"PYTHONPATH": str(ROOT / "lib")}, timeout=60)
+    assert r.stdout.split() == ["7", "False"], (r.stdout, r.stderr)   # a probe: not running
 
 
 # ------------------------------------------------------------ validate-all check levels
