@@ -100,3 +100,29 @@ def ceph_fences(session, imgs, owners, p, log):
                 log.info("address %s of node %s (%s for Pacemaker) counts as fenced: %s", ip,
                          o.node, owners[ip].state, o.note)
     return fenced
+
+
+def fenced_here(session, addrs, log=None):
+    """Why this node's own Ceph clients are cut off, or None: one of its addresses has a
+    host-wide entry in the OSD blocklist (fence_vmceph fenced the node, nobody unfenced it
+    since). CephHealth's other checks cannot see it: the monitors do not check the
+    blocklist, so quorum and health answer as usual on a fenced node, while every OSD
+    operation of its clients (QEMU's librbd) fails. Not being allowed to list the blocklist
+    tells nothing: None, logged."""
+    ips = {safety.ip_of(a) for a in addrs or ()} - {""}
+    if not ips:
+        return None
+    try:
+        blocked = safety.host_blocklisted(parse_blocklist_until(session.mon("osd blocklist ls")))
+    except (CephError, ValueError) as e:
+        if log:
+            log.info("cannot read the OSD blocklist to tell whether this node is fenced "
+                     "through Ceph: %s", e)
+        return None
+    hit = sorted(ips & set(blocked))
+    if not hit:
+        return None
+    return ("this node is fenced through Ceph (%s in the OSD blocklist): its clients, QEMU's "
+            "librbd included, cannot do I/O; reboot it, then unfence it (stonith_admin "
+            "--unfence NODE runs fence_vmceph 'on')" % ", ".join(safety.host_entry(ip)
+                                                                 for ip in hit))

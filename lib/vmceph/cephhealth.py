@@ -322,6 +322,12 @@ class CephHealth:
             ok, detail, _, _ = session.quorum()
             if not ok:
                 return RED, detail, addrs
+            # fenced through Ceph (fence_vmceph) and not unfenced: quorum and health look
+            # fine from here, but no I/O of this node's clients can succeed (cephfence)
+            from vmceph.cephfence import fenced_here
+            fenced = fenced_here(session, addrs, ctx.log)
+            if fenced:
+                return RED, fenced, addrs
             h = session.health()
             inactive, unknown = [], None
             pools = p.pools.split()

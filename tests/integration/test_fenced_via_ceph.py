@@ -13,6 +13,8 @@ Node 3 runs a VM that has written its disk. Then:
 3. the stale QEMU left on node 3 is stopped by the agent's stop (what Pacemaker runs for
    multiple-active=stop_unexpected after its probe finds it), and the image keeps node 2's
    data.
+CephHealth, meanwhile, says red on node 3 (its clients cannot do I/O, though its monitors
+answer) and green on node 2.
 """
 
 import json
@@ -20,6 +22,7 @@ import time
 
 import pytest
 
+from conftest import AGENT_DIR
 from test_fence_vmceph import CAPS_MON, CAPS_OSD, FENCE, first_byte, qemu_io
 
 pytestmark = pytest.mark.lab
@@ -55,7 +58,34 @@ def fence(lab):
             timeout=30)
 
 
-def test_start_after_fence_vmceph_only_breaks_the_lock(lab, make_vm, fence):
+def health_of(lab, shared_dir, i):
+    """CephHealth's start on node i, with stub Pacemaker tools (this lab runs none) that
+    record what it publishes: (colour, stderr)."""
+    stubs = shared_dir / "fenced-stubs"
+    stubs.mkdir(exist_ok=True)
+    log = stubs / "calls.log"
+    log.write_text("")
+    for tool in ("attrd_updater", "crm_attribute"):
+        (stubs / tool).write_text('#!/bin/sh\necho "%s $*" >> %s\n'
+                                  'case "$*" in *" -G "*) exit 6;; esac\n' % (tool, log))
+        (stubs / tool).chmod(0o755)
+    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "ceph-health-fenced",
+           "OCF_RESOURCE_TYPE": "CephHealth", "OCF_RESOURCE_PROVIDER": "vmceph",
+           "OCF_RESKEY_CRM_meta_timeout": "30000", "OCF_RESKEY_dampen": "0s",
+           "OCF_RESKEY_ceph_conf": "/etc/ceph/ceph.conf", "OCF_RESKEY_ceph_user": lab.ceph_user,
+           "OCF_RESKEY_ceph_keyring": "/etc/ceph/ceph.client.%s.keyring" % lab.ceph_user,
+           "OCF_RESKEY_address_attribute": "",
+           # only what this node can do counts here, not cluster-wide warnings
+           "OCF_RESKEY_warn_color": "green", "OCF_RESKEY_err_color": "green",
+           "PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % stubs}
+    r = lab.run(i, [str(AGENT_DIR / "CephHealth"), "start"], env=env, check=False,
+                timeout=60)
+    assert r.returncode == 0, r.stderr
+    sets = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("attrd")]
+    return [c[4] for c in sets if c[3] in ("-U", "-B")][-1], r.stderr
+
+
+def test_start_after_fence_vmceph_only_breaks_the_lock(lab, make_vm, fence, shared_dir):
     t_test = time.monotonic()
     vm = make_vm(disks=1, force_stop="true")
     lost = " ".join("%s=%s" % (lab.node_name(i), "unclean" if i == STALE else "member")
@@ -82,6 +112,9 @@ def test_start_after_fence_vmceph_only_breaks_the_lock(lab, make_vm, fence):
     before = blocklist(lab)
     assert "%s:0/0" % stale_ip in before, before
     assert STALE in vm.running_on(), "the stale QEMU is still there"
+    colour, err = health_of(lab, shared_dir, STALE)
+    assert colour == "red" and "this node is fenced through Ceph (%s:0/0" % stale_ip in err, err
+    assert health_of(lab, shared_dir, NEW)[0] == "green"
     r = vm.agent(NEW, "start", extra={"membership": lost})
     assert r.rc == 0, r
     print("\nstart on node %d after fence_vmceph off node %d: %.2f s" % (NEW, STALE, r.elapsed))

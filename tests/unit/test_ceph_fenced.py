@@ -235,3 +235,32 @@ def test_blocklist_listing_with_expiries():
     assert parse_blocklist_until("") == []
     assert parse_until("2036-11-29T19:02:33Z") == 2111598153.0
     assert parse_until("2036-11-29T19:02:33") is None     # no zone: unknown
+
+
+# ------------------------------------------------------------------- CephHealth
+
+def test_cephhealth_turns_red_on_a_node_fenced_through_ceph(tmp_path, monkeypatch):
+    """Its own address host-blocklisted (fenced by fence_vmceph, not unfenced): quorum and
+    health look fine from there (monitors ignore the blocklist), but no I/O can succeed, so
+    this node, and only this node, is red; once the entry is gone it is green again. An
+    instance entry of one of its clients (a recovered VM's old QEMU) is not a fence."""
+    from test_cephhealth import Node
+    node = Node(tmp_path, monkeypatch)
+    try:
+        assert node.run("start") == 0, node.err
+        assert node.published() == "green"
+        node.ceph._blocklist({"blocklistop": "add", "addr": "10.252.0.1:0/777",
+                              "expire": 3600})
+        assert node.run("monitor", interval=10000) == 0
+        assert node.published() == "green"
+        node.ceph._blocklist({"blocklistop": "add", "addr": "10.252.0.1:0/0",
+                              "expire": TEN_YEARS})
+        assert node.run("monitor", interval=10000) == 0, node.err
+        assert node.published() == "red"
+        assert "fenced through Ceph (10.252.0.1:0/0 in the OSD blocklist)" in node.err
+        assert "stonith_admin --unfence" in node.err
+        del node.ceph.blocklist["10.252.0.1:0/0"]
+        assert node.run("monitor", interval=10000) == 0
+        assert node.published() == "green"
+    finally:
+        node.ceph.close()
