@@ -30,6 +30,13 @@ for agent in CephHealth RBDVirtualDomain; do
         FORCE=(--force)
     fi
 done
+# The same for the fence agent fence_vmceph (/usr/sbin/fence_vmceph, from the
+# vmceph package).
+FENCE_FORCE=()
+if ! stonith_admin --metadata -a fence_vmceph >/dev/null 2>&1; then
+    echo "$0: fence_vmceph not installed here: creating its device with --force" >&2
+    FENCE_FORCE=(--force)
+fi
 
 # ---------------------------------------------------------------- properties
 # stonith-enabled: a VM whose stop failed, or that ran on a node that vanished,
@@ -52,8 +59,22 @@ done
 #   none: health attributes are ignored; only the per-VM rules below act.
 # placement-strategy=balanced: place VMs by the utilization (cpu, hv_memory)
 #   declared below and spread the load, instead of counting resources per node.
+# migration-limit=2: at most 2 live migrations at once per node. A node turning
+#   red (migrate-on-red) is emptied in one transition: without a limit every VM
+#   on it migrates at the same time over the same link, each copy takes that
+#   many times longer, and a migration that outlasts its migrate_to timeout
+#   (120s) is aborted and the VM is recovered by stop and start elsewhere: a
+#   guest reboot instead of a move. The others follow as each one finishes.
+# Two nodes plus a quorum device (corosync-qdevice): also set
+#   priority-fencing-delay=15s. When the two lose each other and both still
+#   have quorum through the device's tie-breaker, each fences the other; the
+#   delay holds back the fencing of the node whose resources have the higher
+#   total priority (the VMs' priority meta attribute below), so that node wins
+#   and keeps its VMs. Keep it below the fencing timeout and leave
+#   pcmk_delay_base/pcmk_delay_max off the devices (they add to it). With three
+#   nodes and more the majority fences the minority: no race, no delay needed.
 p property set stonith-enabled=true node-health-strategy=migrate-on-red \
-    placement-strategy=balanced
+    placement-strategy=balanced migration-limit=2
 
 # ---------------------------------------------------------- resource defaults
 # resource-stickiness=100: a running VM stays where it is unless something
@@ -73,7 +94,8 @@ p resource defaults update resource-stickiness=100 migration-threshold=3 failure
 p resource op defaults update timeout=60s
 
 # ------------------------------------------------------------------- fencing
-# One IPMI (BMC) device per node, level 1. pcmk_host_list + static-list: the
+# Power, level 2 (after fence_vmceph below): one IPMI (BMC) device per node.
+# pcmk_host_list + static-list: the
 # fencer knows which node each device can kill without asking the device
 # (fence_ipmilan cannot list "ports"). lanplus=1 = IPMI 2.0. In production put
 # the password in a file readable by root and use password_script=... instead.
@@ -95,8 +117,8 @@ for n in 1 2 3; do
     # can reach this BMC, which is what fencing needs.
     p constraint location "fence-ipmi-node$n" avoids "node$n"
 done
-# Level 2: a switched PDU that cuts the node's power outlet. Used only when
-# level 1 fails, typically because the node lost power or its BMC died (then
+# Level 3: a switched PDU that cuts the node's power outlet. Used only when
+# levels 1 and 2 fail, typically because the node lost power or its BMC died (then
 # IPMI cannot confirm "off", but the outlet can). pcmk_host_map maps node ->
 # outlet. With dual power supplies, add a second PDU device to the same level
 # (both must succeed).
@@ -105,9 +127,45 @@ p stonith create fence-pdu fence_apc_snmp \
     pcmk_host_map="node1:1;node2:2;node3:3" pcmk_host_check=static-list \
     op monitor interval=60s \
     meta allow-unhealthy-nodes=true
+# Level 1: fence_vmceph (docs/fencing.md) cuts every Ceph client of the node off
+# the OSDs (one host-wide blocklist entry per address), whether or not its power
+# switch answers, and reports success only once every up OSD holds the map that
+# carries it. A VM's RBD writer is what must be fenced, so this is enough to
+# restart the VM elsewhere; power (levels 2 and 3) runs only when Ceph cannot
+# commit the fence (no monitor quorum: it fails within ceph_timeout).
+# Power first instead: on these hyperconverged nodes (a mon on every node) the
+# survivors of a crash commit nothing until their monitors re-elect (~8.6-14 s
+# in the lab), while a BMC answers in ~4 s; a partitioned node's OSD, however,
+# keeps its placement groups waiting until fence_vmceph marks it down. Where the
+# power fence works and crashes matter more than partitions, put it first:
+# fence-power-first.sh rewrites this topology (README.md).
+# No node_addresses: each node's addresses come from the node attribute
+#   vmceph-ceph-addrs that CephHealth publishes (kept in the CIB while the node
+#   is down, which is when it is needed).
+# pcmk_host_list + static-list: this one device fences every node; the plug is
+#   the node name.
+# ceph_user=fence: the caps docs/fencing.md gives ('profile rbd' cannot remove
+#   the entries at unfencing).
+# provides=unfencing: when a fenced node rejoins, Pacemaker runs the device's
+#   'on' (unfencing) before it starts anything there: it keeps the client
+#   instances still connected from the node blocklisted one by one, then removes
+#   the host-wide entries, so only new clients (QEMUs started from now on)
+#   write. Reboot a node fenced this way before it rejoins: a stale QEMU
+#   connected to no monitor at that moment cannot be seen (docs/fencing.md).
+#   Stale domains the node's probes then find are stopped there
+#   (multiple-active=stop_unexpected on the VMs).
+# allow-unhealthy-nodes=true as on every device: fencing must not depend on the
+#   health of Ceph as seen from the fencing node.
+p stonith create fence-ceph fence_vmceph \
+    ceph_conf=/etc/ceph/ceph.conf ceph_user=fence \
+    ceph_keyring=/etc/ceph/ceph.client.fence.keyring ceph_timeout=30 \
+    pcmk_host_list="node1 node2 node3" pcmk_host_check=static-list \
+    op monitor interval=60s \
+    meta allow-unhealthy-nodes=true provides=unfencing "${FENCE_FORCE[@]}"
 for n in 1 2 3; do
-    p stonith level add 1 "node$n" "fence-ipmi-node$n"
-    p stonith level add 2 "node$n" fence-pdu
+    p stonith level add 1 "node$n" fence-ceph
+    p stonith level add 2 "node$n" "fence-ipmi-node$n"
+    p stonith level add 3 "node$n" fence-pdu
 done
 
 # -------------------------------------------------------- Ceph health clone
@@ -157,6 +215,13 @@ done
 # when no other node still writes them.
 # allow-migrate=true: a move is a live migration: migrate_to on the source,
 #   migrate_from on the target, then stop on the source.
+# multiple-active=stop_unexpected: when the VM is found active on more than one
+#   node, stop it only where it should not run and leave the expected instance
+#   alone. The default (stop_start) stops it everywhere and starts it again: the
+#   guest reboots. Cases: a live migration whose stop on the source failed (the
+#   source is fenced, the target's guest keeps running); a node fenced through
+#   Ceph (or partitioned) that rejoins with its stale QEMU, which the probe
+#   finds (stopped there; it could not write since the fence).
 # priority: when capacity runs short (two nodes left), higher-priority VMs are
 #   placed first and lower ones may stay stopped.
 # utilization: what the VM takes from the node capacity above (vCPUs, MiB).
@@ -178,6 +243,9 @@ done
 #     there at the deadline) fences the node: by design, because only fencing
 #     makes it safe to start the VM, i.e. its RBD writer, elsewhere;
 #   monitor every 10s, 30s timeout (asks libvirt only);
+#   deep monitor every 300s, 60s timeout, OCF_CHECK_LEVEL=20: also asks Ceph
+#     whether this node's QEMU is the only writer of each image (a second writer
+#     fails it as split brain; Ceph unreachable is only a warning);
 #   migrate_to 120s: the live migration itself, aborted at the deadline;
 #   migrate_from 60s: the target confirms the domain runs there.
 vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
@@ -185,10 +253,11 @@ vm() { # vm NAME PRIORITY CPUS MEMORY_MIB
         config="/etc/vmceph/domains/$1.xml" \
         migration_transport=tcp ceph_conf=/etc/ceph/ceph.conf ceph_user=vmceph \
         autoset_utilization_host_memory=false \
-        meta allow-migrate=true priority="$2" \
+        meta allow-migrate=true priority="$2" multiple-active=stop_unexpected \
         op start timeout=90s \
            stop timeout=90s \
            monitor interval=10s timeout=30s \
+           monitor interval=300s timeout=60s OCF_CHECK_LEVEL=20 \
            migrate_to timeout=120s \
            migrate_from timeout=60s \
         --no-default-ops "${FORCE[@]}"

@@ -114,11 +114,19 @@ def agent_mode(tmp_path_factory):
     # symlink of the upper layer shadows a vmceph directory of the host.
     lower = tmp_path_factory.mktemp("ocf-lower")
     (lower / "vmceph").symlink_to(AGENTS_DIR.resolve())
+    # and the checkout's fence agent as /usr/sbin/fence_vmceph: the examples' fence-ceph
+    # device is checked by pcs and crmsh against its real meta-data too
+    sbin = tmp_path_factory.mktemp("sbin-lower")
+    (sbin / "fence_vmceph").symlink_to((AGENTS_DIR / "fence" / "fence_vmceph").resolve())
     prefix = ("unshare", "-m", "--propagation", "private", "sh", "-c",
-              'mount -t overlay overlay -o lowerdir="$0":%s %s && exec "$@"'
-              % (OCF_DIR, OCF_DIR), str(lower))
+              'mount -t overlay overlay -o lowerdir="$0":%s %s && '
+              'mount -t overlay overlay -o lowerdir="$1":/usr/sbin /usr/sbin && shift && exec "$@"'
+              % (OCF_DIR, OCF_DIR), str(lower), str(sbin))
     probe = run(["crm_resource", "--show-metadata", "ocf:vmceph:RBDVirtualDomain"],
                 prefix=prefix, check=False)
+    if probe.returncode == 0:
+        probe = run(["stonith_admin", "--metadata", "-a", "fence_vmceph"], prefix=prefix,
+                    check=False)
     if probe.returncode != 0:   # e.g. not root: no mount namespace
         return AgentMode((), True, "agents answer meta-data, but the overlay of %s in a "
                          "private mount namespace failed: %s" % (OCF_DIR, probe.stderr.strip()),
@@ -132,7 +140,7 @@ def pcs_cib(agent_mode, tmp_path_factory):
     cib = empty_cib(tmp_path_factory.mktemp("pcs") / "cib.xml")
     proc = run([EXAMPLES / "pcs.sh"], env={"CIB": cib}, prefix=agent_mode.prefix,
                timeout=600)
-    forced = "with --force" in proc.stderr
+    forced = "with --force" in proc.stderr   # the vmceph agents' or fence_vmceph's
     assert forced == agent_mode.force, (
         "pcs.sh %s --force but the test expected %s (%s)\n%s"
         % ("used" if forced else "did not use", agent_mode.force, agent_mode.why, proc.stderr))
@@ -362,7 +370,7 @@ def test_cluster_xml_says_what_the_issue_asks():
     lines = set().union(*(set(c) for c in semantic(CLUSTER_XML).values()))
     props = "crm_config/cluster_property_set: "
     expected = {props + "stonith-enabled=true", props + "node-health-strategy=migrate-on-red",
-                props + "placement-strategy=balanced",
+                props + "placement-strategy=balanced", props + "migration-limit=2",
                 "rsc_defaults/meta_attributes: resource-stickiness=100"}
     clone = "resources/clone[id=ceph-health-clone]"
     health = clone + "/primitive[class=ocf,id=ceph-health,provider=vmceph,type=CephHealth]"
@@ -382,6 +390,9 @@ def test_cluster_xml_says_what_the_issue_asks():
                      p + "/instance_attributes: ceph_conf=/etc/ceph/ceph.conf",
                      p + "/instance_attributes: ceph_user=vmceph",
                      p + "/meta_attributes: allow-migrate=true",
+                     p + "/meta_attributes: multiple-active=stop_unexpected",
+                     p + "/op(interval=300000,name=monitor,timeout=60000)"
+                         "{instance_attributes(){nvpair(name=OCF_CHECK_LEVEL,value=20)}}",
                      p + "/op(interval=0,name=start,timeout=90000)",
                      p + "/op(interval=0,name=stop,timeout=90000)",
                      p + "/op(interval=10000,name=monitor,timeout=30000)",
@@ -391,16 +402,23 @@ def test_cluster_xml_says_what_the_issue_asks():
                      "{expression(attribute=#health-ceph,operation=eq,value=red)}}" % vm,
                      "constraints/rsc_order(first=ceph-health-clone,first-action=start,"
                      "kind=Optional,symmetrical=true,then=%s,then-action=start)" % vm}
-    for dev in ["fence-ipmi-" + n for n in NODES] + ["fence-pdu"]:
+    types = {"fence-pdu": "fence_apc_snmp", "fence-ceph": "fence_vmceph"}
+    for dev in ["fence-ipmi-" + n for n in NODES] + ["fence-pdu", "fence-ceph"]:
         expected.add("resources/primitive[class=stonith,id=%s,type=%s]/meta_attributes: "
-                     "allow-unhealthy-nodes=true"
-                     % (dev, "fence_apc_snmp" if dev == "fence-pdu" else "fence_ipmilan"))
+                     "allow-unhealthy-nodes=true" % (dev, types.get(dev, "fence_ipmilan")))
+    # issue 12, item 4: fence_vmceph first, power second; unfencing as docs/fencing.md says
+    ceph = "resources/primitive[class=stonith,id=fence-ceph,type=fence_vmceph]"
+    expected |= {ceph + "/meta_attributes: provides=unfencing",
+                 ceph + "/instance_attributes: pcmk_host_list=node1 node2 node3",
+                 ceph + "/instance_attributes: ceph_user=fence"}
     for node in NODES:
         expected |= {"constraints/rsc_location(node=%s,rsc=fence-ipmi-%s,score=-INFINITY)"
                      % (node, node),
-                     "fencing-topology/fencing-level(devices=fence-ipmi-%s,index=1,target=%s)"
+                     "fencing-topology/fencing-level(devices=fence-ceph,index=1,target=%s)"
+                     % node,
+                     "fencing-topology/fencing-level(devices=fence-ipmi-%s,index=2,target=%s)"
                      % (node, node),
-                     "fencing-topology/fencing-level(devices=fence-pdu,index=2,target=%s)"
+                     "fencing-topology/fencing-level(devices=fence-pdu,index=3,target=%s)"
                      % node}
     assert expected <= lines, "\n".join(sorted(expected - lines))
 
@@ -518,6 +536,15 @@ def set_health(state, node, colour):
         cib=state)
 
 
+def mark_unfenced(state, node):
+    """What the controller records once a node's unfencing succeeded (fence-ceph has
+    provides=unfencing): crm_simulate runs the 'on' of the start-up transition but does not
+    record it, so every later transition would unfence again and, 'due to required
+    stonith', restart everything."""
+    run(["crm_attribute", "-N", node, "-n", "#node-unfenced", "-v", "1796150000", "-l",
+         "reboot"], cib=state)
+
+
 @pytest.fixture(scope="module")
 def startup(tmp_path_factory):
     """cluster.xml, three nodes coming online with quorum: the first transition."""
@@ -536,6 +563,7 @@ def live(startup, tmp_path_factory):
     shutil.copy(started, state)
     for node in NODES:
         set_health(state, node, "green")
+        mark_unfenced(state, node)
     steady = simulate(state)
     assert not steady.actions and not steady.fencing, steady.actions
     where = steady.placement("cluster_status")
@@ -586,7 +614,8 @@ def test_move_is_a_live_migration(live, state):
 
     sim = simulate(state)
     assert sim.of("vm1") == {("migrate_to", src, 0), ("migrate_from", dst, 0),
-                             ("stop", src, 0), ("monitor", dst, 10000)}
+                             ("stop", src, 0), ("monitor", dst, 10000),
+                             ("monitor", dst, 300000)}
     assert not sim.of("vm2") and not sim.of("vm3") and not sim.fencing
     mig = sim.summary[("migrate", "vm1")]
     assert (mig.get("source"), mig.get("dest")) == (src, dst)
@@ -685,7 +714,8 @@ def test_red_node_is_emptied_by_live_migration(variant, live, state, tmp_path):
             assert len(targets) == 1 and victim not in targets, acts
             (dst,) = targets
             assert acts == {("migrate_to", victim, 0), ("migrate_from", dst, 0),
-                            ("stop", victim, 0), ("monitor", dst, 10000)}
+                            ("stop", victim, 0), ("monitor", dst, 10000),
+                            ("monitor", dst, 300000)}
         else:
             assert not acts, "VMs on green nodes stay: %s %s" % (vm, acts)
     # the health agent keeps running on the red node (allow-unhealthy-nodes on the clone),
@@ -808,10 +838,10 @@ def test_failed_monitor_then_failed_stop_fences_the_node(live, state, tmp_path):
 
 def test_failed_source_stop_after_migration_fences_the_source(live, state, tmp_path):
     """Live migration succeeds (migrate_to, migrate_from) but the source's stop fails.
-    Pacemaker 2.1.5 then fences the source and, as vm1 counts as active on two nodes
-    (multiple-active=stop_start, the default), also stops and starts vm1 on the target:
-    the guest reboots there. (multiple-active=stop_unexpected would keep it running; not
-    set in the examples.) The agent's stop and start on the target must cope with this."""
+    Pacemaker 2.1.5 then fences the source, and vm1 counts as active on two nodes. With
+    the default multiple-active=stop_start it would also stop and start vm1 on the target
+    (the guest reboots there, seen before the examples set it); with the examples'
+    stop_unexpected the target's guest keeps running, only its monitors are set up."""
     _, where = live
     src = where["vm1"]
     dst = other_node(src)
@@ -822,5 +852,82 @@ def test_failed_source_stop_after_migration_fences_the_source(live, state, tmp_p
     second = simulate(tmp_path / "after.xml")
     assert second.fencing == {(src, "reboot")}
     assert not {a for a in second.actions if a[2] == src}
-    assert second.of("vm1") == {("stop", dst, 0), ("start", dst, 0), ("monitor", dst, 10000)}
-    assert second.depends_on("vm1_start_0", dst, "stonith-%s-reboot" % src, src)
+    assert second.of("vm1") == {("monitor", dst, 10000), ("monitor", dst, 300000)}
+
+
+def test_stale_domain_on_a_rejoined_node_is_stopped_there_only(live, state):
+    """A node fenced through Ceph while alive (or partitioned) rejoins with its stale QEMU
+    of vm1, which runs elsewhere by now; the probe finds it (rc 0). multiple-active=
+    stop_unexpected stops it on that node only: the running guest is not touched (the
+    default stop_start would stop and start it too: a reboot for nothing). The stale QEMU
+    could not write since the fence, and stop needs no Ceph."""
+    _, where = live
+    src = where["vm1"]
+    stale = other_node(src)
+    sim = simulate(state, "-i", "vm1_monitor_0@%s=0" % stale)
+    assert sim.of("vm1") == {("stop", stale, 0), ("monitor", src, 10000),
+                             ("monitor", src, 300000)}, sim.of("vm1")
+    assert not sim.fencing
+    assert not {a for a in sim.actions if a[1] in VMS and a[1] != "vm1"}
+    assert sim.placement()["vm1"] == {src}
+
+
+def test_red_node_with_many_vms_migrates_them_two_at_a_time(live, state, tmp_path):
+    """migrate-on-red empties a node in one transition; migration-limit=2 is handed to the
+    controller in the transition graph, which then runs at most two migrations of the node
+    at once (the scheduler still plans them all)."""
+    _, where = live
+    busy = where["vm1"]
+    for vm in VMS:
+        if where[vm] != busy:
+            run(["crm_resource", "--move", "-r", vm, "-N", busy], cib=state)
+    simulate(state, save=state)
+    for vm in VMS:
+        run(["crm_resource", "--clear", "-r", vm], cib=state)
+    assert all(n == {busy} for vm, n in simulate(state).placement("cluster_status").items()
+               if vm in VMS)
+    set_health(state, busy, "red")
+    sim = simulate(state)
+    assert {vm for vm in VMS if ("migrate_to", busy, 0) in sim.of(vm)} == set(VMS)
+    assert sim.graph.get("migration-limit") == "2"
+
+
+def test_priority_fencing_delay_as_documented_for_two_nodes(tmp_path):
+    """The examples document priority-fencing-delay for two nodes plus a quorum device.
+    On a two-node cut of cluster.xml with the documented value, fencing the node that runs
+    the higher-priority VMs is delayed and fencing the other one is not: the node with the
+    important VMs wins a fence race."""
+    for f in ("cluster.xml", "pcs.sh", "crmsh.crm"):
+        assert "priority-fencing-delay" in (EXAMPLES / f).read_text(), f
+    m = re.search(r"priority-fencing-delay=(\d+)s", (EXAMPLES / "pcs.sh").read_text())
+    assert m, "pcs.sh gives no value for priority-fencing-delay"
+    delay = m.group(1)
+    tree = etree.parse(str(CLUSTER_XML))
+    for xp in ("//nodes/node[@uname='node3']", "//primitive[@id='fence-ipmi-node3']",
+               "//rsc_location[@rsc='fence-ipmi-node3']", "//fencing-level[@target='node3']"):
+        for el in tree.xpath(xp):
+            el.getparent().remove(el)
+    for nv in tree.xpath("//nvpair[@name='pcmk_host_list'][@value='node1 node2 node3']"):
+        nv.set("value", "node1 node2")
+    _set_property(tree, "priority-fencing-delay", delay + "s")
+    two = tmp_path / "two.xml"
+    tree.write(str(two))
+    started = tmp_path / "started.xml"
+    simulate(two, "-q", "true", "-u", "node1", "-u", "node2", save=started)
+    for node in ("node1", "node2"):
+        set_health(started, node, "green")
+        mark_unfenced(started, node)
+    steady = simulate(started)
+    assert not steady.actions and not steady.fencing, steady.actions
+    where = steady.placement("cluster_status")
+    prio = {"vm1": 10, "vm2": 5, "vm3": 1}
+    total = {n: sum(p for vm, p in prio.items() if n in where[vm]) for n in ("node1", "node2")}
+    assert total["node1"] != total["node2"], total
+    for node in ("node1", "node2"):
+        sim = simulate(started, "--node-fail", node)
+        assert sim.fencing == {(node, "reboot")}
+        (op,) = [e for e in sim.graph.iter("crm_event") if e.get("operation") == "stonith"
+                 and e.get("on_node") == node and e.getparent().tag == "action_set"]
+        got = op.find("attributes").get("CRM_meta_priority_fencing_delay")
+        expect = delay if total[node] == max(total.values()) else "0"
+        assert got == expect, (node, total, got)

@@ -1,11 +1,12 @@
-"""cib-examples/fence_vmceph.sh checked by Pacemaker's own tools, offline.
+"""cib-examples/fence-power-first.sh (the reverse topology: power first, fence_vmceph last)
+checked by Pacemaker's own tools, offline.
 
-pcs.sh then fence_vmceph.sh run on an empty three-node CIB file, in a private mount
+pcs.sh then fence-power-first.sh run on an empty three-node CIB file, in a private mount
 namespace where the checkout's agents appear as /usr/lib/ocf/resource.d/vmceph and the
 checkout's fence_vmceph as /usr/sbin/fence_vmceph (overlays; the host is not touched), so
 pcs validates the device against the agent's real meta-data. Then: crm_verify accepts the
-result, the topology is IPMI, PDU, fence_vmceph for every node, and crm_simulate fences a
-failed node and recovers its VMs with the device in place.
+result, the topology is IPMI, PDU, fence_vmceph for every node with no unfencing, and
+crm_simulate fences a failed node and recovers its VMs with the device in place.
 """
 
 import os
@@ -63,8 +64,8 @@ def cib(tmp_path_factory):
         run(["cibadmin", "-o", "nodes", "-C", "-X", '<node id="%d" uname="%s"/>' % (i, name)],
             cib=path)
     p1 = run(["env", "CIB=%s" % path, EXAMPLES / "pcs.sh"], prefix=prefix)
-    p2 = run(["env", "CIB=%s" % path, EXAMPLES / "fence_vmceph.sh"], prefix=prefix)
-    assert "forced" not in p2.stderr, p2.stderr   # pcs saw the real agent
+    p2 = run(["env", "CIB=%s" % path, EXAMPLES / "fence-power-first.sh"], prefix=prefix)
+    assert "--force" not in p1.stderr, p1.stderr   # pcs saw the real agents
     return path, p1, p2
 
 
@@ -99,10 +100,10 @@ def test_device_and_topology(cib):
     assert "provides" not in meta, "a last level must not make Pacemaker unfence every node"
     levels = {(l.get("target"), int(l.get("index"))): l.get("devices")
               for l in root.iter("fencing-level")}
+    expected = {}
     for n in NODES:
-        assert levels[(n, 1)] == "fence-ipmi-" + n
-        assert levels[(n, 2)] == "fence-pdu"
-        assert levels[(n, 3)] == "fence-ceph"
+        expected.update({(n, 1): "fence-ipmi-" + n, (n, 2): "fence-pdu", (n, 3): "fence-ceph"})
+    assert levels == expected
 
 
 def test_a_failed_node_is_still_fenced_and_its_vms_recovered(cib, tmp_path):
