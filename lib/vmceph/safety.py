@@ -27,6 +27,7 @@ verdict, so they cannot disagree about a client:
 | writer on this node that is not our running domain                  | REFUSE             |
 | writer at an unknown address                                        | REFUSE / FENCE (*) |
 | writer or holder on a node confirmed fenced                         | RECOVER_THEN_START |
+| writer or holder on a lost node fenced through Ceph (**)            | RECOVER_THEN_START |
 | holder with no watch on a node that left cleanly                    | RECOVER_THEN_START |
 | holder with no watch on a member, unclean node or this node         | REFUSE (retried)   |
 | holder with no watch at an unknown address                          | as unknown writer  |
@@ -34,6 +35,9 @@ verdict, so they cannot disagree about a client:
 | lock not librbd's exclusive lock (tag/cookie)                       | REFUSE, names it   |
 | no writers                                                          | START              |
 (*) FENCE only with unknown_client_policy=blocklist and membership known.
+(**) unclean, left or fenced for Pacemaker, and the client's address has fence_vmceph's
+host-wide entry in the OSD blocklist (apply_ceph_fences): GONE, and the recovery adds no
+entry of its own, it only breaks the lock. A record of the fence without the entry is not.
 
 migrate_to refuses on any BLOCKS client, foreign lock or image not inspected; FENCE clients
 cannot write and do not stop it. The deep monitor reports BLOCKS clients and foreign locks as
