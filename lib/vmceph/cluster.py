@@ -19,7 +19,17 @@ A node is, for the decisions (safety.py):
                from a later join);
 - LEFT         offline and clean, not fenced since its last activity (a clean shutdown);
 - LOCAL        this node.
-Remote and guest nodes keep their own online/unclean state: they run clients too.
+Remote and guest nodes keep their own online/unclean state: they run clients too. Seen
+with a pacemaker_remote node (lab `vmlab up --remotes 1`, captures remote1-*): crm_mon
+lists it among <nodes> with type="remote" and the same online/unclean attributes; the
+fencing history names it as target; its <node_state remote_node="true"> loses its <lrm>
+at the fence like a full member's, and its permanent attributes (the addresses CephHealth
+publishes) stay in the CIB's <nodes> as <node type="remote">. So one rule serves both,
+and an unclean remote node is GONE only on the same proof. A crash was caught once with
+crm_mon still saying unclean="true" while the history already showed the fence: it stays
+UNCLEAN (refused) until crm_mon agrees. A guest node is "fenced" by recovering its
+container resource, without the fencer (not verified in the lab): no history entry
+names it, so it is at most LEFT, never GONE, and a client there with a watch is refused.
 Outside a cluster (``crm_mon`` fails) membership is unknown: every other node counts as a
 live MEMBER and nothing is recovered (safety.Facts.membership_known), unless the
 ``membership`` parameter (tests only) says otherwise.
@@ -46,13 +56,15 @@ class ClusterError(Exception):
 
 
 class NodeInfo:
-    __slots__ = ("name", "state", "attributes", "note")
+    __slots__ = ("name", "state", "attributes", "note", "kind")
 
-    def __init__(self, name, state, attributes=None, note=""):
+    def __init__(self, name, state, attributes=None, note="", kind="member"):
         self.name = name
         self.state = state
         self.attributes = attributes or {}
         self.note = note
+        # crm_mon's type: "member" (corosync), "remote" (pacemaker_remote), "guest"
+        self.kind = kind
 
     def __repr__(self):
         return "NodeInfo(%r, %r)" % (self.name, self.state)
@@ -81,7 +93,7 @@ def parse_crm_mon(xml_text):
             state = MAINTENANCE
         else:
             state = LEFT
-        nodes[n.get("name")] = NodeInfo(n.get("name"), state)
+        nodes[n.get("name")] = NodeInfo(n.get("name"), state, kind=n.get("type") or "member")
     for n in root.iterfind("node_attributes/node"):
         info = nodes.get(n.get("name"))
         if info is not None:
@@ -157,8 +169,11 @@ def confirm_fenced(nodes, history, activity):
             info.note = "fenced, but active again since (it rejoined and left)"
             continue
         info.state = GONE
-        info.note = "fenced at %s" % _stamp(when)
+        info.note = "%sfenced at %s" % (_KIND_NOTE.get(info.kind, ""), _stamp(when))
     return nodes
+
+
+_KIND_NOTE = {"remote": "pacemaker_remote node, ", "guest": "guest node, "}
 
 
 class _AlwaysActive(dict):
