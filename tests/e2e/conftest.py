@@ -136,8 +136,13 @@ def story(cluster):
 
 
 @pytest.fixture
-def invariants(cluster):
-    """The test fails if the invariant checker recorded anything while it ran."""
+def invariants(cluster, request):
+    """The test fails if the invariant checker recorded anything while it ran (a coverage
+    gap too); each image's longest sampling gap during the test is a figure."""
     mark = len(cluster.checker.violations)
+    t0 = time.monotonic()
     yield cluster.checker
+    record(f"sampling: longest gap per image, {request.node.name} (s)",
+           {img: f"{c['longest_gap_s']}" + (f" ({c['cause']})" if c["cause"] else "")
+            for img, c in cluster.checker.coverage(since=t0).items()})
     cluster.checker.assert_clean(mark)
