@@ -36,8 +36,8 @@ How a write is made. Each round (period_s) the VM's writer scans /proc for the V
 domstate + domjobinfo in its node, just before the write): one running QEMU normally, two
 in a split brain (each would be a guest writing). During a live migration the writes
 pause: HMP qemu-io into a source whose images the migration has inactivated aborts QEMU
-(an assertion, seen in the lab), and the destination is paused until the handover. A QEMU seen for the first
-time gets the next owner generation. The write is HMP `qemu-io -d <virtio backend> "write
+(an assertion, seen in the lab), and the destination is paused until the handover. A
+QEMU seen for the first time gets the next owner generation. The write is HMP `qemu-io -d <virtio backend> "write
 -s FILE OFF 4096"` through `virsh qemu-monitor-command`, FILE holding the stamp
 (oracleread.py: run nonce, VM, node, QEMU pid, generation, sequence, slot, wall time, CRC).
 HMP answers nothing either way: qemu-io prints its result on QEMU's stdout, which libvirt
