@@ -280,3 +280,17 @@ def test_answers_from_two_different_rounds_do_not_make_both_running():
     answer(c, t + 0.7, 1, 11, "paused", True)
     c._check_sample(sample([A1, A2], t1=t))
     assert judged(c) == []
+
+
+def test_a_gap_while_the_sampler_said_it_waits_on_ceph_is_ceph_s():
+    c = checker()
+    t = time.monotonic()
+    c._on_line(sample([A1], t1=t))
+    c._on_line({"busy": IMG, "since": t + 0.5, "t": t + 2.0})        # imagewatch heartbeat
+    c._on_line(sample([A1], t1=t + 4.0))
+    assert c.violations == []
+    assert c.coverage(since=t)[IMG]["cause"] == \
+        f"Ceph did not answer: an inspection of {IMG} waited on Ceph"
+    c._on_line({"t0": t + 4.1, "connect_error": "error connecting to the cluster"})
+    c._on_line(sample([A1], t1=t + 7.0))
+    assert c.violations == []

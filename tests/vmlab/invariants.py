@@ -383,21 +383,25 @@ class InvariantChecker:
                 doc = json.loads(line)
             except ValueError:
                 continue
-            if "busy" in doc or "connect_error" in doc:
-                # the sampler waits on Ceph (an inspection over a second, or no connection)
-                why = (f"an inspection of {doc['busy']} waited on Ceph"
-                       if "busy" in doc else f"no Ceph connection: {doc['connect_error']}")
-                with self._lock:
-                    self._note_trouble(self.image_vm, why)
-                continue
-            if "images" not in doc:
-                continue
-            now = time.monotonic()
+            self._on_line(doc)
+
+    def _on_line(self, doc):
+        """One JSON line of imagewatch.py: a sample, or a sign that it waits on Ceph."""
+        if "busy" in doc or "connect_error" in doc:
+            # the sampler waits on Ceph (an inspection over a second, or no connection)
+            why = (f"an inspection of {doc['busy']} waited on Ceph"
+                   if "busy" in doc else f"no Ceph connection: {doc['connect_error']}")
             with self._lock:
-                if self._last_sample_at is not None and now - self._last_sample_at > 3.0:
-                    self.sample_gaps.append((self._last_sample_at, now))
-                self._last_sample_at = now
-                self._check_sample(doc)
+                self._note_trouble(self.image_vm, why)
+            return
+        if "images" not in doc:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._last_sample_at is not None and now - self._last_sample_at > 3.0:
+                self.sample_gaps.append((self._last_sample_at, now))
+            self._last_sample_at = now
+            self._check_sample(doc)
 
     # ------------------------------------------------------------------ /proc scans
     def _scan_once(self):
