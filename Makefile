@@ -14,7 +14,7 @@ DEB_TEST := python3-pytest python3-hypothesis iproute2 uuid-runtime procps psmis
 DEB_PACKAGE := build-essential debhelper dh-python python3-lxml lintian rpm fakeroot devscripts \
 	python3-argparse-manpage
 
-.PHONY: docs help deps deps-package test unit fuzz offline integration e2e ocf-tester demo bench \
+.PHONY: docs help deps deps-package test unit fuzz offline integration e2e ocf-tester demo bench chaos \
 	bench-fencing \
 	package lab-up lab-down lab-status clean
 
@@ -79,6 +79,15 @@ lab-status:
 	cd tests && $(PY) -m vmlab status
 lab-down:
 	cd tests && $(PY) -m vmlab down
+
+# A seeded fault soak on a fresh three-node lab (tests/vmlab/chaos.py), then the
+# VirtualDomain canary; writes its section of docs/reliability.md and
+# docs/chaos-timeline.svg. SEED and FAULTS replay a run.
+SEED ?= 1
+FAULTS ?= 28
+chaos: deps
+	cd tests && $(PY) -m vmlab chaos --seed $(SEED) --faults $(FAULTS) --canary \
+		--report $(CURDIR)/docs/reliability.md
 
 bench: deps
 	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench

@@ -222,9 +222,23 @@ class Soak:
         return [vm for vm, nodes in self.where().items() if self.lab.node_name(i) in nodes]
 
     # ------------------------------------------------------------------ healing
-    def boot_again(self, i):
-        """A node that is down (fenced) boots again and rejoins."""
+    def boot_again(self, i, recovery_s=90):
+        """A node that is down (fenced) boots again and rejoins, once the VMs it ran run
+        elsewhere (at most recovery_s): a real server takes longer to come back than the
+        lab's node (7-15 s), and one back within Ceph's 30 s watch timeout makes its dead
+        QEMUs' lingering watches look like writers on a live member (the agent then
+        refuses the recovery: see the report)."""
         if not self.lab.alive(i):
+            name = self.lab.node_name(i)
+
+            def recovered():
+                where = self.where()
+                return all(nodes and name not in nodes for nodes in where.values())
+            try:
+                wait_until(recovered, timeout=recovery_s, interval=1,
+                           what=f"VMs of {name} running elsewhere")
+            except LabError as exc:
+                self.log(f"           {exc}; booting {name} anyway")
             self.lab.start_node(i, fence_timeout=90)
         self.oracles_after(i)
 
@@ -421,15 +435,28 @@ def _environ(pid):
 
 
 def agent_pids(lab, vm, action, agent="RBDVirtualDomain"):
-    """[(node, pid)] of the agent processes running ACTION for resource vm."""
+    """[(node, pid)] of the agent processes running ACTION for resource vm: one pass over
+    /proc, the command line first (cheap), then the environment and the netns."""
+    inodes = {lab.netns_inode(i): i for i in lab.indexes if lab.alive(i)}
     found = []
-    for i in lab.indexes:
-        if not lab.alive(i):
+    key = agent.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
-        for pid in _pids(lab, i, lambda c, a, p: any(agent in x for x in a[:3])
-                         and action in a[1:4]):
-            if _environ(pid).get("OCF_RESOURCE_INSTANCE") == vm:
-                found.append((i, pid))
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if key not in raw:
+            continue
+        args = raw.decode(errors="replace").split("\0")
+        if action not in args[1:4]:
+            continue
+        pid = int(entry)
+        node = inodes.get(netns.pid_netns_inode(pid))
+        if node is not None and _environ(pid).get("OCF_RESOURCE_INSTANCE") == vm:
+            found.append((node, pid))
     return found
 
 
@@ -583,10 +610,14 @@ def f_move_storm(soak, rng):
 
 
 def _start_move(soak, rng):
+    """`crm resource move` of a random VM to a random other node, in the background (crm
+    takes a second or two to return; the migration may be under way by then)."""
     vm = rng.choice(sorted(soak.cfg.vms))
     src = soak.node_of(vm)
     dst = rng.choice([i for i in soak.lab.indexes if i != src])
-    _crm(soak, "resource", "move", vm, soak.lab.node_name(dst))
+    threading.Thread(target=_crm, args=(soak, "resource", "move", vm,
+                                        soak.lab.node_name(dst)),
+                     kwargs={"check": False}, daemon=True).start()
     return vm, src, dst
 
 
@@ -763,41 +794,70 @@ def f_unfenced_stack_kill(soak, rng):
 
 
 CANARY = {"unfenced-stack-kill": f_unfenced_stack_kill}
+# RBDVirtualDomain plays it too: the same fault, the agent refusing the second start
+FAULTS.update(CANARY)
 
 
 def use_agent(lab, cfg, agent):
     """Switch every VM's primitive to ocf:heartbeat:VirtualDomain (agent "virtualdomain")
     or back to ocf:vmceph:RBDVirtualDomain ("rbd") in place: same id, constraints, meta
-    attributes and operations; the instance attributes each agent knows."""
+    attributes and operations. The RBDVirtualDomain primitives are saved in the lab's
+    state dir on the way to VirtualDomain and put back as they were."""
     import xml.etree.ElementTree as ET
     i = lab.first_alive()
+    saved_path = lab.path("chaos-rbd-primitives.json")
+    try:
+        with open(saved_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = {}
+    try:   # what configure() pushed (vmlab/cluster_config.py), if nothing was saved
+        pushed = ET.parse(lab.path("cib", "pushed.xml")).getroot()
+        for vm in cfg.vms:
+            prim = pushed.find(f".//primitive[@id='{vm}']")
+            if prim is not None and vm not in saved:
+                saved[vm] = ET.tostring(prim, encoding="unicode")
+    except (OSError, ET.ParseError):
+        pass
+    changed = False
     for vm in sorted(cfg.vms):
         xml = lab.run(i, ["cibadmin", "-Q", "--xpath", f"//primitive[@id='{vm}']"],
                       timeout=30).stdout
         prim = ET.fromstring(xml)
-        if agent == "virtualdomain":
+        if agent == "rbd":
+            if prim.get("type") == "RBDVirtualDomain" or vm not in saved:
+                continue
+            text = saved[vm]
+        else:
+            if prim.get("type") == "VirtualDomain":
+                continue
+            saved[vm] = xml
             prim.set("provider", "heartbeat")
             prim.set("type", "VirtualDomain")
             params = {"config": cfg.configs[vm], "hypervisor": "qemu:///system",
-                      "force_stop": "true", "migration_transport": "tcp"}
-        else:
-            prim.set("provider", "vmceph")
-            prim.set("type", "RBDVirtualDomain")
-            params = None
-        ia = prim.find("instance_attributes")
-        if params is not None and ia is not None:
+                      "force_stop": "true", "migration_transport": "tcp",
+                      # its start would set host_memory, a capacity no lab node offers
+                      # (placement-strategy=balanced would then place the VM nowhere)
+                      "autoset_utilization_host_memory": "false"}
+            util = prim.find("utilization")
+            for nv in list(util if util is not None else []):
+                if nv.get("name") not in ("cpu", "hv_memory"):
+                    util.remove(nv)
+            ia = prim.find("instance_attributes")
             for nv in list(ia):
                 ia.remove(nv)
             for k, v in params.items():
                 ET.SubElement(ia, "nvpair", {"id": f"{vm}-instance_attributes-{k}",
                                              "name": k, "value": v})
-        lab.run(i, ["cibadmin", "--replace", "-o", "resources", "--xml-text",
-                    ET.tostring(prim, encoding="unicode")], timeout=60)
-    if agent == "rbd":   # back to what configure() set, names and all
-        for vm in sorted(cfg.vms):
-            lab.run(i, ["pcs", "resource", "update", vm, f"config={cfg.config_param(vm)}",
-                        "force_stop=true"], timeout=60, check=False)
-    cluster_config.wait_settled(lab, cfg, timeout=180)
+            text = ET.tostring(prim, encoding="unicode")
+        with open(saved_path, "w") as f:
+            json.dump(saved, f)
+        lab.run(i, ["cibadmin", "--replace", "-o", "resources", "--xml-text", text],
+                timeout=60)
+        changed = True
+    if changed:
+        lab.run(i, ["crm_resource", "--cleanup"], timeout=60, check=False)
+        cluster_config.wait_settled(lab, cfg, timeout=180)
 
 
 def run_canary(lab, cfg, seed, checker=None, log=print, agent="virtualdomain"):
@@ -805,14 +865,8 @@ def run_canary(lab, cfg, seed, checker=None, log=print, agent="virtualdomain"):
     result; with VirtualDomain both oracles must have fired."""
     if agent == "virtualdomain":
         use_agent(lab, cfg, "virtualdomain")
-    saved = dict(FAULTS)
-    FAULTS.update(CANARY)
-    try:
-        return run_soak(lab, cfg, seed, 1, list(CANARY), checker=checker, log=log,
-                        agent=agent)
-    finally:
-        FAULTS.clear()
-        FAULTS.update(saved)
+    return run_soak(lab, cfg, seed, 1, list(CANARY), checker=checker, log=log,
+                    agent=agent)
 
 
 # ---------------------------------------------------------------------- the report
@@ -1057,6 +1111,7 @@ def _cli_play(lab, cfg, seed, faults, agent, kinds, report, canary):
         fired = {k: len(v) for k, v in rec.get("violations", {}).items()}
         print(f"canary (VirtualDomain): violations {fired}")
         return 0 if fired and all(fired.values()) else 1
+    use_agent(lab, cfg, "rbd")   # a lab a canary left under VirtualDomain
     result = run_soak(lab, cfg, seed, faults, kinds, log=log)
     can = None
     if canary:
