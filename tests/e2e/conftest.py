@@ -42,6 +42,8 @@ LAB_NAME = os.environ.get("VMCEPH_E2E_LAB", "e2e")
 FIGURES = {}
 FIGURES_FILE = "/tmp/vmlab/e2e-figures.json"
 MODULE_ORDER = ["test_invariant_checker.py", "test_scenarios.py", "test_cephhealth_live.py"]
+# after every other module: the chaos canary switches the VMs to VirtualDomain
+MODULE_LAST = ["test_chaos.py"]
 
 
 def record(key, value):
@@ -58,6 +60,8 @@ def pytest_collection_modifyitems(items):
 
     def rank(item):
         name = Path(str(item.fspath)).name
+        if name in MODULE_LAST:
+            return len(MODULE_ORDER) + 1 + MODULE_LAST.index(name)
         return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
     ours = sorted((items[k] for k in slots), key=rank)
     for k, item in zip(slots, ours):
