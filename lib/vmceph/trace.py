@@ -145,7 +145,10 @@ class Tracer:
         if not module.startswith("vmceph") or module == __name__:
             return
         code = frame.f_code
-        if code.co_name in _QUIET.get(module, ()):
+        # functions only: not module and class bodies run by an import (no CO_NEWLOCALS,
+        # 0x02), nor generator expressions and comprehensions (<genexpr>, <listcomp>)
+        if not code.co_flags & 0x02 or code.co_name.startswith("<") or \
+                code.co_name in _QUIET.get(module, ()):
             return
         self.line("%s.%s:%d" % (module[len("vmceph."):] or module, code.co_name,
                                 frame.f_lineno))

@@ -191,3 +191,39 @@ def test_cephhealth_dampen_reloads_every_instance(settled, invariants, figure):
     finally:
         set_param(lab, "ceph-health", "dampen", old)
         lab.run(lab.first_alive(), ["crm_resource", "--wait", "-T", "90s"], timeout=120)
+
+
+def test_crm_resource_trace_writes_the_agents_trace(settled, invariants, figure):
+    """`crm resource trace VM monitor 10 DIR` (crmsh 4.4: the interval in seconds, no unit;
+    '10s' is a usage error): the next monitors run with
+    OCF_RESKEY_trace_ra=1 and trace_dir=DIR, and the agent writes one trace per action at
+    DIR/RBDVirtualDomain/VM.monitor.<timestamp>, as ocf-shellfuncs names them."""
+    lab, cfg, story = settled.lab, settled.cfg, settled.story
+    vm = sorted(cfg.vms)[0]
+    node = story.where()[vm][0]
+    i = story.index(node)
+    pid = qemu_pid(lab, i, vm)
+    tdir = f"/run/vmceph-trace-{os.getpid()}"
+    t0 = time.monotonic()
+    lab.run(i, ["crm", "resource", "trace", vm, "monitor", "10", tdir], timeout=60)
+    try:
+        def traces():
+            p = lab.run(i, ["sh", "-c", f"ls {tdir}/RBDVirtualDomain/ 2>/dev/null"],
+                        check=False, timeout=15)
+            return [n for n in p.stdout.split() if n.startswith(f"{vm}.monitor.")]
+        names = wait_until(traces, timeout=90, interval=1.0, what=f"a trace of {vm}'s monitor")
+        assert all(re.fullmatch(r"%s\.monitor\.\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d" % re.escape(vm),
+                                n) for n in names), names
+        wait_until(lambda: "exit 0 (OCF_SUCCESS)" in lab.run(
+            i, ["cat", f"{tdir}/RBDVirtualDomain/{traces()[0]}"], timeout=15).stdout,
+            timeout=30, interval=1.0, what="a finished trace")
+        text = lab.run(i, ["cat", f"{tdir}/RBDVirtualDomain/{traces()[0]}"], timeout=15).stdout
+        assert "# env OCF_RESKEY_trace_ra=1" in text
+        assert re.search(r"^\+ +[0-9.]+ rbdvd\.monitor:\d+$", text, re.M), text
+        figure("crm resource trace: first trace file (s)", round(time.monotonic() - t0, 1))
+    finally:
+        lab.run(i, ["crm", "resource", "untrace", vm, "monitor", "10"], timeout=60,
+                check=False)
+        lab.run(i, ["rm", "-rf", tdir], timeout=15, check=False)
+        lab.run(i, ["crm_resource", "--wait", "-T", "60s"], timeout=90, check=False)
+    assert qemu_pid(lab, i, vm) == pid
