@@ -90,6 +90,11 @@ def adaptations(lab, cfg):
          "their location constraints), its PDU, and the lab's bootstrap device fence-vmlab.",
          [f"{p} stonith delete fence-ipmi-{n}" for n in NODE_NAMES]
          + [f"{p} stonith delete fence-pdu", f"{p} stonith delete fence-vmlab"]),
+        ("The example's fence_vmceph device (fence-ceph, level 1, provides=unfencing) needs "
+         "the Ceph user 'fence', which the lab does not have at this point: without it "
+         "unfencing fails and nothing starts. Removed; tests/e2e/test_fence_vmceph_e2e.py "
+         "sets up its own.",
+         [f"{p} stonith delete fence-ceph"]),
         ("The example's topology (IPMI at level 1, PDU at level 2) names removed devices.",
          [f"{p} stonith level clear"]),
     ]
