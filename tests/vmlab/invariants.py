@@ -97,7 +97,8 @@ class QemuScan:
 
     def node_inodes(self):
         inodes = {}
-        for i in self.lab.indexes:
+        # remote nodes too (vmlab up --remotes): they run QEMUs like any node
+        for i in getattr(self.lab, "all_indexes", self.lab.indexes):
             if self.lab.alive(i):
                 inodes[self.lab.netns_inode(i)] = i
         return inodes
@@ -181,7 +182,7 @@ class InvariantChecker:
         # node state, from the /proc scans
         self._alive_hist = []              # (t, frozenset of live nodes)
         self._dead_addrs = set()           # watcher addresses of a node's earlier life
-        self._seen_addrs = {i: set() for i in lab.indexes}
+        self._seen_addrs = {i: set() for i in getattr(lab, "all_indexes", lab.indexes)}
         self._qemus = {vm: {} for vm in self.vms}   # latest scan
         self._qemu_hist = {vm: [] for vm in self.vms}  # (t, {node: info})
         self._last_running = {vm: time.monotonic() for vm in self.vms}
@@ -277,7 +278,7 @@ class InvariantChecker:
     def since(self, mark):
         """Violations recorded after index mark (mark = len(checker.violations) earlier).
         Waits until the samples taken so far have been judged."""
-        end = time.monotonic() + PENDING_S + 2
+        end = time.monotonic() + PENDING_MAX_S + 2
         while self._pending and time.monotonic() < end and not self._stop.is_set():
             time.sleep(0.1)
         with self._lock:
@@ -467,7 +468,7 @@ class InvariantChecker:
 
     def _node_of(self, addr):
         ip = addr.split(":")[0]
-        for i in self.lab.indexes:
+        for i in getattr(self.lab, "all_indexes", self.lab.indexes):
             if self.lab.node_ip(i) == ip:
                 return i
         return None
