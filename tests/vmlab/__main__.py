@@ -1,6 +1,6 @@
 """Command line of the lab:
 
-    python3 -m vmlab [--name NAME] up [--nodes N] [--pacemaker] [--no-mgr] [--token-ms MS]
+    python3 -m vmlab [--name NAME] up [--nodes N] [--pacemaker] [--remotes N] [--no-mgr] [--token-ms MS]
                                       [--node-prefix P] [--mon-lease S] [--project-root DIR]
     python3 -m vmlab [--name NAME] configure      # the cluster from cib-examples/pcs.sh
     python3 -m vmlab [--name NAME] status | down | crash N | start N | partition N | heal N
@@ -30,6 +30,9 @@ def parse(argv):
     up = sub.add_parser("up", help="create and start the lab")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--pacemaker", action="store_true", help="also corosync + Pacemaker")
+    up.add_argument("--remotes", type=int, default=0,
+                    help="also N compute-only pacemaker_remote nodes remote1.. (libvirtd, "
+                         "QEMU, pacemaker-remoted, a Ceph client; needs --pacemaker)")
     up.add_argument("--no-mgr", action="store_true", help="no ceph-mgr (saves ~300 MiB)")
     up.add_argument("--token-ms", type=int, default=1000, help="corosync token timeout")
     up.add_argument("--project-root", default=None, help="checkout whose agents/ the nodes see")
@@ -93,7 +96,8 @@ def main(argv=None):
             lab = Lab(name=args.name, nodes=args.nodes, pacemaker=args.pacemaker,
                       mgr=not args.no_mgr, token_ms=args.token_ms,
                       project_root=args.project_root, state_root=args.state_root,
-                      node_prefix=args.node_prefix, ceph_conf_extra=extra)
+                      node_prefix=args.node_prefix, ceph_conf_extra=extra,
+                      remotes=args.remotes)
             lab.up()
             print(lab.status())
             return 0

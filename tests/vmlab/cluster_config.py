@@ -118,7 +118,26 @@ def adaptations(lab, cfg):
                   "/etc/ceph/ceph.client.vmceph.keyring on its default search path.",
                   [f"{p} resource update {vm} config={q(cfg.config_param(vm))} force_stop=true"
                    for vm in cfg.configs]))
+    remote = []
+    for n in remote_names(lab):
+        dev = f"fence-vmlab-{n}"
+        remote += [f"{p} stonith create {dev} fence_vmlab state_dir={q(lab.state_dir)} "
+                   f"pcmk_host_list={n} pcmk_host_check=static-list op monitor interval=60s "
+                   f"meta allow-unhealthy-nodes=true",
+                   f"{p} stonith level add 1 {n} {dev}",
+                   f"{p} node utilization {n} cpu=28 hv_memory=196608"]
+    if remote:
+        steps.append(("The lab's compute-only pacemaker_remote nodes (vmlab up --remotes N; "
+                      "their connection resources came with the lab's CIB): each gets its "
+                      "own fence_vmlab device at level 1 (a fence device never runs on a "
+                      "remote node, so no avoids constraint is needed) and the example's "
+                      "node capacity, without which placement-strategy=balanced puts no VM "
+                      "there. CephHealth's clone runs there as on every node.", remote))
     return steps
+
+
+def remote_names(lab):
+    return [lab.node_name(i) for i in getattr(lab, "remote_indexes", ())]
 
 
 def adapt_script(lab, cfg):
@@ -288,9 +307,11 @@ def wait_settled(lab, cfg, timeout=120, node=None):
         where = placement(lab, node)
         if any(len(where.get(vm, [])) != 1 for vm in cfg.vms):
             return False
-        if any(not where.get(f"fence-vmlab-{n}") for n in NODE_NAMES):
+        devices = [f"fence-vmlab-{n}" for n in NODE_NAMES + tuple(remote_names(lab))]
+        if any(not where.get(dev) for dev in devices):
             return False
-        alive = [lab.node_name(i) for i in lab.indexes if lab.alive(i)]
+        alive = [lab.node_name(i) for i in getattr(lab, "all_indexes", lab.indexes)
+                 if lab.alive(i)]
         colors = health(lab, node)
         return all(colors.get(n) == "green" for n in alive) and where
     result = wait_until(settled, timeout=timeout, interval=0.5,
@@ -313,7 +334,7 @@ def status(lab):
     for vm in cfg.vms:
         lines.append(f"    {vm}: {', '.join(where.get(vm, [])) or 'stopped'} "
                      f"(images {', '.join(cfg.vms[vm])})")
-    for n in NODE_NAMES:
+    for n in NODE_NAMES + tuple(remote_names(lab)):
         lines.append(f"    {n}: #health-ceph={colors.get(n, '-')} "
                      f"vmceph-ceph-addrs={addrs.get(n) or '-'}")
     return "\n".join(lines)

@@ -161,6 +161,7 @@ class InvariantChecker:
         self.log = log or (lambda _msg: None)
         self.violations = []
         self.migration_overlaps = []       # (t, vm, image, nodes, why) seen and allowed
+        self.fenced_running = []           # (t, image, [(node, pid)]) QEMUs fenced via Ceph
         self.samples = 0                   # samples in which every image was inspected
         self.sample_gaps = []              # (from, to) with no sample for > 3 s
         # coverage, per image: good samples, gaps over gap_limit (from, to, cause)
@@ -666,6 +667,15 @@ class InvariantChecker:
                 passes.append((t_begin, time.monotonic(), answers))
                 del passes[:-200]
             running = [(n, pid) for n, pid, st in polled if st == "running"]
+            # A QEMU on a node fenced through Ceph (its IP blocklisted host-wide, as
+            # fence_vmceph does) runs but cannot write: not a second writer. Recorded
+            # (fenced_running), not a violation.
+            blocklist = (self._last_sample or {}).get("blocklist")
+            fenced = [(n, pid) for n, pid in running
+                      if blocklist and f"{self.lab.node_ip(n)}:0/0" in blocklist]
+            if fenced and len(running) >= 2:
+                self.fenced_running.append((time.monotonic(), image, sorted(fenced)))
+            running = [r for r in running if r not in fenced]
             key = frozenset(pid for _, pid in running)
             if len(running) >= 2 and key not in self._both_reported:
                 self._both_reported.add(key)

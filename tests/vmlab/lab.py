@@ -58,7 +58,8 @@ class Lab(Layout):
         return cls(name=name, state_root=state_root, verbose=verbose, **params)
 
     def __repr__(self):
-        return f"Lab(name={self.name!r}, nodes={self.nodes}, pacemaker={self.pacemaker})"
+        return (f"Lab(name={self.name!r}, nodes={self.nodes}, pacemaker={self.pacemaker}"
+                + (f", remotes={self.remotes})" if self.remotes else ")"))
 
     # ------------------------------------------------------------------ node state
     def alive(self, i):
@@ -69,13 +70,13 @@ class Lab(Layout):
 
     def first_alive(self, prefer=1):
         for i in [prefer, *self.indexes]:
-            if 1 <= i <= self.nodes and self.alive(i):
+            if 1 <= i <= self.total and self.alive(i):
                 return i
         raise LabError(f"lab {self.name}: no node is running")
 
     def _require_alive(self, i):
-        if not 1 <= i <= self.nodes:
-            raise LabError(f"no node {i} (lab {self.name} has {self.nodes})")
+        if not 1 <= i <= self.total:
+            raise LabError(f"no node {i} (lab {self.name} has {self.total})")
         if not self.alive(i):
             raise LabError(f"node {self.node_name(i)} is down")
         return self.holder_pid(i)
@@ -169,7 +170,7 @@ class Lab(Layout):
         """Something of this lab exists: its switch or a node namespace, or a node's init."""
         if netns.netns_exists(self.switch_netns):
             return True
-        return any(netns.netns_exists(self.netns_name(i)) or self.alive(i) for i in self.indexes)
+        return any(netns.netns_exists(self.netns_name(i)) or self.alive(i) for i in self.all_indexes)
 
     def _preflight(self):
         if os.geteuid() != 0:
@@ -210,23 +211,23 @@ class Lab(Layout):
         # lab.json first: from now on `down` knows what to remove
         write_file(self.path("lab.json"), json.dumps(self.lab_json(), indent=2) + "\n")
         netns.create_switch(self.switch_netns)
-        for i in self.indexes:
+        for i in self.all_indexes:
             self._make_node_netns(i)
         log("network: switch + node namespaces")
         nodefiles.write_cluster_files(self)
-        for i in self.indexes:
+        for i in self.all_indexes:
             nodefiles.make_node_dirs(self, i, first_boot=True)
         log("configuration and node directories")
-        _parallel(self._boot_init, self.indexes)
+        _parallel(self._boot_init, self.all_indexes)
         log("node inits running (namespaces + mounts)")
         osd_mkfs = _start_parallel(self._osd_mkfs, self.indexes)
         _parallel(self._mon_mkfs, self.indexes)
-        for i in self.indexes:
+        for i in self.all_indexes:
             self._spawn_daemons(i, osd=False, election_timeout=FIRST_ELECTION_TIMEOUT)
         log("mons, mgr, libvirtds" + (", corosync + pacemaker" if self.pacemaker else "")
             + " spawned")
         self._form_ceph_cluster(osd_mkfs)
-        _parallel(self._setup_libvirt, self.indexes)
+        _parallel(self._setup_libvirt, self.all_indexes)
         log(f"libvirtd answering on every node, ceph secret {self.secret_uuid} defined")
         status = self.wait_ceph_healthy(timeout=120)
         self.incluster(1, "inject", mons=[name for name, _ in self.node_list()],
@@ -234,8 +235,9 @@ class Lab(Layout):
         log(f"Ceph HEALTH_OK ({status['num_up_osds']} OSDs up, "
             f"{status['pgs_clean']}/{status['num_pgs']} PGs clean)")
         if self.pacemaker:
-            self.wait_pacemaker_online(self.nodes, timeout=120)
-            log(f"Pacemaker: {self.nodes} nodes online")
+            self.wait_pacemaker_online(self.total, timeout=120)
+            log(f"Pacemaker: {self.total} nodes online"
+                + (f" ({self.remotes} pacemaker_remote)" if self.remotes else ""))
             self.wait_fence_device(timeout=60)
             log(f"fence device {FENCE_ID} started")
         nodefiles.save_qemu_caps(self)
@@ -310,6 +312,15 @@ class Lab(Layout):
 
     def _spawn_daemons(self, i, osd=True, election_timeout=None):
         """Spawn node i's daemons, each as soon as what it needs may exist."""
+        if self.is_remote(i):
+            # compute only: libvirt, QEMU and pacemaker-remoted (TCP 3121, the cluster's
+            # connection resource ocf:pacemaker:remote connects to it); no Ceph daemon
+            self.spawn(i, "virtlogd", "exec virtlogd")
+            self.spawn(i, "libvirtd", "exec libvirtd --listen")
+            self.spawn(i, "pacemaker-remoted",
+                       "PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_logfacility=none"
+                       " exec pacemaker-remoted")
+            return
         self._spawn_mon(i, election_timeout)
         if osd:
             self._spawn_osd(i)
@@ -540,7 +551,7 @@ class Lab(Layout):
     def memory(self):
         """RSS in MiB per node and program of every process in the lab's nodes."""
         report = {"total": 0, "nodes": {}}
-        for i in self.indexes:
+        for i in self.all_indexes:
             inode = self.netns_inode(i)
             pids = netns.pids_in_netns(inode) \
                 if netns.netns_inode(self.netns_name(i)) == inode else []
@@ -557,7 +568,7 @@ class Lab(Layout):
         """A human-readable report: nodes, processes, domains, Ceph, Pacemaker."""
         lines = [f"lab {self.name}: {self.network}, state {self.state_dir}"]
         mem = self.memory()
-        for i in self.indexes:
+        for i in self.all_indexes:
             name = self.node_name(i)
             if not self.alive(i):
                 lines.append(f"  {name} {self.node_ip(i)}: DOWN")
@@ -586,7 +597,7 @@ class Lab(Layout):
     def _failure_report(self):
         """The lab log's tail and the last lines of every daemon that has exited."""
         parts = ["--- lab.log (tail):", tail(self.path("lab.log"), 20)]
-        for i in self.indexes:
+        for i in self.all_indexes:
             for line in tail(self.node_dir(i, "log", "spawned.log"), 200).splitlines():
                 if " exited, status " in line:
                     name = line.split()[2]

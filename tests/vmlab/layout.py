@@ -53,11 +53,13 @@ class Layout:
     def __init__(self, name="lab", nodes=3, pacemaker=False, project_root=None, token_ms=1000,
                  state_root=DEFAULT_STATE_ROOT, mgr=True, subnet=None, node_prefix="n",
                  netns_prefix=None, osd_gib=4, pg_num=16, ceph_conf_extra=None,
-                 checkout_agents=True):
+                 checkout_agents=True, remotes=0):
         if not name.replace("-", "").isalnum() or len(name) > 24:
             raise LabError(f"lab name {name!r}: use letters, digits and '-', at most 24")
         if not 1 <= nodes <= 9:
             raise LabError("nodes must be 1..9")
+        if not 0 <= remotes <= 4 or (remotes and not pacemaker):
+            raise LabError("remotes must be 0..4, and needs pacemaker")
         self.name = name
         self.nodes = nodes
         self.pacemaker = pacemaker
@@ -74,6 +76,9 @@ class Layout:
         # False: the nodes see the host's /usr/lib/ocf/resource.d/vmceph (an installed
         # package) instead of the checkout's agents/
         self.checkout_agents = checkout_agents
+        # compute-only pacemaker_remote nodes (libvirtd + QEMU + pacemaker-remoted, a Ceph
+        # client configuration, no Ceph daemon, no corosync), numbered after the full nodes
+        self.remotes = remotes
         # a running lab keeps the subnet it got at up (it may have moved off a taken one)
         self.subnet = subnet or self.saved_params().get("subnet") or subnet_for(name)
 
@@ -84,7 +89,7 @@ class Layout:
                 "subnet": self.subnet, "node_prefix": self.node_prefix,
                 "netns_prefix": self.netns_prefix, "osd_gib": self.osd_gib,
                 "pg_num": self.pg_num, "ceph_conf_extra": self.ceph_conf_extra,
-                "checkout_agents": self.checkout_agents}
+                "checkout_agents": self.checkout_agents, "remotes": self.remotes}
 
     # ------------------------------------------------------------------ nodes and addresses
     @property
@@ -92,15 +97,39 @@ class Layout:
         """1-based node numbers."""
         return range(1, self.nodes + 1)
 
+    @property
+    def remote_indexes(self):
+        """Node numbers of the pacemaker_remote nodes (after the full nodes)."""
+        return range(self.nodes + 1, self.nodes + self.remotes + 1)
+
+    @property
+    def all_indexes(self):
+        """Every node: the full (hyperconverged) ones, then the remote ones."""
+        return range(1, self.total + 1)
+
+    @property
+    def total(self):
+        return self.nodes + self.remotes
+
+    def is_remote(self, i):
+        return i > self.nodes
+
     def node_name(self, i):
-        """Hostname, Ceph mon name and Pacemaker node name of node i."""
+        """Hostname, Ceph mon name and Pacemaker node name of node i (remote nodes:
+        remote1, remote2, ...: also the id of their ocf:pacemaker:remote resource)."""
+        if i > self.nodes:
+            return f"remote{i - self.nodes}"
         return f"{self.node_prefix}{i}"
 
     def node_ip(self, i):
         return f"10.{self.subnet}.0.{i}"
 
     def node_list(self):
+        """(name, ip) of the full nodes: the Ceph mons and the corosync members."""
         return [(self.node_name(i), self.node_ip(i)) for i in self.indexes]
+
+    def all_node_list(self):
+        return [(self.node_name(i), self.node_ip(i)) for i in self.all_indexes]
 
     @property
     def network(self):
@@ -151,7 +180,8 @@ class Layout:
     # ------------------------------------------------------------------ lab.json
     def lab_json(self):
         nodes = [{"index": i, "name": self.node_name(i), "ip": self.node_ip(i),
-                  "netns": self.netns_name(i)} for i in self.indexes]
+                  "netns": self.netns_name(i), "remote": self.is_remote(i)}
+                 for i in self.all_indexes]
         return {"name": self.name, "params": self.params(), "switch": self.switch_netns,
                 "nodes": nodes, "secret_uuid": self.secret_uuid, "ceph_user": self.ceph_user}
 
@@ -172,4 +202,4 @@ class Layout:
             return {"switch": doc["switch"], "nodes": doc["nodes"]}
         return {"switch": self.switch_netns,
                 "nodes": [{"name": self.node_name(i), "netns": self.netns_name(i)}
-                          for i in self.indexes]}
+                          for i in self.all_indexes]}

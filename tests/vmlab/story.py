@@ -32,7 +32,7 @@ class LogCursor:
         return self.lab.node_dir(i, "log-pacemaker", "pacemaker.log")
 
     def mark(self):
-        for i in self.lab.indexes:
+        for i in _every_node(self.lab):
             try:
                 self.offsets[i] = os.path.getsize(self.path(i))
             except OSError:
@@ -58,8 +58,13 @@ class LogCursor:
     def grep(self, pattern, nodes=None):
         """[(node index, line)] of agent lines matching the regex, on the given nodes."""
         rx = re.compile(pattern)
-        return [(i, line) for i in (nodes or self.lab.indexes) for line in self.lines(i)
+        return [(i, line) for i in (nodes or _every_node(self.lab)) for line in self.lines(i)
                 if rx.search(line)]
+
+
+def _every_node(lab):
+    """Full nodes, then the pacemaker_remote ones (vmlab up --remotes)."""
+    return getattr(lab, "all_indexes", lab.indexes)
 
 
 def short(line):
@@ -80,7 +85,7 @@ class Story:
         return {vm: where.get(vm, []) for vm in self.cfg.vms}
 
     def index(self, name):
-        return next(i for i in self.lab.indexes if self.lab.node_name(i) == name)
+        return next(i for i in _every_node(self.lab) if self.lab.node_name(i) == name)
 
     def domstate(self, i, vm):
         out = self.lab.run(i, ["virsh", "-c", "qemu:///system", "domstate", vm], timeout=15,
@@ -180,7 +185,7 @@ class Story:
         """Poll until every vm runs (virsh: running) on a survivor and Pacemaker agrees.
         t0/w0: monotonic and wall-clock time of the failure."""
         victim = self.lab.node_name(victim_i)
-        survivors = [i for i in self.lab.indexes if i != victim_i and self.lab.alive(i)]
+        survivors = [i for i in _every_node(self.lab) if i != victim_i and self.lab.alive(i)]
         running, located, fenced, gone = {}, {}, None, None
         poll_on = survivors[0]
         while len(running) < len(vms) or len(located) < len(vms) or fenced is None \
