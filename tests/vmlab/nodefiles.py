@@ -54,13 +54,6 @@ def write_cluster_files(lab):
         os.symlink(os.path.join(lab.project_root, "agents"), lab.path("ocf", "vmceph"))
     if lab.pacemaker:
         write_pacemaker_files(lab)
-
-
-def write_ceph_files(lab):
-    size, min_size = lab.pool_size()
-    fsid = str(uuid.uuid4())
-    conf = configs.ceph_conf(fsid, lab.node_list(), lab.network, size, min_size, lab.pg_num,
-                             lab.mgr, lab.osd_gib << 30, lab.ceph_conf_extra)
     if getattr(lab, "remotes", 0):
         shutil.copy(remoted_binary(lab), lab.path("sbin", "pacemaker-remoted"))
 
@@ -87,6 +80,13 @@ def remoted_binary(lab):
     except OSError:  # another lab unpacked it first
         shutil.rmtree(tmp, ignore_errors=True)
     return binary
+
+
+def write_ceph_files(lab):
+    size, min_size = lab.pool_size()
+    fsid = str(uuid.uuid4())
+    conf = configs.ceph_conf(fsid, lab.node_list(), lab.network, size, min_size, lab.pg_num,
+                             lab.mgr, lab.osd_gib << 30, lab.ceph_conf_extra)
     write_file(lab.path("ceph", "ceph.conf"), conf)
     admin = configs.keyring("client.admin", configs.ceph_secret(),
                             {"mon": "allow *", "osd": "allow *", "mgr": "allow *",
@@ -148,13 +148,6 @@ def write_pacemaker_files(lab):
     names = [name for name, _ in lab.all_node_list()]
     fence = configs.fence_primitive_xml(FENCE_ID, names, lab.state_dir)
     run_cmd(["cibadmin", "-C", "-o", "resources", "-X", fence], timeout=30, env=env)
-
-
-# ---------------------------------------------------------------------- per node
-def make_node_dirs(lab, i, first_boot):
-    """Node i's directories; at first boot also its configuration."""
-    d = lab.node_dir(i)
-    for sub in VOLATILE:
     for i in lab.remote_indexes:
         run_cmd(["cibadmin", "-C", "-o", "resources", "-X",
                  remote_primitive_xml(lab.node_name(i), lab.node_ip(i))], timeout=30, env=env)
@@ -174,6 +167,13 @@ def remote_primitive_xml(name, ip):
             f"</instance_attributes><operations>"
             f"<op id='{name}-monitor' name='monitor' interval='5s' timeout='15s'/>"
             f"</operations></primitive>")
+
+
+# ---------------------------------------------------------------------- per node
+def make_node_dirs(lab, i, first_boot):
+    """Node i's directories; at first boot also its configuration."""
+    d = lab.node_dir(i)
+    for sub in VOLATILE:
         shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
     for sub in ["run", "pids", "log", "etc-ceph", "log-ceph", "log-libvirt/qemu",
                 "lib-ceph/mon", "lib-ceph/osd", "lib-ceph/mgr", "lib-ceph/tmp",
@@ -187,27 +187,27 @@ def remote_primitive_xml(name, ip):
         _configure_libvirt(lab, i)
         if lab.pacemaker:
             _configure_pacemaker(lab, i)
-
-
-def _configure_ceph(lab, i):
-    for name in ("ceph.conf", "ceph.client.admin.keyring",
-                 f"ceph.client.{lab.ceph_user}.keyring"):
-        shutil.copy(lab.path("ceph", name), lab.node_dir(i, "etc-ceph", name))
-    if i == 1 and lab.mgr:
         if getattr(lab, "remotes", 0):
             key = lab.node_dir(i, "etc-pacemaker", "authkey")
             os.makedirs(os.path.dirname(key), exist_ok=True)
             shutil.copy(lab.path("pacemaker", "authkey"), key)
             run_cmd(["chown", "root:haclient", key], timeout=30)
             os.chmod(key, 0o640)
-        mgr_dir = lab.node_dir(i, "lib-ceph", "mgr", f"ceph-{lab.node_name(i)}")
-        os.makedirs(mgr_dir, exist_ok=True)
-        shutil.copy(lab.path("ceph", "mgr.keyring"), os.path.join(mgr_dir, "keyring"))
+
+
+def _configure_ceph(lab, i):
     if lab.is_remote(i):
         # a compute-only node is a Ceph client: the configuration and client.vmceph's key
         for name in ("ceph.conf", f"ceph.client.{lab.ceph_user}.keyring"):
             shutil.copy(lab.path("ceph", name), lab.node_dir(i, "etc-ceph", name))
         return
+    for name in ("ceph.conf", "ceph.client.admin.keyring",
+                 f"ceph.client.{lab.ceph_user}.keyring"):
+        shutil.copy(lab.path("ceph", name), lab.node_dir(i, "etc-ceph", name))
+    if i == 1 and lab.mgr:
+        mgr_dir = lab.node_dir(i, "lib-ceph", "mgr", f"ceph-{lab.node_name(i)}")
+        os.makedirs(mgr_dir, exist_ok=True)
+        shutil.copy(lab.path("ceph", "mgr.keyring"), os.path.join(mgr_dir, "keyring"))
     osd = osd_specs(lab)[i - 1]
     write_file(lab.node_dir(i, "lib-ceph", "osd", f"ceph-{osd['id']}", "keyring"),
                configs.keyring(f"osd.{osd['id']}", osd["secret"]), 0o600)
