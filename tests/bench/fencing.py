@@ -187,6 +187,16 @@ def add_device(lab):
         pcs(lab, "stonith", "level", "add", "2", n, "fence-vmlab-" + n)
 
 
+def apply_mon_settings(lab, extra):
+    """The lab restores mon_election_timeout to 5 s at run time once it is up (its first
+    election runs with 1 s): inject every mon_* setting of ``extra`` into the running
+    monitors again, so they run what ceph.conf says (a rebooted node's mon reads it)."""
+    args = ["--%s=%s" % (k.strip().replace(" ", "_"), v) for k, v in extra.items()
+            if k.strip().startswith("mon")]
+    if args:
+        lab.incluster(1, "inject", mons=[name for name, _ in lab.node_list()], args=args)
+
+
 def leader(lab):
     q = json.loads(lab.ceph(lab.first_alive(), "quorum_status", "-f", "json"))
     return q["quorum_leader_name"]
@@ -295,6 +305,7 @@ def run_pacemaker(args):
     try:
         log("bringing up lab %r (Ceph %s)" % (args.lab_name, extra))
         lab.up()
+        apply_mon_settings(lab, extra)
         cfg = configure(lab)
         install_agent(lab)
         add_device(lab)
@@ -333,6 +344,7 @@ def run_ceph_only(args):
     try:
         log("bringing up lab %r without Pacemaker (Ceph %s)" % (args.lab_name, extra))
         lab.up()
+        apply_mon_settings(lab, extra)
         install_agent(lab)
         addrs = " ".join("%s=%s" % (lab.node_name(i), lab.node_ip(i)) for i in lab.indexes)
         logs = Logs(lab)
