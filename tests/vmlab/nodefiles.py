@@ -30,8 +30,14 @@ PACEMAKER_DIRS = [("etc-corosync", "/etc/corosync"), ("lib-corosync", "/var/lib/
 VOLATILE = ("run", "pids")
 
 
+# /etc/pacemaker holds the pacemaker_remote authkey the cluster nodes and the remote
+# nodes share (only mounted when the lab has remote nodes)
+REMOTE_DIRS = [("etc-pacemaker", "/etc/pacemaker")]
+
+
 def private_dirs(lab):
-    return CEPH_DIRS + LIBVIRT_DIRS + (PACEMAKER_DIRS if lab.pacemaker else [])
+    return CEPH_DIRS + LIBVIRT_DIRS + (PACEMAKER_DIRS if lab.pacemaker else []) + (
+        REMOTE_DIRS if getattr(lab, "remotes", 0) else [])
 
 
 # ---------------------------------------------------------------------- cluster-wide
@@ -39,7 +45,7 @@ def write_cluster_files(lab):
     write_file(lab.path("lab.json"), json.dumps(lab.lab_json(), indent=2) + "\n")
     write_ceph_files(lab)
     write_libvirt_seed(lab)
-    write_file(lab.path("hosts"), configs.hosts_file(lab.node_list()))
+    write_file(lab.path("hosts"), configs.hosts_file(lab.all_node_list()))
     write_file(lab.path("sbin", "fence_vmlab"), FENCE_AGENT.read_text(), mode=0o755)
     # Pacemaker finds agents only under /usr/lib/ocf/resource.d/<provider>: inside the
     # nodes, vmceph is this symlink to the checkout's agents (live, no install step)
@@ -55,6 +61,32 @@ def write_cluster_files(lab):
             os.symlink(fence, lab.path("sbin", "fence_vmceph"))
     if lab.pacemaker:
         write_pacemaker_files(lab)
+    if getattr(lab, "remotes", 0):
+        shutil.copy(remoted_binary(lab), lab.path("sbin", "pacemaker-remoted"))
+
+
+def remoted_binary(lab):
+    """/usr/sbin/pacemaker-remoted of Debian's pacemaker-remote package, unpacked (not
+    installed) next to the labs' state dirs. Debian 12's pacemaker-remote Conflicts:
+    pacemaker: `apt-get install pacemaker-remote` REMOVES pacemaker from the machine (seen
+    here), so the lab fetches the .deb with `apt-get download` (or takes it from apt's
+    cache) and overlays only the daemon into the remote nodes' /usr/sbin."""
+    cache = os.path.join(lab.state_root, ".pacemaker-remote")
+    binary = os.path.join(cache, "root", "usr", "sbin", "pacemaker-remoted")
+    if os.path.exists(binary):
+        return binary
+    os.makedirs(cache, exist_ok=True)
+    debs = sorted(Path("/var/cache/apt/archives").glob("pacemaker-remote_*.deb"))
+    if not debs:
+        run_cmd(["apt-get", "download", "pacemaker-remote"], timeout=120, cwd=cache)
+        debs = sorted(Path(cache).glob("pacemaker-remote_*.deb"))
+    tmp = os.path.join(cache, f"root.{os.getpid()}")
+    run_cmd(["dpkg-deb", "-x", str(debs[-1]), tmp], timeout=60)
+    try:
+        os.rename(tmp, os.path.join(cache, "root"))
+    except OSError:  # another lab unpacked it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return binary
 
 
 def write_ceph_files(lab):
@@ -120,9 +152,28 @@ def write_pacemaker_files(lab):
                         ("stonith-timeout", "30s"), ("cluster-recheck-interval", "1min")]:
         run_cmd(["crm_attribute", "-t", "crm_config", "-n", prop, "-v", value],
                 timeout=30, env=env)
-    names = [name for name, _ in lab.node_list()]
+    names = [name for name, _ in lab.all_node_list()]
     fence = configs.fence_primitive_xml(FENCE_ID, names, lab.state_dir)
     run_cmd(["cibadmin", "-C", "-o", "resources", "-X", fence], timeout=30, env=env)
+    for i in lab.remote_indexes:
+        run_cmd(["cibadmin", "-C", "-o", "resources", "-X",
+                 remote_primitive_xml(lab.node_name(i), lab.node_ip(i))], timeout=30, env=env)
+    if lab.remotes:
+        # pacemaker_remote's shared key (the cluster nodes' controllers connect with it)
+        write_file(lab.path("pacemaker", "authkey"), os.urandom(3072).hex()[:4096], 0o640)
+
+
+def remote_primitive_xml(name, ip):
+    """The connection resource of a pacemaker_remote node, as an administrator would
+    write it (pcs cluster node add-remote makes the same): its id is the node's name;
+    reconnect_interval lets the cluster connect again once the fenced node is back."""
+    return (f"<primitive id='{name}' class='ocf' provider='pacemaker' type='remote'>"
+            f"<instance_attributes id='{name}-ia'>"
+            f"<nvpair id='{name}-server' name='server' value='{ip}'/>"
+            f"<nvpair id='{name}-reconnect' name='reconnect_interval' value='15s'/>"
+            f"</instance_attributes><operations>"
+            f"<op id='{name}-monitor' name='monitor' interval='5s' timeout='15s'/>"
+            f"</operations></primitive>")
 
 
 # ---------------------------------------------------------------------- per node
@@ -143,9 +194,20 @@ def make_node_dirs(lab, i, first_boot):
         _configure_libvirt(lab, i)
         if lab.pacemaker:
             _configure_pacemaker(lab, i)
+        if getattr(lab, "remotes", 0):
+            key = lab.node_dir(i, "etc-pacemaker", "authkey")
+            os.makedirs(os.path.dirname(key), exist_ok=True)
+            shutil.copy(lab.path("pacemaker", "authkey"), key)
+            run_cmd(["chown", "root:haclient", key], timeout=30)
+            os.chmod(key, 0o640)
 
 
 def _configure_ceph(lab, i):
+    if lab.is_remote(i):
+        # a compute-only node is a Ceph client: the configuration and client.vmceph's key
+        for name in ("ceph.conf", f"ceph.client.{lab.ceph_user}.keyring"):
+            shutil.copy(lab.path("ceph", name), lab.node_dir(i, "etc-ceph", name))
+        return
     for name in ("ceph.conf", "ceph.client.admin.keyring",
                  f"ceph.client.{lab.ceph_user}.keyring"):
         shutil.copy(lab.path("ceph", name), lab.node_dir(i, "etc-ceph", name))
@@ -172,10 +234,11 @@ def _configure_pacemaker(lab, i):
     for sub in ["etc-corosync", "lib-corosync", "log-pacemaker", "lib-pacemaker/cib",
                 "lib-pacemaker/pengine", "lib-pacemaker/blackbox", "lib-pacemaker/cores"]:
         os.makedirs(os.path.join(d, sub), exist_ok=True)
-    shutil.copy(lab.path("pacemaker", "corosync.conf"), os.path.join(d, "etc-corosync"))
-    cib = os.path.join(d, "lib-pacemaker", "cib", "cib.xml")
-    shutil.copy(lab.path("pacemaker", "cib.xml"), cib)
-    os.chmod(cib, 0o600)
+    if not lab.is_remote(i):  # a remote node has no corosync and no CIB of its own
+        shutil.copy(lab.path("pacemaker", "corosync.conf"), os.path.join(d, "etc-corosync"))
+        cib = os.path.join(d, "lib-pacemaker", "cib", "cib.xml")
+        shutil.copy(lab.path("pacemaker", "cib.xml"), cib)
+        os.chmod(cib, 0o600)
     # the Pacemaker daemons run as hacluster and own their state, as the package sets it up
     run_cmd(["chown", "-R", "hacluster:haclient", os.path.join(d, "lib-pacemaker"),
              os.path.join(d, "log-pacemaker")], timeout=30)
