@@ -192,6 +192,7 @@ class InvariantChecker:
         self._image_hist = {img: [] for img in self.image_vm}  # (t, {node: [qemu info]})
         self._passes = {}                  # image -> [(t0, t1, {(node, pid): (state, job)})]
         self._both_reported = set()
+        self._writer_nodes = {}            # image -> (t1, nodes of its writers) last sample
         self._scan = QemuScan(lab, self.vms, self.image_vm)
         self._threads = []
 
@@ -542,6 +543,7 @@ class InvariantChecker:
                 if addr in self._dead_addrs or self._blocklisted(addr, blocklist, until, wall):
                     continue
                 writers.append((node, addr))
+            self._writer_nodes[image] = (t1, {n for n, _ in writers})
             if len(writers) < 2:
                 continue
             vm = self.image_vm[image]
@@ -677,6 +679,16 @@ class InvariantChecker:
                 self.fenced_running.append((time.monotonic(), image, sorted(fenced)))
             running = [r for r in running if r not in fenced]
             key = frozenset(pid for _, pid in running)
+            # Nor is a QEMU whose own client is blocklisted (its watch is excused) or whose
+            # watch is gone: when a sample taken around this round shows writer watchers
+            # on fewer than two of the running nodes, the others are recorded as fenced.
+            with self._lock:
+                seen = self._writer_nodes.get(image)
+                if len(running) >= 2 and seen is not None and seen[0] >= t_begin - 1.0 \
+                        and len({n for n, _ in running} & seen[1]) < 2:
+                    self.fenced_running.append((time.monotonic(), image, sorted(
+                        r for r in running if r[0] not in seen[1])))
+                    running = [r for r in running if r[0] in seen[1]]
             if len(running) >= 2 and key not in self._both_reported:
                 self._both_reported.add(key)
                 with self._lock:
