@@ -1,0 +1,127 @@
+"""A compute-only pacemaker_remote node takes VMs like any node (issue 15, item 1).
+
+Its own lab: the session `cluster` (conftest.py) has three full nodes only, and a remote
+node there would change every other test's placement. This one is three hyperconverged
+nodes plus remote1 (`vmlab up --remotes 1`: libvirtd, QEMU, pacemaker-remoted, a Ceph
+client configuration, no Ceph daemon), configured from cib-examples/pcs.sh like the
+session lab, remote1 with its own fence_vmlab device and the CephHealth clone running there.
+
+One scenario, in order: a VM live-migrates onto remote1, off to a full node and back;
+remote1 is powered off; the cluster fences it; its VMs start on the survivors, and the
+start decision names remote1's QEMU as a fenced member's client ("node fenced
+(pacemaker_remote node, fenced at ...)") before blocklisting it. The invariant checker
+(one writer per image, every VM running exactly once) samples all along.
+
+VMCEPH_E2E_REMOTE_LAB names the lab (default e2e-remote).
+"""
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+from vmlab import Lab  # noqa: E402
+from vmlab.cluster_config import configure, health, placement  # noqa: E402
+from vmlab.invariants import InvariantChecker  # noqa: E402
+from vmlab.owner import owning  # noqa: E402
+from vmlab.story import Story  # noqa: E402
+
+LAB_NAME = os.environ.get("VMCEPH_E2E_REMOTE_LAB", "e2e-remote")
+REMOTE = "remote1"
+
+
+def _missing():
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, bridges)"
+    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
+                 "pacemakerd", "pcs", "crm", "dpkg-deb"):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            return f"{tool} missing: run `make deps`"
+    return None
+
+
+@pytest.fixture(scope="module")
+def remote_lab(figure):
+    why = _missing()
+    if why:
+        pytest.skip("!!! REMOTE-NODE END-TO-END TEST NOT RUN: " + why + " !!!")
+    lab = Lab(name=LAB_NAME, nodes=3, pacemaker=True, remotes=1, node_prefix="node",
+              token_ms=1000, project_root=str(ROOT), ceph_conf_extra={"mon lease": 2})
+    with owning(lab):
+        lab.down()
+        checker = None
+        t0 = time.monotonic()
+        try:
+            lab.up()
+            figure("remote lab: up with 1 pacemaker_remote node (s)",
+                   round(time.monotonic() - t0, 1))
+            cfg = configure(lab, timeout=240)
+            figure("remote lab: configure (s)", cfg.timings.get("total_s"))
+            checker = InvariantChecker(lab, cfg.vms, log=print).start()
+            yield lab, cfg, checker
+        finally:
+            if checker is not None:
+                checker.stop()
+                figure("remote lab: invariant checker", checker.report())
+            lab.down()
+
+
+@pytest.fixture(scope="module")
+def figure():
+    """Module-scoped (the lab fixture is): prints like conftest.record; the e2e summary
+    at the end of the run lists the figures of the session lab only."""
+    def record(key, value):
+        print(f"FIGURE {key}: {value}")
+    return record
+
+
+def test_vm_on_a_remote_node_moves_and_survives_its_crash(remote_lab, figure):
+    lab, cfg, checker = remote_lab
+    story = Story(lab, cfg, checker, say=print)
+    remote_i = lab.remote_indexes[0]
+    mark = len(checker.violations)
+
+    # the remote node is a member like any: online, CephHealth green there
+    assert lab.pacemaker_nodes()[REMOTE] == "online"
+    assert health(lab).get(REMOTE) == "green", health(lab)
+    # crm_mon lists the clone's instances under the primitive's id
+    assert REMOTE in placement(lab).get("ceph-health", []), placement(lab)
+
+    vm = "vm1"
+    moves = []
+    full = next(n for n in ("node1", "node2", "node3") if n not in story.where()[vm])
+    route = [REMOTE, full, REMOTE] if story.where()[vm] != [REMOTE] else [full, REMOTE]
+    for target in route:
+        m = story.live_migrate(vm, target, timeout=90)
+        assert story.where()[vm] == [target]
+        assert m["migrate_to_logged"] and not m["cold_start_on_target"], m
+        assert not m["violations"], m["violations"]
+        moves.append((m["source"], target, round(m["took_s"], 1), m["downtime_ms"]))
+    figure("remote node: live migrations (source, target, s, downtime ms)", moves)
+
+    on_remote = [v for v, nodes in story.where().items() if nodes == [REMOTE]]
+    assert vm in on_remote
+    r = story.crash(remote_i, timeout=150)
+    assert set(r["running"]) == set(on_remote), r
+    assert all(node != REMOTE for node, _ in r["running"].values())
+    assert r["fenced_s"] is not None, "no successful fencing of remote1 in the history"
+    assert not r["violations"], r["violations"]
+    figure("remote node: crash -> fenced (s)", r["fenced_s"])
+    figure("remote node: crash -> every VM running elsewhere (s)", r["failover_s"])
+
+    # the start decision saw remote1's QEMU as the client of a fenced member
+    survivors = [i for i in lab.all_indexes if i != remote_i]
+    seen = story.logs.grep(rf"start decision for {vm}: recover-then-start .*node {REMOTE}: "
+                           r"node fenced \(pacemaker_remote node, fenced at ", survivors)
+    assert seen, "no start decision naming remote1 as fenced:\n" + "\n".join(
+        line for _, line in story.logs.grep(rf"start decision for {vm}", survivors))
+    figure("remote node: start decision", seen[0][1][-300:])
+    assert r["blocklisted"], r
+    checker.assert_clean(mark)
