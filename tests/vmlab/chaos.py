@@ -993,7 +993,19 @@ def report_section(result, svg_name, canary=None, command=None, missing=()):
                      f"{k['violations'].get('write oracle', 0)} |")
     total = {name: sum(k["violations"].get(name, 0) for k in s.values())
              for name in ("watcher checker", "write oracle")}
+    kinds = {}
+    for r in recs:
+        for name, vs in r["violations"].items():
+            for v in vs:
+                key = f"{name}: {v.split(' ', 1)[0].rstrip(':')}"
+                kinds[key] = kinds.get(key, 0) + 1
     lines += ["",
+              "Violations by what they say: " + (", ".join(
+                  f"{k} {n}" for k, n in sorted(kinds.items())) or "none") + " (two-writers, "
+              "both-running, late-write, overwrote-newer, two-owners-acked: a second "
+              "writer; lost: a VM ran nowhere for 45 s; coverage: the watcher checker "
+              "itself took no sample for over 2 s while Ceph answered).",
+              "",
               f"Violations: watcher checker **{total['watcher checker']}**, write oracle "
               f"**{total['write oracle']}**. Acknowledged writes lost: "
               f"**{wo.get('lost_acked', '-')}** of {wo.get('acknowledged', '-')} acknowledged "
