@@ -310,3 +310,14 @@ def test_a_gap_while_the_sampler_said_it_waits_on_ceph_is_ceph_s():
     c._on_line({"t0": t + 4.1, "connect_error": "error connecting to the cluster"})
     c._on_line(sample([A1], t1=t + 7.0))
     assert c.violations == []
+
+
+def test_coverage_reports_the_longest_gap_under_the_limit_too():
+    c = checker()
+    t = time.monotonic()
+    for k, dt in enumerate((0.5, 1.7, 0.5)):
+        c._check_sample(sample([A1], t1=t))
+        t += dt
+    c._check_sample(sample([A1], t1=t))
+    cov = c.coverage(since=t - 5)
+    assert abs(cov[IMG]["longest_gap_s"] - 1.7) < 0.05 and cov[IMG]["cause"] == ""

@@ -49,6 +49,7 @@ Where the data comes from:
   open by QEMUs on two nodes.
 """
 
+import collections
 import json
 import os
 import select
@@ -167,6 +168,8 @@ class InvariantChecker:
         # coverage, per image: good samples, gaps over gap_limit (from, to, cause)
         self.image_samples = {img: 0 for img in self.image_vm}
         self.image_gaps = {img: [] for img in self.image_vm}
+        # every gap between good samples, (t, seconds), the last ~3 h at 0.5 s
+        self._gap_log = {img: collections.deque(maxlen=20000) for img in self.image_vm}
         self._last_ok = {img: None for img in self.image_vm}
         self._trouble = {img: None for img in self.image_vm}   # why Ceph did not answer
         self._sampler_note = None          # why the sampler was restarted in a gap
@@ -312,6 +315,7 @@ class InvariantChecker:
         with self._lock:
             for image in self.image_vm:
                 spans = [(b - a, cause) for a, b, cause in self.image_gaps[image] if b >= since]
+                spans += [(gap, "") for t, gap in self._gap_log[image] if t >= since]
                 last = self._last_ok[image]
                 if last is not None:
                     spans.append((now - max(last, since), self._trouble[image] or ""))
@@ -498,6 +502,8 @@ class InvariantChecker:
     def _covered(self, image, t1):
         """A good sample of image at t1: closes the gap since the previous one."""
         last = self._last_ok[image]
+        if last is not None:
+            self._gap_log[image].append((t1, t1 - last))
         if last is not None and t1 - last > self.gap_limit:
             cause = self._trouble[image]
             if cause is None:
