@@ -125,15 +125,30 @@ def adaptations(lab, cfg):
                    f"pcmk_host_list={n} pcmk_host_check=static-list op monitor interval=60s "
                    f"meta allow-unhealthy-nodes=true",
                    f"{p} stonith level add 1 {n} {dev}",
-                   f"{p} node utilization {n} cpu=28 hv_memory=196608"]
+                   f'CIB_file="$CIB" cibadmin --modify --allow-create -o nodes -X '
+                   f'{q(remote_node_xml(n))}']
     if remote:
         steps.append(("The lab's compute-only pacemaker_remote nodes (vmlab up --remotes N; "
                       "their connection resources came with the lab's CIB): each gets its "
                       "own fence_vmlab device at level 1 (a fence device never runs on a "
                       "remote node, so no avoids constraint is needed) and the example's "
                       "node capacity, without which placement-strategy=balanced puts no VM "
-                      "there. CephHealth's clone runs there as on every node.", remote))
+                      "there. CephHealth's clone runs there as on every node. The capacity "
+                      "goes in with cibadmin: pcs 0.11.5 (-f) refuses 'node utilization' for "
+                      "a remote node the CIB's <nodes> does not list yet ('Unable to find a "
+                      "node'); the <node type=\"remote\"> is what Pacemaker itself writes "
+                      "there.", remote))
     return steps
+
+
+def remote_node_xml(name):
+    """A remote node's entry in the CIB's <nodes> with the example's capacity (pcs.sh:
+    cpu=28 hv_memory=196608 per node)."""
+    u = f"nodes-{name}-utilization"
+    return (f'<node id="{name}" uname="{name}" type="remote"><utilization id="{u}">'
+            f'<nvpair id="{u}-cpu" name="cpu" value="28"/>'
+            f'<nvpair id="{u}-hv_memory" name="hv_memory" value="196608"/>'
+            f'</utilization></node>')
 
 
 def remote_names(lab):
