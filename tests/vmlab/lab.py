@@ -514,11 +514,12 @@ class Lab(Layout):
         """Make the domain's QEMU write 4 KiB at offset 0 of disk disk_index through its own
         librbd handle (HMP qemu-io); return the seconds it took. Raises if the write failed.
 
-        -f (Force Unit Access): the write returns only once Ceph has it. Without it librbd's
-        cache (Pacific: writearound) acknowledges at once, also when the OSDs refuse it
-        (measured: a blocklisted QEMU's plain writes all "succeeded", none reached Ceph).
         A failure is not in the monitor's reply: qemu-io prints it on QEMU's stderr, i.e.
-        the domain's log ("write failed: Cannot send after transport endpoint shutdown")."""
+        the domain's log ("write failed: Cannot send after transport endpoint shutdown");
+        before this was read, a blocklisted QEMU's writes all "succeeded" (lab; none
+        reached Ceph). -f (Force Unit Access): acknowledged only once Ceph has the data,
+        also where librbd's cache is in writeback mode (the lab's disks are
+        cache='writeback')."""
         device = f"/machine/peripheral/virtio-disk{disk_index}/virtio-backend"
         hmp = f'qemu-io -d {device} "write -f -P {pattern:#04x} 0 4096"'
         qemu_log = self.node_dir(i, "log-libvirt", "qemu", f"{domain}.log")
