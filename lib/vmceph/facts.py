@@ -63,8 +63,14 @@ def cluster_view(ctx_params, deadline, log, on_node=None):
 
 
 def gather(ctx, dom, domain_active, images=True):
+    dead = (frozenset(), "")
+    if ctx.action == "start" and not domain_active:
+        # our previous QEMU's client instances, if that process is gone (deadclients)
+        from vmceph import deadclients
+        dead = deadclients.recall_dead(ctx)
     return gather_with(ctx.params, ctx.deadline, ctx.log, dom, domain_active, images,
-                       on_node=ctx.node_name, retry_watchless=ctx.action == "start")
+                       on_node=ctx.node_name, retry_watchless=ctx.action == "start",
+                       dead_local=dead)
 
 
 # DNS lookups of every node name together, at most this long (they run in parallel).
@@ -74,7 +80,7 @@ WATCHLESS_RETRY_CAP_S = 20.0
 
 
 def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
-                retry_watchless=False):
+                retry_watchless=False, dead_local=(frozenset(), "")):
     """Facts for the decision. Pacemaker is asked (crm_mon, cibadmin: ~30 ms) in a thread
     while Ceph is: the two are independent, and start and migrate_to wait for both.
 
@@ -115,7 +121,8 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
     policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE
     facts = Facts(quorum_ok=ok, quorum_detail=detail, images=tuple(imgs), owners=owners,
                   local_node=local, domain_active_here=domain_active, unknown_policy=policy,
-                  membership_known=known)
+                  membership_known=known, dead_local=dead_local[0],
+                  dead_local_note=dead_local[1])
     for step in ("gathered", "retried"):
         if step == "retried" and retry_watchless and ok and session is not None:
             facts = _retry_watchless(session, facts, deadline, log)

@@ -552,12 +552,22 @@ class RBDVirtualDomain:
         except BaseException:
             self._destroy_paused(ctx, hv, dom, created)
             raise
+        self._remember_clients(ctx, dom, check.ours)
         if saved:
             from vmceph import generation
             for err in generation.discard(saved):  # restored: the file must not be reused
                 ctx.log.warning("cannot delete the restored state: %s", err)
             ctx.log.info("domain %s restored from %s", dom.name, saved)
         ctx.log.info("domain %s started", dom.name)
+
+    def _remember_clients(self, ctx, dom, ours):
+        """Record which client instances are this QEMU's (vmceph.deadclients), so that a
+        restart after it was killed may recover them; best-effort, logged."""
+        from vmceph import deadclients, safety
+        clients = [(spec, addr) for spec, addr in ours if safety.instance_addr(addr)]
+        pid = virt.qemu_pid_of(dom.name)
+        if not clients or pid is None or not deadclients.remember(ctx, pid, clients):
+            ctx.log.debug("client instances of %s's QEMU not recorded", dom.name)
 
     def _verify_sole_writer(self, ctx, dom, g, verdict):
         """startcheck.judge_after_create over a second inspection of every guarded image,

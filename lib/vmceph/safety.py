@@ -30,6 +30,8 @@ verdict, so they cannot disagree about a client:
 | writer or holder on a lost node fenced through Ceph (**)            | RECOVER_THEN_START |
 | holder with no watch on a node that left cleanly                    | RECOVER_THEN_START |
 | holder with no watch on a member, unclean node or this node         | REFUSE (retried)   |
+| watcher or holder on this node that was this domain's previous QEMU,|                    |
+|   whose process is gone (deadclients: recorded pid and start time)  | RECOVER_THEN_START |
 | holder with no watch at an unknown address                          | as unknown writer  |
 | membership cannot be read                                           | never RECOVER      |
 | lock not librbd's exclusive lock (tag/cookie)                       | REFUSE, names it   |
@@ -142,6 +144,10 @@ class Facts(NamedTuple):
     membership_known: bool = False
     # How long start looked again at lock holders with no watch (facts._retry_watchless).
     watchless_retried_s: float = 0.0
+    # Client instances on this node proven dead: this domain's previous QEMU, whose process
+    # is gone (vmceph.deadclients), with the note that says so. Only start sets them.
+    dead_local: frozenset = frozenset()
+    dead_local_note: str = ""
 
 
 class Recovery(NamedTuple):
@@ -359,6 +365,8 @@ def _judge(facts, spec, entity, addr, watching):
                 "after an OSD failover or a network blip%s)"
                 % (spec, where, "; none did while looking again for %.0f s"
                    % facts.watchless_retried_s if facts.watchless_retried_s else ""))
+    if st == LOCAL and addr in facts.dead_local:
+        return _judge_dead_local(facts, spec, entity, addr, False)
     if st == LOCAL:
         # only a holder with no watch gets here (a local watcher is OURS)
         return BLOCKS, what + ", this node: refusing"
@@ -404,6 +412,21 @@ def _judge(facts, spec, entity, addr, watching):
     return FENCE, why
 
 
+def _judge_dead_local(facts, spec, entity, addr, watching):
+    """A client instance on this node whose process is proven gone (``Facts.dead_local``):
+    its watch may linger up to the OSD's watch timeout and its exclusive lock forever; it
+    cannot write again once blocklisted, and no live process is harmed by that."""
+    what = "image %s: %s at %s on this node%s" % (
+        spec, entity, addr, " (its watch lingers)" if watching else " holds the lock "
+        "with no watch")
+    if not facts.membership_known:
+        return BLOCKS, what + ": cluster membership cannot be read, so nothing is " \
+            "recovered; refusing"
+    if not instance_addr(addr):
+        return BLOCKS, what + ": not the address of one client instance; refusing"
+    return FENCE, facts.dead_local_note or "a client of a process of this node that is gone"
+
+
 def classify_image(facts: Facts, img: ImageFacts) -> ImageView:
     """Every client of ``img`` with its owner and category (see the module docstring)."""
     if img.permission_denied:
@@ -432,6 +455,10 @@ def classify_image(facts: Facts, img: ImageFacts) -> ImageView:
     for w in img.watchers:
         cookie = ours_lock.get((w.addr, w.cookie))
         owner = _owner(facts, w.addr)
+        if owner.state == LOCAL and w.addr in facts.dead_local:
+            cat, why = _judge_dead_local(facts, img.spec, w.entity, w.addr, True)
+            clients.append(ClientView(w.entity, w.addr, owner, True, cookie, cat, why))
+            continue
         if owner.state == LOCAL:
             clients.append(ClientView(w.entity, w.addr, owner, True, cookie, OURS,
                                       "a writer on this node"))

@@ -1,0 +1,158 @@
+"""A QEMU killed while it held its images is restarted in place without an operator.
+
+The chaos soak's "qemu-kill" fault (docs/reliability.md): the killed QEMU's watch lingers
+up to the OSD's watch timeout and its exclusive lock stays for ever, and the start rules
+refuse a writer or holder on this node without proof that it is dead (issue 10). The proof
+is local: the agent recorded which client instances its QEMU had, with the QEMU's pid and
+start time; once that process is gone, those instances are dead for certain.
+
+The expectations are written from that rule, not from the code:
+- a client instance of this node that the record names, whose process is gone: recovered
+  (blocklisted, its lock broken), then the domain starts;
+- the same client while its process still runs (same pid, same start time): refused;
+- a client of this node the record does not name: refused, as before;
+- membership unreadable: nothing is recovered (issue 10), refused.
+"""
+
+import os
+import subprocess
+
+from test_agent_flows import NODE1, World, GUARDED   # the shared two-node world
+
+import pytest
+
+from vmceph import deadclients, safety
+from vmceph.safety import (Facts, ImageFacts, Locker, Owner, Watcher, decide_start)
+
+
+# ------------------------------------------------------------------ the record
+
+def test_record_round_trip_and_garbage():
+    text = deadclients.encode(123, 456, [("rbd/a", "10.0.0.1:0/77"), ("rbd/b", "10.0.0.1:0/78")])
+    assert deadclients.decode(text) == (123, 456, (("rbd/a", "10.0.0.1:0/77"),
+                                                    ("rbd/b", "10.0.0.1:0/78")))
+    for bad in ("", None, "pid=x\nstart=1\n", "start=1\n", "pid=0\nstart=1\n",
+                "pid=1\nstart=1\nclient=nospace\n"):
+        assert deadclients.decode(bad) is None, bad
+
+
+def test_dead_only_when_the_process_is_gone_or_another():
+    rec = (4242, 1000, (("rbd/a", "10.0.0.1:0/77"),))
+    assert deadclients.dead(rec, lambda pid: 1000) == (frozenset(), "")      # still runs
+    addrs, note = deadclients.dead(rec, lambda pid: None)                     # gone
+    assert addrs == {"10.0.0.1:0/77"} and "pid 4242" in note
+    addrs, _ = deadclients.dead(rec, lambda pid: 2000)                        # pid reused
+    assert addrs == {"10.0.0.1:0/77"}
+    assert deadclients.dead(None) == (frozenset(), "")
+
+
+def test_start_time_of_a_real_process():
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        t = deadclients._start_time(p.pid)
+        assert isinstance(t, int) and t > 0
+        assert deadclients._start_time(p.pid) == t
+    finally:
+        p.kill()
+        p.wait()
+    assert deadclients._start_time(p.pid) is None
+
+
+# ------------------------------------------------------------------ the pure rule
+
+ADDR = "10.0.0.1:0/3001"
+
+
+def _facts(watch=True, dead=True, known=True):
+    watchers = (Watcher(ADDR, 3001, 7),) if watch else ()
+    img = ImageFacts("rbd/vm1", True, watchers=watchers,
+                     lockers=(Locker("client.3001", "auto 7", ADDR),), lock_tag="internal")
+    return Facts(True, "quorum a,b,c", (img,), {"10.0.0.1": Owner("node1", safety.LOCAL, "own")},
+                 "node1", False, membership_known=known,
+                 dead_local=frozenset({ADDR}) if dead else frozenset(),
+                 dead_local_note="this domain's previous QEMU (pid 9) on this node no longer runs")
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch-lingers", "lock-only"])
+def test_dead_local_client_is_recovered(watch):
+    v = decide_start(_facts(watch=watch))
+    assert v.kind == safety.RECOVER_THEN_START, v.reasons
+    assert [(r.addr, r.cookie) for r in v.recoveries] == [(ADDR, "auto 7")]
+    assert "pid 9" in v.summary()
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch", "lock-only"])
+def test_local_client_without_proof_is_refused(watch):
+    assert decide_start(_facts(watch=watch, dead=False)).kind == safety.REFUSE
+
+
+def test_no_recovery_without_membership():
+    assert decide_start(_facts(known=False)).kind == safety.REFUSE
+
+
+# ------------------------------------------------------------------ the agent, end to end
+
+@pytest.fixture
+def w(tmp_path, monkeypatch):
+    world = World(tmp_path, monkeypatch)
+    yield world
+    world.close()
+
+
+def _kill_qemu(w):
+    """SIGKILL the QEMU of vm1: the process is gone, libvirt sees the domain shut off, and
+    Ceph keeps its watches (until they time out) and its exclusive locks."""
+    clients = w.qemu.pop(("node1", "vm1"))
+    proc = w.procs.pop("vm1")
+    proc.kill()
+    proc.wait()
+    w.node1.on_stop = None                     # Ceph is not told: the process just died
+    w.node1.power_off(w.node1.guest("vm1"), 5)  # VIR_DOMAIN_SHUTOFF_CRASHED
+    return clients
+
+
+def test_killed_qemu_is_restarted_in_place(w):
+    assert w.start() == 0, w.err
+    dead = _kill_qemu(w)
+    for spec, c in zip(GUARDED, dead):   # the lock and the lingering watch are still there
+        img = w.ceph.image(spec)
+        assert any(x["addr"] == c.addr for x in img.watchers)
+        assert any(lk[2] == c.addr for lk in img.lockers)
+    assert w.run("stop") == 0, w.err
+    w.node1.on_stop = lambda g: w._qemu_exit(w.node1, g)
+    assert w.start() == 0, w.err
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    broken = [(spec, owner) for spec in GUARDED for _, owner in w.ceph.image(spec).lock_breaks]
+    assert sorted(broken) == sorted(zip(GUARDED, (c.addr for c in dead)))
+    assert w.node1.running("vm1")
+    assert "no longer runs" in w.logfile.read_text()
+
+
+def test_live_process_is_never_taken_for_dead(w):
+    """libvirt says shut off, but the recorded process (same pid, same start time) still
+    runs: its clients may write; refused, nothing blocklisted."""
+    assert w.start() == 0, w.err
+    w.qemu.pop(("node1", "vm1"))
+    proc = w.procs.pop("vm1")                  # keep the process alive
+    try:
+        w.node1.on_stop = None
+        w.node1.power_off(w.node1.guest("vm1"), 5)
+        assert w.start() == 1, w.err
+        assert "not this domain" in w.reason or "this node" in w.reason, w.reason
+        assert w.ceph.blocklist == {}
+        assert not w.node1.running("vm1")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_another_local_client_is_still_refused(w):
+    """A writer on this node the record does not name (another process) is refused even
+    when our previous QEMU is gone."""
+    assert w.start() == 0, w.err
+    _kill_qemu(w)
+    stranger = w.holder("rbd/vm1-root", NODE1, lock=False)
+    assert w.start() == 1, w.err
+    assert stranger.addr in w.reason, w.reason
+    assert not w.ceph.is_blocklisted(stranger.addr)
