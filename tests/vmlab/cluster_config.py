@@ -180,7 +180,7 @@ def check_lab(lab):
                        f"this lab has {', '.join(names)} (up --nodes 3 --node-prefix node)")
 
 
-def configure(lab, vms=None, wait=True, timeout=120, ceph_defined=()):
+def configure(lab, vms=None, wait=True, timeout=300, ceph_defined=()):
     """Apply cib-examples/pcs.sh plus the lab adaptations to the lab's live cluster.
     Returns the ClusterConfig; with wait, returns once every VM runs and every node's
     #health-ceph is green. The VMs named in ``ceph_defined`` get their definition stored
