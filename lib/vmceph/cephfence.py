@@ -82,12 +82,10 @@ def ceph_fences(session, imgs, owners, p, log):
                 lost.setdefault(o.node, set()).add(ip)
     if not lost:
         return owners
-    try:
-        blocked = safety.host_blocklisted(parse_blocklist_until(session.mon("osd blocklist ls")))
-    except (CephError, ValueError) as e:
-        if log:
-            log.warning("cannot read the OSD blocklist (no node counts as fenced through "
-                        "Ceph): %s", e)
+    blocked = _host_entries(session, log and log.warning,
+                            "cannot read the OSD blocklist (no node counts as fenced "
+                            "through Ceph): %s")
+    if blocked is None:
         return owners
     if not any(ip in blocked for ips in lost.values() for ip in ips):
         return owners
@@ -102,6 +100,17 @@ def ceph_fences(session, imgs, owners, p, log):
     return fenced
 
 
+def _host_entries(session, say, why):
+    """safety.host_blocklisted() of the OSD blocklist, or None (said with ``why``) when it
+    cannot be read: no proof either way."""
+    try:
+        return safety.host_blocklisted(parse_blocklist_until(session.mon("osd blocklist ls")))
+    except (CephError, ValueError) as e:
+        if say:
+            say(why, e)
+        return None
+
+
 def fenced_here(session, addrs, log=None):
     """Why this node's own Ceph clients are cut off, or None: one of its addresses has a
     host-wide entry in the OSD blocklist (fence_vmceph fenced the node, nobody unfenced it
@@ -112,12 +121,10 @@ def fenced_here(session, addrs, log=None):
     ips = {safety.ip_of(a) for a in addrs or ()} - {""}
     if not ips:
         return None
-    try:
-        blocked = safety.host_blocklisted(parse_blocklist_until(session.mon("osd blocklist ls")))
-    except (CephError, ValueError) as e:
-        if log:
-            log.info("cannot read the OSD blocklist to tell whether this node is fenced "
-                     "through Ceph: %s", e)
+    blocked = _host_entries(session, log and log.info,
+                            "cannot read the OSD blocklist to tell whether this node is "
+                            "fenced through Ceph: %s")
+    if blocked is None:
         return None
     hit = sorted(ips & set(blocked))
     if not hit:
