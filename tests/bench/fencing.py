@@ -219,7 +219,7 @@ class PacemakerFencing:
             if any(n and n[0] == lab.node_name(i) for n in where.values()):
                 return i
         vm = sorted(where)[0]
-        story.live_migrate(vm, nodes[0])
+        story.live_migrate(vm, lab.node_name(nodes[0]))   # a node name, not an index
         return nodes[0]
 
     def one(self, kind, want_leader, timeout=150):
@@ -319,9 +319,9 @@ def run_pacemaker(args):
             try:
                 bench.one(kind, want_leader)
             except Exception as e:  # noqa: BLE001 - one failed run is reported, not fatal
-                log("%s run failed: %s" % (kind, e))
+                log("%s run failed: %r" % (kind, e))
                 bench.runs.append({"kind": kind, "victim_is_leader": want_leader,
-                                   "error": str(e)[:300]})
+                                   "error": repr(e)[:300]})
         return {"mode": "pacemaker", "ceph_conf": extra, "runs": bench.runs, "date": now(),
                 "checker": checker.report(), "minutes": (time.monotonic() - t_start) / 60}
     finally:
