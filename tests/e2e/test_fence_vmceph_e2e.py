@@ -71,8 +71,12 @@ def ceph_fence(cluster):
         if lab.alive(i):
             lab.run(i, ["ceph", "auth", "get-or-create", "client.fence", *CAPS, "-o", KEYRING],
                     timeout=60)
-            p = lab.run(i, ["stonith_admin", "--metadata", "-a", "fence_vmceph"],
-                        check=False, timeout=60)
+            for _ in range(3):  # on a loaded machine the meta-data call may time out once
+                p = lab.run(i, ["stonith_admin", "--metadata", "-a", "fence_vmceph"],
+                            check=False, timeout=60)
+                if p.returncode == 0:
+                    break
+                time.sleep(2)
             assert p.returncode == 0, "fence_vmceph not visible in %s: %s" % (
                 lab.node_name(i), p.stderr)
     # the addresses come from CephHealth's permanent node attribute
@@ -81,17 +85,34 @@ def ceph_fence(cluster):
                               if nv.get("name") == "vmceph-ceph-addrs"] for n in nodes.iter("node")}
     for i in lab.indexes:
         assert addrs.get(lab.node_name(i)) == [lab.node_ip(i)], addrs
-    pcs(lab, "stonith", "create", "fence-ceph", "fence_vmceph", "ceph_user=fence",
-        "ceph_keyring=" + KEYRING, "pcmk_host_list=" + " ".join(
-            lab.node_name(i) for i in lab.indexes),
-        "pcmk_host_check=static-list", "op", "monitor", "interval=60s",
-        "meta", "allow-unhealthy-nodes=true")
+    hosts = "pcmk_host_list=" + " ".join(lab.node_name(i) for i in lab.indexes)
+    exists = lab.run(lab.first_alive(), ["crm_resource", "--resource", "fence-ceph",
+                                         "--query-xml"], check=False, timeout=30)
+    if exists.returncode == 0:
+        # cib-examples/pcs.sh defines it (level 1, provides=unfencing): the tests here
+        # start from power first and no automatic unfencing, and set what they need
+        pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence",
+            "ceph_keyring=" + KEYRING, hosts, "pcmk_host_check=static-list")
+        pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
+        pcs(lab, "stonith", "level", "clear")
+        for i in lab.indexes:
+            pcs(lab, "stonith", "level", "add", "1", lab.node_name(i),
+                "fence-vmlab-" + lab.node_name(i))
+    else:
+        pcs(lab, "stonith", "create", "fence-ceph", "fence_vmceph", "ceph_user=fence",
+            "ceph_keyring=" + KEYRING, hosts,
+            "pcmk_host_check=static-list", "op", "monitor", "interval=60s",
+            "meta", "allow-unhealthy-nodes=true")
     for i in lab.indexes:
         pcs(lab, "stonith", "level", "add", "2", lab.node_name(i), "fence-ceph")
     wait_started(lab, "fence-ceph")
     yield "fence-ceph"
+    # back to the lab's topology (each node's power device alone), whatever a failed
+    # test left
+    pcs(lab, "stonith", "level", "clear")
     for i in lab.indexes:
-        pcs(lab, "stonith", "level", "remove", "2", lab.node_name(i), "fence-ceph")
+        pcs(lab, "stonith", "level", "add", "1", lab.node_name(i),
+            "fence-vmlab-" + lab.node_name(i))
     pcs(lab, "stonith", "delete", "fence-ceph")
 
 
@@ -146,7 +167,7 @@ def non_leader_with_a_vm(lab, story):
         if any(n and n[0] == lab.node_name(i) for vm, n in where.items() if vm.startswith("vm")):
             return i
     vm = sorted(v for v in where if v.startswith("vm"))[0]
-    story.live_migrate(vm, others[0])
+    story.live_migrate(vm, lab.node_name(others[0]))   # a node name, not an index
     return others[0]
 
 
@@ -256,3 +277,387 @@ def test_automatic_unfencing_when_the_node_rejoins(cluster, story, ceph_fence, f
     finally:
         set_levels(lab, False)
         pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
+
+
+# ------------------------------------------------------------------ partial partitions
+# A node's own firewall (iptables in its network namespace, on eth0) cuts one kind of
+# traffic only. knet (the lab's corosync transport) sends and receives on UDP 5405; Ceph's
+# monitors listen on 3300 (msgr2) and 6789 (msgr1), its OSDs in 6800-7300 (ms_bind_port_*).
+COROSYNC = ("udp", "5405")
+CEPH = ("tcp", "3300,6789,6800:7300")
+
+
+def cut(lab, i, what):
+    proto, ports = what
+    for chain, dev in (("INPUT", "-i"), ("OUTPUT", "-o")):
+        lab.run(i, ["iptables", "-I", chain, dev, "eth0", "-p", proto, "-m", "multiport",
+                    "--ports", ports, "-j", "DROP"], timeout=30)
+
+
+def uncut(lab, i):
+    lab.run(i, ["iptables", "-F"], timeout=30)
+
+
+class WriteProbe:
+    """A write through each listed VM's own QEMU on node i every ~0.2 s (Lab.guest_write:
+    Force Unit Access, so a write "succeeds" only once Ceph has it; a failure is read from
+    QEMU's log), with host monotonic times: when the last one succeeded and how the first
+    ones failed."""
+
+    def __init__(self, lab, i, vms):
+        import threading
+        self.lab, self.i, self.vms = lab, i, list(vms)
+        self.ok = {vm: [] for vm in self.vms}
+        self.failed = {vm: [] for vm in self.vms}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(150)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for vm in self.vms:
+                if len(self.failed[vm]) >= 3:
+                    continue
+                t = time.monotonic()
+                try:
+                    self.lab.guest_write(self.i, vm, pattern=0x5a)
+                    self.ok[vm].append(t)
+                except Exception as e:  # noqa: BLE001 - the failure is the measurement
+                    self.failed[vm].append((t, str(e)[-300:]))
+            if all(len(f) >= 3 for f in self.failed.values()):
+                return
+            self._stop.wait(0.2)
+
+
+def qemu_pid(lab, i, vm):
+    p = lab.run(i, ["cat", "/run/libvirt/qemu/%s.pid" % vm], check=False, timeout=15)
+    return int(p.stdout.strip()) if p.returncode == 0 and p.stdout.strip() else None
+
+
+def pcs_property(lab, name, value):
+    """Set a cluster property, or unset it (back to Pacemaker's default) with None."""
+    if value is None:
+        pcs(lab, "property", "unset", name)
+    else:
+        pcs(lab, "property", "set", "%s=%s" % (name, value))
+
+
+def ensure_cluster_stack(lab, i):
+    """Start corosync and Pacemaker on node i if they are not running (what an
+    administrator does on a node whose cluster stack stopped itself); returns what it
+    started."""
+    started = []
+    if not lab.daemon_pid(i, "corosync"):
+        lab.spawn(i, "corosync", "exec corosync -f")
+        started.append("corosync")
+    if not lab.daemon_pid(i, "pacemaker"):
+        lab.spawn(i, "pacemaker",
+                  "for k in $(seq 150); do corosync-cmapctl -g totem.cluster_name"
+                  " >/dev/null 2>&1 && break; sleep 0.2; done;"
+                  " PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_logfacility=none"
+                  " exec pacemakerd")
+        started.append("pacemaker")
+    return started
+
+
+def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence, figure):
+    """Only corosync is cut (Ceph reachable): the majority fences the node through Ceph
+    (level 1, provides=unfencing). Its QEMUs keep running (no-quorum-policy=freeze: the
+    cut-off node leaves its resources as they are; with the default 'stop' its own
+    Pacemaker races the fence to stop them), so this is the case of a live stale writer:
+    - its writes fail (the host-wide blocklist entry: ESHUTDOWN) before its VM runs on a
+      survivor, and the invariant checker never sees two writers;
+    - on heal the node rejoins (its cluster stack restarted if it stopped itself after
+      learning it was fenced), Pacemaker unfences it (fence_vmceph on: the stale QEMUs
+      stay blocklisted one by one), stops the stale domains, and the node runs a VM again."""
+    lab = cluster.lab
+    pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=unfencing")
+    set_levels(lab, True)
+    pcs_property(lab, "no-quorum-policy", "freeze")
+    victim = None
+    try:
+        story.settle()
+        victim = non_leader_with_a_vm(lab, story)
+        name, ip = lab.node_name(victim), lab.node_ip(victim)
+        story.settle()
+        vms = [vm for vm, nodes in story.where().items() if name in nodes]
+        stale = {vm: qemu_pid(lab, victim, vm) for vm in vms}
+        assert all(stale.values()), stale
+        story.checker.move_off(victim)
+        story.logs.mark()
+        mark = len(story.checker.violations)
+        probe = WriteProbe(lab, victim, vms).start()
+        t0, w0 = time.monotonic(), time.time()
+        cut(lab, victim, COROSYNC)
+        running, located, fenced, gone = story._recovery(victim, vms, "corosync cut", 180,
+                                                         t0, w0)
+        probe.stop()
+        print("running", running, "fenced", fenced, "ok", {v: [round(t - t0, 2) for t in o]
+                                                           for v, o in probe.ok.items()},
+              "failed", {v: [(round(t - t0, 2), e) for t, e in f]
+                         for v, f in probe.failed.items()})
+        survivor = next(i for i in lab.indexes if i != victim)
+        assert "%s:0/0" % ip in lab.ceph(survivor, "osd", "blocklist", "ls")
+        # stonith-action is reboot; fence_vmceph has no reboot: fenced does an off
+        assert [e for e in fence_events(lab, name, survivor)
+                if e.get("action") in ("off", "reboot") and e.get("status") == "success"]
+        for vm in vms:
+            started_at = t0 + running[vm][1]
+            fails = probe.failed[vm]
+            assert fails, "%s: no write of the fenced node's QEMU failed" % vm
+            assert fails[0][0] < started_at, (vm, fails[0], running[vm])
+            assert all(t < fails[0][0] for t in probe.ok[vm]), "a write succeeded after " \
+                "one had failed"
+            assert "shutdown" in fails[0][1].lower() or "blocklist" in fails[0][1].lower(), \
+                fails[0]
+            # the stale QEMU lives on, frozen by no-quorum-policy: a live stale writer
+            from vmlab import netns
+            assert netns.pid_alive(stale[vm]), "%s's QEMU on %s is gone" % (vm, name)
+        story.checker.wait_samples(2)
+        assert story.checker.since(mark) == []
+        figure("corosync cut, fence_vmceph level 1: fenced after (s)",
+               round(fenced, 1) if fenced is not None else None)
+        figure("corosync cut: cut -> VM running on a survivor (s)",
+               {vm: round(t, 1) for vm, (_, t) in running.items()})
+        figure("corosync cut: cut -> last write of the fenced node's QEMU (s)",
+               {vm: round(max(probe.ok[vm]) - t0, 2) if probe.ok[vm] else None for vm in vms})
+        figure("corosync cut: cut -> first refused write of the fenced node's QEMU (s)",
+               {vm: (round(probe.failed[vm][0][0] - t0, 2), probe.failed[vm][0][1][-80:])
+                for vm in vms})
+        # ---------------------------------------------------------------- heal, rejoin
+        t1, w1 = time.monotonic(), time.time()
+        uncut(lab, victim)
+        from vmlab import netns
+        from vmlab.util import LabError, wait_until
+        restarted = []
+
+        def stale_stopped():
+            # a node that learns it was fenced stops its own cluster stack (fence-reaction
+            # stop): start it again, as its administrator would, whenever it is down
+            restarted.extend(ensure_cluster_stack(lab, victim))
+            return not any(netns.pid_alive(p) for p in stale.values())
+        time.sleep(5)   # let the membership merge first
+        try:
+            wait_until(stale_stopped, timeout=150, interval=1,
+                       what="the stale domains on %s stopped" % name)
+        except LabError:
+            print(diagnose(lab, victim, survivor))
+            raise
+        lab.wait_pacemaker_online(lab.nodes, timeout=120, node=survivor)
+        stopped_s = time.monotonic() - t1
+        wait_until(lambda: all(len(n) == 1 for n in story.where().values()), timeout=120,
+                   interval=0.5, what="every VM running once")
+        events = fence_events(lab, name, survivor)
+        print("restarted", restarted, events)
+        unfenced = any(e.get("action") == "on" and e.get("status") == "success"
+                       and _epoch_of(e.get("completed")) >= int(w1) - 1 for e in events)
+        gap = None
+        if not unfenced or "%s:0/0" % ip in lab.ceph(survivor, "osd", "blocklist", "ls"):
+            # Seen in the lab: the node's own Pacemaker did not stop (no fence reaction),
+            # it rejoined as it was, and nothing unfenced it: a member whose QEMUs cannot
+            # write. Unfence by hand (what docs/fencing.md tells the administrator) so the
+            # rest is checked, and report the gap.
+            gap = ("node %s rejoined after a corosync-only cut without being unfenced "
+                   "(cluster stack restarted: %s; fencing history %s)" % (name, restarted,
+                                                                        events))
+            p = lab.run(survivor, ["stonith_admin", "--unfence", name, "--timeout", "60"],
+                        check=False, timeout=90)
+            assert p.returncode == 0, p.stdout + p.stderr
+        assert "%s:0/0" % ip not in lab.ceph(survivor, "osd", "blocklist", "ls")
+        story.settle()
+        from vmlab import cluster_config
+        wait_until(lambda: cluster_config.health(lab).get(name) == "green", timeout=120,
+                   interval=0.5, what="%s green" % name)
+        story.checker.allow(victim)
+        # it can run VMs again: one moves there live and writes
+        vm = sorted(vms)[0]
+        if story.where()[vm] != [name]:
+            m = story.live_migrate(vm, name)
+            assert m["violations"] == [], m
+        lab.guest_write(victim, vm)
+        assert story.checker.since(mark) == []
+        figure("corosync cut, heal: stale domains stopped after (s) / cluster stack "
+               "restarted by hand", (round(stopped_s, 1), restarted))
+        if gap:
+            figure("corosync cut, heal: NOT unfenced by Pacemaker", gap)
+            pytest.xfail("known gap (issue 12): " + gap)
+    finally:
+        if victim is not None:
+            uncut(lab, victim)
+            ensure_cluster_stack(lab, victim)
+        pcs_property(lab, "no-quorum-policy", None)
+        set_levels(lab, False)
+        pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
+
+
+def diagnose(lab, victim, survivor):
+    """What the cluster looks like when a rejoin did not go as expected."""
+    out = []
+    for argv in (["crm_mon", "-1", "-r", "-f"],
+                 ["stonith_admin", "--history", lab.node_name(victim), "--verbose"]):
+        out.append(lab.run(survivor, argv, check=False, timeout=30).stdout)
+    out.append("victim: corosync %s pacemaker %s" % (lab.daemon_pid(victim, "corosync"),
+                                                    lab.daemon_pid(victim, "pacemaker")))
+    try:
+        with open(lab.node_dir(victim, "log-pacemaker", "pacemaker.log"),
+                  errors="replace") as f:
+            lines = f.read().splitlines()
+        keys = ("fenced", "unfenc", "shutdown", "Stopping", "error", "multiple", "probe",
+                "vm2", "vm1", "vm3", "quorum")
+        out += [ln for ln in lines[-4000:] if any(k in ln for k in keys)][-60:]
+    except OSError as e:
+        out.append(str(e))
+    return "\n".join(out)
+
+
+def _epoch_of(text):
+    from vmlab.lab import _epoch
+    return _epoch(text)
+
+
+@pytest.mark.xfail(reason="issue 12, storage-only partition: in the lab (2026-12-01) the cut "
+                   "node's VM ran nowhere for more than 45 s (the invariant checker's lost-VM "
+                   "bound) before it ran on a survivor; not yet analysed", strict=False)
+def test_storage_cut_node_turns_red_and_is_emptied(cluster, story, ceph_fence, figure):
+    """Only Ceph is cut (corosync up): the node is a healthy cluster member that cannot do
+    Ceph I/O. The design's answer is CephHealth, not fencing: the node's #health-ceph turns
+    red (it cannot reach a monitor quorum), migrate-on-red moves its VMs to the survivors,
+    and no image ever has two writers. Healed, the node turns green again."""
+    lab = cluster.lab
+    story.settle()
+    victim = non_leader_with_a_vm(lab, story)
+    name = lab.node_name(victim)
+    story.settle()
+    vms = [vm for vm, nodes in story.where().items() if name in nodes]
+    story.checker.move_off(victim)
+    story.logs.mark()
+    mark = len(story.checker.violations)
+    from vmlab import cluster_config
+    from vmlab.util import wait_until
+    t0, w0 = time.monotonic(), time.time()
+    cut(lab, victim, CEPH)
+    try:
+        survivor = next(i for i in lab.indexes if i != victim)
+        wait_until(lambda: cluster_config.health(lab, survivor).get(name) == "red",
+                   timeout=150, interval=0.5, what="#health-ceph red on %s" % name)
+        red_s = time.monotonic() - t0
+        moved = {}
+
+        def emptied():
+            where = story.where(survivor)
+            for vm in vms:
+                if vm not in moved and where[vm] and name not in where[vm]:
+                    moved[vm] = (where[vm][0], time.monotonic() - t0)
+            return len(moved) == len(vms)
+        wait_until(emptied, timeout=180, interval=0.5, what="%s emptied" % name)
+        writes = {}
+        for vm, (n, _) in moved.items():   # Pacemaker lists it once its start began
+            wait_until(lambda: writes.setdefault(vm, lab.guest_write(story.index(n), vm)),
+                       timeout=90, interval=0.5, what="%s writing on %s" % (vm, n))
+        events = [e for e in fence_events(lab, name, survivor)
+                  if _epoch_of(e.get("completed")) >= int(w0) - 1]
+        failures = story.failures(survivor)
+        print("moved", moved, "writes", writes, "fence events", events, "failures", failures)
+        story.checker.wait_samples(2)
+        assert story.checker.since(mark) == []
+        figure("storage cut: cut -> #health-ceph red (s)", round(red_s, 1))
+        figure("storage cut: cut -> VM running on a survivor (s)",
+               {vm: round(t, 1) for vm, (_, t) in moved.items()})
+        figure("storage cut: fencing of the node", [(e.get("action"), e.get("status"),
+                                                     e.get("delegate")) for e in events])
+    finally:
+        uncut(lab, victim)
+    if lab.alive(victim):
+        wait_until(lambda: cluster_config.health(lab).get(name) == "green", timeout=150,
+                   interval=0.5, what="#health-ceph green on %s again" % name)
+        story.checker.allow(victim)
+    else:   # fenced by power after all: let it come back
+        print(story.rejoin(victim))
+    story.settle()
+    assert story.checker.since(mark) == []
+
+
+@pytest.mark.xfail(reason="issue 12: in the one lab run (2026-12-01) nothing started and the "
+                   "node stayed offline+unclean as asserted, but no survivor's pacemaker.log "
+                   "line held fence_vmceph's 'Failed: ...' reason; where fenced logs an "
+                   "agent's stderr is not yet checked", strict=False)
+def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
+    """Both fencing levels fail (fence_vmceph cannot authenticate to Ceph, the BMC is dead):
+    the crashed node's VMs are started nowhere, because nobody proved the node harmless,
+    and the survivors' log says why for each level. Repaired, the fencing succeeds and the
+    VMs come back."""
+    lab = cluster.lab
+    set_levels(lab, True)
+    story.settle()
+    victim = non_leader_with_a_vm(lab, story)
+    name = lab.node_name(victim)
+    power = "fence-vmlab-" + name
+    story.settle()
+    vms = [vm for vm, nodes in story.where().items() if name in nodes]
+    pcs(lab, "stonith", "update", power, "state_dir=/nonexistent/dead-bmc")
+    pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=no-such-user")
+    story.settle()
+    survivor = next(i for i in lab.indexes if i != victim)
+    logs = story.logs
+    try:
+        for vm in vms:
+            story.checker.expect_down(vm)
+        story.checker.move_off(victim)
+        logs.mark()
+        mark = len(story.checker.violations)
+        t0 = time.monotonic()
+        lab.crash(victim)
+        # fencing fails on both levels, again and again; watch for 25 s
+        seen_fail = None
+        while time.monotonic() - t0 < 25:
+            for vm in vms:
+                assert story.checker.qemu_nodes(vm) == [], "%s started while %s was not " \
+                    "fenced: %s" % (vm, name, story.checker.qemu_nodes(vm))
+            if seen_fail is None and any(e.get("status") == "failed"
+                                         for e in fence_events(lab, name, survivor)):
+                seen_fail = time.monotonic() - t0
+            time.sleep(1)
+        states = story.node_states(survivor)
+        print("node states", states, "first failed fencing after", seen_fail)
+        assert states[name] == (False, True), states   # offline and unclean
+        lines = [line for i in lab.indexes if i != victim
+                 for line in logs.lines(i, agent_only=False)]
+        ceph_why = [ln for ln in lines if "fence_vmceph" in ln and "Failed" in ln]
+        power_why = [ln for ln in lines if power in ln and any(
+            w in ln.lower() for w in ("failed", "error", "returned 1"))]
+        print("\n".join(ceph_why[:3] + power_why[:3]))
+        assert ceph_why, "the log does not say why fence_vmceph failed"
+        assert any("cannot reach Ceph" in ln for ln in ceph_why), ceph_why[:3]
+        assert power_why, "the log does not say that %s failed" % power
+        figure("both levels failing: first failed fencing after (s)", seen_fail)
+        figure("both levels failing: fence_vmceph's reason in the log",
+               ceph_why[0].split("Failed", 1)[1][:160])
+    finally:
+        pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence")
+        pcs(lab, "stonith", "update", power, "state_dir=" + lab.state_dir)
+        for vm in vms:
+            story.checker.expect_down(vm, False)
+    # repaired: the fencing goes through (the cleanup resets the failed-fencing count the
+    # controller keeps per target: stonith-max-attempts) and the VMs come back
+    lab.run(survivor, ["stonith_admin", "--cleanup", "--history", name], timeout=60,
+            check=False)
+    lab.run(survivor, ["crm_resource", "--cleanup"], timeout=60, check=False)
+    from vmlab.util import wait_until
+    wait_until(lambda: all(story.where(survivor)[vm] and name not in story.where(survivor)[vm]
+                           for vm in vms), timeout=180, interval=1,
+               what="the VMs of %s back on the survivors" % name)
+    assert story.checker.since(mark) == []
+    try:
+        p = lab.run(survivor, ["stonith_admin", "--unfence", name, "--timeout", "60"],
+                    check=False, timeout=90)
+        print(p.stdout, p.stderr)
+    finally:
+        set_levels(lab, False)
+    print(story.rejoin(victim))
