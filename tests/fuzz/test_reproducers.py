@@ -123,9 +123,12 @@ CASES = [
       for kind, rc, words in (("fifo", 5, "FIFO"), ("dir", 5, "directory"),
                               ("dangling", 5, "dangling"), ("loop", 5, "symbolic links"),
                               ("enotdir", 5, "Not a directory"), ("toolong", 6, "too long"),
-                              ("dom_malformed", 6, None), ("dom_binary", 6, None))],
+                              # a damaged file is this node's problem (issue 13):
+                              # OCF_ERR_INSTALLED, and the reason says so
+                              ("dom_malformed", 5, "on this node"),
+                              ("dom_binary", 5, "on this node"))],
     ("malformed-xml-recurring-monitor", RBD, "monitor",
-     lambda w: dict(RECURRING, config=w.dom_malformed), 6, None),
+     lambda w: dict(RECURRING, config=w.dom_malformed), 5, "on this node"),
     ("malformed-xml-probe", RBD, "monitor", lambda w: {"config": w.dom_malformed}, 7, None),
     ("interval-unparsable", RBD, "monitor",
      lambda w: {"OCF_RESKEY_CRM_meta_interval": "ten"}, 6, "CRM_meta_interval"),
