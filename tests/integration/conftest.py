@@ -77,14 +77,18 @@ class Agent:
         self.instance = instance
         self.params = dict(params)
 
-    def __call__(self, node, action, interval_ms=0, depth=0, timeout_ms=60000, meta=None,
+    def __call__(self, node, action, interval_ms=0, depth=None, timeout_ms=60000, meta=None,
                  extra=None, drop=()):
         env = {"OCF_ROOT": OCF_ROOT, "OCF_RESOURCE_INSTANCE": self.instance,
                "OCF_RESOURCE_TYPE": os.path.basename(self.path),
                "OCF_RESOURCE_PROVIDER": self.provider,
                "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms),
                "OCF_RESKEY_CRM_meta_interval": str(interval_ms),
-               "OCF_CHECK_LEVEL": str(depth), "HA_debug": "1"}
+               "HA_debug": "1"}
+        if depth is not None:
+            # as pacemaker-execd: only when the operation has OCF_CHECK_LEVEL (validate-all
+            # at level 0 checks the values only, nothing of this node)
+            env["OCF_CHECK_LEVEL"] = str(depth)
         params = dict(self.params, **(extra or {}))
         for k, v in params.items():
             if k not in drop:
