@@ -132,6 +132,10 @@ def _xml_errors():
     return Unreadable, NoCopy
 
 
+def _deep_monitor(ctx):
+    return ctx.action == "monitor" and not ctx.is_probe and (ctx.depth or 0) >= 10
+
+
 def domain_xml(ctx, fresh=False):
     """The domain XML (bytes) that ``config`` names: a file, or a definition kept in Ceph
     (``ceph:POOL[/NAMESPACE]/NAME``, vmceph.defstore, docs/definitions.md).
@@ -154,19 +158,27 @@ def domain_xml(ctx, fresh=False):
         ref = defstore.parse_uri(config)
     except ValueError as e:
         raise DomainXMLError("parameter config: %s" % e) from None
+    data = None
     if ref is None:
         data = read_domain_file(config)
     elif not fresh:
         data = defstore.cache_read(ctx.env, ref)
-        if data is None:
+        # A deep monitor talks to Ceph anyway: without the copy it reads Ceph (and keeps
+        # the copy). Seen in the lab: a resource switched to Ceph by 'vmceph config import
+        # --apply' has no copy on the node that runs it, and its depth-20 monitor's
+        # OCF_ERR_INSTALLED made Pacemaker restart the VM the import meant to keep.
+        if data is None and not _deep_monitor(ctx):
             raise _XML_ERRORS[1]("definition %s: this node has no local copy (it is made "
                                  "when the domain starts or migrates here)" % ref.uri)
-    else:
+    if data is None:
         p = LenientParams(ctx)
         try:
             data, entry = defstore.fetch(ref, p.get("ceph_conf"), p.get("ceph_user"),
                                          p.get("ceph_keyring"), ctx.deadline, ctx.log)
         except defstore.DefError as e:
+            if not fresh:   # the deep monitor's fallback: the copy is what is missing
+                raise _XML_ERRORS[1]("definition %s: this node has no local copy, and "
+                                     "Ceph cannot give it: %s" % (ref.uri, e)) from None
             raise _XML_ERRORS[0]("definition %s cannot be read from Ceph: %s" % (ref.uri, e)
                                  ) from None
         ctx.log.info("definition %s: version %d (stored by %s at %s)", ref.uri,

@@ -641,10 +641,28 @@ def test_cli_import_prints_the_switch_without_restart(cli):
     assert cli("config", "import", f2, "--pool", "rbd")[0] == 3
 
 
-def test_deep_monitor_without_local_copy_says_this_node_lacks_it(d):
+def test_deep_monitor_without_local_copy_reads_ceph_and_keeps_it(d):
+    """A resource switched to Ceph by 'vmceph config import --apply' has no copy on the
+    node that runs it; its deep monitor talks to Ceph anyway, so it reads the definition
+    there (a failure would make Pacemaker restart the VM the import meant to keep)."""
+    d.put(fakes.domain_xml(), 0)
+    assert d.w.start() == 0, d.w.err
+    cache = defstore.cache_path({"HA_RSCTMP": str(d.w.tmp / "rsctmp")}, REF)
+    os.unlink(cache)
+    assert d.w.run("monitor", interval=10000) == 0, d.w.err       # depth 0: the state
+    assert not os.path.exists(cache)                                # depth 0 reads no Ceph
+    assert d.w.run("monitor", interval=10000, depth=20) == 0, d.w.err
+    assert os.path.exists(cache)
+
+
+def test_deep_monitor_without_local_copy_and_without_ceph_says_this_node_lacks_it(
+        d, monkeypatch):
     d.put(fakes.domain_xml(), 0)
     assert d.w.start() == 0, d.w.err
     os.unlink(defstore.cache_path({"HA_RSCTMP": str(d.w.tmp / "rsctmp")}, REF))
-    assert d.w.run("monitor", interval=10000) == 0, d.w.err       # depth 0: the state
+
+    def unreachable(*a, **k):
+        raise defstore.DefError("cannot connect to Ceph: timed out")
+    monkeypatch.setattr(defstore, "fetch", unreachable)
     assert d.w.run("monitor", interval=10000, depth=20) == 5
     assert "this node has no local copy" in d.w.reason
