@@ -17,6 +17,12 @@ client instance lives in one process; its nonce is random, not reused), so they 
 for certain: the start may blocklist exactly those instances and break their lock
 (safety: ``Facts.dead_local``). If the process still runs, nothing is claimed.
 
+The same proof serves the stop (``release``): a stop that finds the domain already gone
+from this node (its QEMU killed or crashed) blocklists those instances and breaks their
+locks, so that Pacemaker may start the VM on any node: another node cannot tell the dead
+QEMU's client from a live writer and rightly refuses it. A migration away drops the record
+(the QEMU handed its images over).
+
 The record lives in the state directory ($HA_RSCTMP, a tmpfs): a reboot removes it, and
 with it any claim about clients of an earlier boot.
 """
@@ -102,3 +108,93 @@ def remember(ctx, pid, clients):
 def recall_dead(ctx):
     from vmceph import ocf
     return dead(decode(ocf.read_state(ctx, state_name(ctx.instance))))
+
+
+def forget_record(ctx):
+    """Drop the record: its QEMU handed its images over cleanly (a live migration away)."""
+    from vmceph import ocf
+    ocf.remove_state(ctx, state_name(ctx.instance))
+
+
+def leftovers(addrs, images, node, note):
+    """safety.Recovery for each client instance in ``addrs`` (dead for certain) that still
+    watches or holds the exclusive lock of one of ``images`` (safety.ImageFacts). Pure.
+
+    A lock that is not librbd's (another tag, a cookie that is not "auto N") is never
+    touched: it is not what the dead QEMU left."""
+    from vmceph.safety import Recovery
+    out = []
+    for img in images:
+        if not img.exists or img.error or img.permission_denied:
+            continue
+        locks = {}
+        if img.lock_tag in (None, "internal"):
+            locks = {lk.addr: lk for lk in img.lockers
+                     if lk.addr in addrs and lk.watch_cookie is not None}
+        for w in img.watchers:
+            if w.addr in addrs and not any(r.image == img.spec and r.addr == w.addr
+                                           for r in out):
+                lk = locks.pop(w.addr, None)
+                out.append(Recovery(img.spec, w.addr, w.entity, node, note,
+                                    lk.cookie if lk else None))
+        for lk in locks.values():
+            out.append(Recovery(img.spec, lk.addr, lk.entity, node, note, lk.cookie))
+    return out
+
+
+# A stop releases a dead QEMU's clients within at most this share of what is left of it,
+# and at most RELEASE_CAP_S: a side task (stop never needs Ceph), and the start of the VM
+# elsewhere waits for this stop.
+RELEASE_SHARE = 0.25
+RELEASE_CAP_S = 12.0
+
+
+def release(ctx, params, share):
+    """The stop's side task when it found the domain already gone from this node: if the
+    domain's last QEMU is dead (its recorded process no longer exists), blocklist the client
+    instances it left on its images and break the locks they hold, so that the VM can start
+    at once on any node, not only here.
+
+    Seen in the chaos soak (make test, seed 11, fault "qemu-kill"): after the QEMU of vm2
+    was killed on node1, Pacemaker stopped it there and started it on node2 and node3; both
+    starts were refused ("image rbd/vm2-disk0 is open read-write by client.45696 at
+    10.191.0.1:0/3874490420 on node1, a live cluster member"), which is right from their
+    side (they cannot tell that the client is dead), and the VM stayed down until an
+    operator cleaned up. Only this node can prove the process is gone.
+
+    ``params``: get(name) of ceph_conf, ceph_user, ceph_keyring, blocklist_expire.
+    ``share``: a deadline (remaining, at_most). Never raises: a failure is logged, and the
+    record is kept for a restart here (Facts.dead_local)."""
+    from vmceph import ocf
+    record = decode(ocf.read_state(ctx, state_name(ctx.instance)))
+    addrs, note = dead(record)
+    if not addrs:
+        return None
+    specs = sorted({spec for spec, addr in record[2] if addr in addrs})
+    from vmceph.ceph import CephError, CephSession
+    from vmceph.fencing import Fencer
+    log = ctx.log
+    try:
+        with CephSession(params.get("ceph_conf"), params.get("ceph_user"),
+                         params.get("ceph_keyring"), share, log) as session:
+            imgs = session.inspect_all(specs)
+            failed = [i for i in imgs if i.exists and (i.error or i.permission_denied)]
+            recs = leftovers(addrs, imgs, ctx.node_name or None,
+                             note + ", so nothing of it can write again")
+            if recs:
+                Fencer(session, share, log, params.get("blocklist_expire")).recover(recs)
+    except (CephError, ValueError) as e:
+        log.warning("cannot release the clients the dead QEMU left on %s (%s): a start on "
+                    "another node refuses until their watch times out and someone removes "
+                    "the lock; a start on this node recovers them itself", ", ".join(specs), e)
+        return False
+    if failed:
+        log.warning("cannot tell whether the dead QEMU left clients on %s: %s",
+                    ", ".join(i.spec for i in failed),
+                    "; ".join(i.error or "permission denied" for i in failed))
+        return False
+    ocf.remove_state(ctx, state_name(ctx.instance))
+    if recs:
+        log.warning("released %d client instance(s) of the dead QEMU from %s",
+                    len({r.addr for r in recs}), ", ".join(sorted({r.image for r in recs})))
+    return True

@@ -338,6 +338,11 @@ def migrate_to(ctx, domain_of):
                                % (dom.name, target, e)) from None
         if stats:
             ctx.log.info("migration of %s done: %s", dom.name, job_summary(stats))
+        # This QEMU handed its images over and exits cleanly: the stop that follows here
+        # must not take it for a dead QEMU and open a Ceph session to look for what it left
+        # (deadclients.release), on the migration's path.
+        from vmceph import deadclients
+        deadclients.forget_record(ctx)
     finally:
         hv.close()
     return OCF_SUCCESS

@@ -33,6 +33,7 @@ class StopSequence:
                 dom = hv.lookup(ident.name, ident.uuid)
             except virt.DomainNotFound:
                 forget(ctx)
+                self._release_dead_clients(ctx)
                 return OCF_SUCCESS
             except virt.LibvirtUnreachable as e:
                 return self._stop_without_libvirt(ctx, ident, e)
@@ -51,6 +52,7 @@ class StopSequence:
         p = LenientParams(ctx)
         state, _ = hv.state_of(dom)
         if state not in virt.LIVE_STATES:
+            self._release_dead_clients(ctx)
             return OCF_SUCCESS
         force = bool(p.get("force_stop"))
         if state == virt.CRASHED:
@@ -204,6 +206,7 @@ class StopSequence:
             ctx.log.warning("libvirt unreachable (%s); no QEMU process of %s: stopped",
                             error, ident.name)
             forget(ctx)
+            self._release_dead_clients(ctx)
             return OCF_SUCCESS
         ctx.log.warning("libvirt unreachable (%s); terminating QEMU of %s (pid %d) directly",
                         error, ident.name, pid)
@@ -219,7 +222,21 @@ class StopSequence:
             raise GenericError("libvirt unreachable and QEMU of %s (pid %d) survived SIGKILL"
                                % (ident.name, pid))
         forget(ctx)
+        self._release_dead_clients(ctx)
         return OCF_SUCCESS
+
+    def _release_dead_clients(self, ctx):
+        """The domain is gone from this node without a clean handover: if its QEMU died
+        holding its images (killed, crashed), release what it left in Ceph so the VM can
+        start on any node (vmceph.deadclients.release). A side task: bounded by a share of
+        the deadline, and it never fails the stop."""
+        from vmceph import deadclients
+        share = Share(ctx.deadline, min(deadclients.RELEASE_SHARE, deadclients.RELEASE_CAP_S
+                                        / max(1.0, ctx.deadline.remaining())))
+        try:
+            deadclients.release(ctx, LenientParams(ctx), share)
+        except Exception as e:   # noqa: BLE001 - a side task never fails a stop
+            ctx.log.warning("releasing the clients of a dead QEMU failed: %s", e)
 
 
 def active(hv, dom):

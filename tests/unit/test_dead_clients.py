@@ -156,3 +156,117 @@ def test_another_local_client_is_still_refused(w):
     assert w.start() == 1, w.err
     assert stranger.addr in w.reason, w.reason
     assert not w.ceph.is_blocklisted(stranger.addr)
+
+
+# ------------------------------------------------------------------ the stop releases them
+# Chaos soak, CI run of stop 18 (seed 11, "qemu-kill"): Pacemaker recovered the killed vm2
+# on other nodes, whose starts rightly refused the dead QEMU's clients (a live member's);
+# only the node where that QEMU ran can prove it dead, so its stop releases them.
+
+def _record(w):
+    """The dead-clients record in the world's state directory ($HA_RSCTMP), decoded."""
+    path = os.path.join(w.env()["HA_RSCTMP"], deadclients.state_name("vm1"))
+    return deadclients.decode(open(path).read()) if os.path.exists(path) else None
+
+
+def test_stop_releases_what_a_killed_qemu_left(w):
+    assert w.start() == 0, w.err
+    assert _record(w) is not None, "the start recorded no client instances"
+    dead = _kill_qemu(w)
+    assert w.run("stop") == 0, w.err
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    broken = [(spec, owner) for spec in GUARDED for _, owner in w.ceph.image(spec).lock_breaks]
+    assert sorted(broken) == sorted(zip(GUARDED, (c.addr for c in dead)))
+    for spec in GUARDED:
+        assert not w.ceph.image(spec).lockers, spec
+    assert _record(w) is None, "the record outlived its release"
+    log = w.logfile.read_text()
+    assert "no longer runs" in log and "released 2 client instance(s)" in log
+
+
+def test_stop_never_releases_the_clients_of_a_live_process(w):
+    """libvirt says shut off, the recorded QEMU (same pid, same start time) still runs."""
+    assert w.start() == 0, w.err
+    w.qemu.pop(("node1", "vm1"))
+    proc = w.procs.pop("vm1")
+    try:
+        w.node1.on_stop = None
+        w.node1.power_off(w.node1.guest("vm1"), 5)
+        assert w.run("stop") == 0, w.err
+        assert w.ceph.blocklist == {}
+        assert all(w.ceph.image(s).lockers and not w.ceph.image(s).lock_breaks
+                   for s in GUARDED)
+        assert _record(w) is not None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_succeeds_without_ceph_and_keeps_the_record(w):
+    """Stop never needs Ceph: without quorum the release gives up within its share, the
+    stop succeeds, and the record stays for a restart on this node."""
+    assert w.start() == 0, w.err
+    dead = _kill_qemu(w)
+    w.ceph.lose_quorum()
+    assert w.run("stop") == 0, w.err
+    assert w.ceph.blocklist == {}
+    assert _record(w) is not None
+    assert "cannot release the clients the dead QEMU left" in w.logfile.read_text()
+    w.ceph.restore_quorum()
+    w.node1.on_stop = lambda g: w._qemu_exit(w.node1, g)
+    assert w.start() == 0, w.err                 # the restart here still recovers them
+    assert all(w.ceph.is_blocklisted(c.addr) for c in dead)
+
+
+def test_a_migrated_qemu_is_not_taken_for_a_dead_one(w):
+    """After a live migration away, the source's stop finds its domain gone and its QEMU
+    exited: a clean handover, so no Ceph session is opened on the migration's path and
+    nothing is blocklisted."""
+    from test_agent_flows import _pacemaker_tools
+    _pacemaker_tools(w, "green")
+    assert w.start() == 0, w.err
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    assert _record(w) is None
+    sessions = len(w.ceph.sessions)
+    assert w.run("stop") == 0, w.err
+    assert len(w.ceph.sessions) == sessions
+    assert w.ceph.blocklist == {}
+
+
+# ------------------------------------------------------------------ leftovers, pure
+
+def test_leftovers_names_only_the_dead_and_only_librbd_locks():
+    dead_addr, live_addr = "10.0.0.1:0/11", "10.0.0.1:0/12"
+    img = ImageFacts("rbd/a", True, lock_tag="internal",
+                     watchers=(Watcher(dead_addr, 11, 5), Watcher(live_addr, 12, 6)),
+                     lockers=(Locker("client.11", "auto 5", dead_addr),))
+    (r,) = deadclients.leftovers({dead_addr}, [img], "node1", "gone")
+    assert (r.image, r.addr, r.cookie, r.node) == ("rbd/a", dead_addr, "auto 5", "node1")
+    # a lock without its watch (the watch timed out): still broken
+    lock_only = img._replace(watchers=())
+    (r,) = deadclients.leftovers({dead_addr}, [lock_only], "node1", "gone")
+    assert r.cookie == "auto 5"
+    # a lock that is not librbd's is never touched; an image not inspected neither
+    foreign = img._replace(lock_tag="backup", watchers=())
+    assert deadclients.leftovers({dead_addr}, [foreign], "node1", "gone") == []
+    assert deadclients.leftovers({dead_addr}, [img._replace(error="timed out")], "n", "") == []
+    assert deadclients.leftovers({live_addr + "x"}, [img], "node1", "gone") == []
+
+
+def test_after_that_stop_another_node_starts_the_vm_at_once(w, monkeypatch):
+    """The soak's case itself: Pacemaker moves the VM after its QEMU was killed. Node2
+    cannot know that node1's client is dead; node1's stop said so to Ceph, so node2 finds
+    nothing in the way (without the release it refuses: a writer on a live member)."""
+    import fakes
+    from test_agent_flows import NODE2
+    assert w.start() == 0, w.err
+    _kill_qemu(w)
+    assert w.run("stop") == 0, w.err
+    fakes.install(monkeypatch, host=w.node2)
+    w.ceph.client_ip = NODE2
+    assert w.run("start", meta={"on_node": "node2"}) == 0, w.err
+    assert w.node2.running("vm1")
+    for spec in GUARDED:
+        img = w.ceph.image(spec)
+        assert [x["addr"].split(":")[0] for x in img.watchers] == [NODE2], img.watchers

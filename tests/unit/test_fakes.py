@@ -277,9 +277,8 @@ def test_fake_images_behave_like_librbd():
             rw.lock_break(real_rbd.RBD_LOCK_MODE_EXCLUSIVE, "client.1")
         rw.lock_break(real_rbd.RBD_LOCK_MODE_EXCLUSIVE, qemu.addr)
     assert img_state.lockers == [] and ceph.is_blocklisted(qemu.addr)
-    # the blocklisted QEMU's watch lingers until the OSDs time it out
-    assert [w["addr"] for w in img_state.watchers] == [qemu.addr]
-    ceph.expire_watches(qemu.addr)
+    # the OSDs drop a blocklisted client's watch with the map carrying its entry (lab,
+    # Ceph 16.2.15: gone 1.07 s after 'ceph osd blocklist add'), not at the watch timeout
     assert img_state.watchers == []
     with pytest.raises(real_rados.ObjectNotFound):
         r.open_ioctx("nopool")
