@@ -20,6 +20,12 @@ only; the quick start's VM, whose agent sets a host_memory utilization by defaul
 then never be placed (first run of this test: crm_simulate assigns it nowhere). The quick
 start is written for a cluster without utilization-based placement, so the test runs it
 with placement-strategy=default and restores pcs.sh's value afterwards.
+`crm resource move` to the node the VM already runs on fails ("Requested item already
+exists": CI run of stop 18, where Pacemaker started the quick start's VM on the least
+loaded node, the very node the test had chosen as TO_NODE). An administrator moves a VM
+to another node; so that the VM starts elsewhere, the test adds a finite location
+preference against TO_NODE by resource pattern (it may exist before the resource), which
+the move's INFINITY preference overrides, and removes it afterwards.
 Reuses the session's lab (tests/e2e/conftest.py `cluster`); ~90 s.
 """
 
@@ -36,6 +42,7 @@ pytestmark = pytest.mark.e2e
 VM = "vm-readme"
 IMAGE = f"{VM}-disk0"
 CLONE, PRIMITIVE = "ceph-health-clone", "ceph-health"
+AWAY = "test-readme-starts-elsewhere"
 
 
 def cib_xpath(lab, xpath):
@@ -86,6 +93,9 @@ def test_readme_quickstart_runs_as_written(cluster, invariants, figure):
                     "--update", "default"], timeout=60)
         lab.run(1, ["pcs", "resource", "delete", PRIMITIVE], timeout=180)
         assert not cib_xpath(lab, f"//clone[@id='{CLONE}']")
+        lab.run(1, ["cibadmin", "--create", "-o", "constraints", "--xml-text",
+                    f"<rsc_location id='{AWAY}' rsc-pattern='^{VM}$' node='{to_node}' "
+                    "score='-1000'/>"], timeout=60)
         out = lab.run(1, ["bash", "-eu", "-c", text], env=env, timeout=300)
         print(f"README quick start in {lab.node_name(1)}, with {env}:\n{out.stdout}{out.stderr}")
 
@@ -135,6 +145,8 @@ def _undo(lab, cfg, story, clone, orders, strategy):
                 lab.virsh(i, "destroy", VM)
         lab.run(1, ["pcs", "resource", "delete", VM, "--force"], timeout=120)
         lab.run(1, ["crm_resource", "--cleanup", "--resource", VM], timeout=60, check=False)
+    lab.run(1, ["cibadmin", "--delete", "-o", "constraints", "--xml-text",
+                f"<rsc_location id='{AWAY}'/>"], timeout=60, check=False)
     if cib_xpath(lab, f"//resources/clone[@id='{CLONE}']"):
         lab.run(1, ["pcs", "resource", "delete", PRIMITIVE], timeout=180)
     lab.run(1, ["cibadmin", "--create", "-o", "resources", "--xml-text",

@@ -24,7 +24,7 @@ def test_names_come_from_variables_the_e2e_test_sets():
 def test_block_expands_to_the_commands_with_the_given_names(tmp_path):
     """Run with stub pcs/crm that print their arguments: every command gets the
     environment's names, none the README's defaults."""
-    for tool in ("pcs", "crm"):
+    for tool in ("pcs", "crm", "crm_resource"):
         stub = tmp_path / tool
         stub.write_text('#!/bin/sh\necho "%s $*"\n' % tool)
         stub.chmod(0o755)
@@ -38,6 +38,8 @@ def test_block_expands_to_the_commands_with_the_given_names(tmp_path):
     assert "ceph_user=u1 pools=p1" in out
     assert "pcs resource create vmx ocf:vmceph:RBDVirtualDomain config=/x/vmx.xml" in out
     assert "crm resource move vmx nodex" in out
+    # the move comes once the VM runs (moving it to where it already runs is an error)
+    assert out.index("crm_resource --wait") < out.index("crm resource move")
     assert "vm1" not in out and "vmceph " not in out
     # the clone's meta right after the clone id (pcs 0.11 puts a later 'meta' on the
     # primitive: issue 13)
