@@ -29,14 +29,11 @@ returns the Domain with every RBD disk it found among the guarded ones (docs/dis
 
 WRITABLE_DEVICES = ("disk", "lun", "floppy")
 
-import os
 from typing import NamedTuple, Optional, Tuple
 
-MAX_BYTES = 4 * 1024 * 1024
-
-
-class DomainXMLError(Exception):
-    pass
+# the file's reading and the error live in the light vmceph.domident (the probe's path
+# reads the name and UUID without this module's typing and lxml); re-exported here
+from vmceph.domident import MAX_BYTES, DomainXMLError, read_domain_file  # noqa: F401
 
 
 class RBDDisk(NamedTuple):
@@ -121,25 +118,6 @@ def _parser():
     from lxml import etree
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                            dtd_validation=False, huge_tree=False, remove_comments=True)
-
-
-def read_domain_file(path) -> bytes:
-    import stat
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-            raise DomainXMLError("domain configuration %s is not a regular file" % path)
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise DomainXMLError("domain configuration %s does not exist" % path) from None
-    except IsADirectoryError:
-        raise DomainXMLError("domain configuration %s is a directory" % path) from None
-    except PermissionError:
-        raise DomainXMLError("domain configuration %s is not readable" % path) from None
-    if len(data) > MAX_BYTES:
-        raise DomainXMLError("domain configuration %s is larger than %d bytes: refusing to parse"
-                             % (path, MAX_BYTES))
-    return data
 
 
 def parse_domain(data: bytes, source="domain XML") -> Domain:

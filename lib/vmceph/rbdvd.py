@@ -107,9 +107,19 @@ def identify(ctx, allow_config=True):
     from vmceph.defstore import is_uri
     if not config or not (is_uri(config) or os.path.isfile(config)):
         return None
-    from vmceph.domxml import DomainXMLError, parse_domain
+    from vmceph.domident import DomainXMLError, name_and_uuid
     try:
-        dom = parse_domain(domain_xml(ctx), source="domain configuration %s" % config)
+        data = domain_xml(ctx)
+    except DomainXMLError:
+        return None
+    # the name and UUID alone, without lxml (a probe at cluster start needs no more); a
+    # document not plain enough for that cheap reader is parsed in full (domident)
+    found = name_and_uuid(data)
+    if found is not None:
+        return Identity(found[0], found[1], config)
+    from vmceph.domxml import parse_domain
+    try:
+        dom = parse_domain(data, source="domain configuration %s" % config)
     except DomainXMLError:
         return None
     return Identity(dom.name, dom.uuid, config)
@@ -122,7 +132,7 @@ _XML_ERRORS = None   # (Unreadable, NoCopy), made at the first read
 def _xml_errors():
     """DomainXMLError's kinds for a definition in Ceph (domxml imported lazily): Ceph
     cannot be asked (the cluster's state: generic), this node has no copy (installed)."""
-    from vmceph.domxml import DomainXMLError
+    from vmceph.domident import DomainXMLError
 
     class Unreadable(DomainXMLError):
         pass
@@ -146,7 +156,7 @@ def domain_xml(ctx, fresh=False):
     reached, as with a file. DomainXMLError when it cannot be had, with the reason. An
     action reads it once: later calls of the same action return the same bytes."""
     from vmceph import defstore
-    from vmceph.domxml import DomainXMLError, read_domain_file
+    from vmceph.domident import DomainXMLError, read_domain_file
     global _XML_ERRORS
     if _XML_ERRORS is None:
         _XML_ERRORS = _xml_errors()
@@ -216,7 +226,7 @@ class RBDVirtualDomain:
                 p.checked("monitor_scripts")
             if recall(ctx) is None:
                 from vmceph.defstore import is_uri
-                from vmceph.domxml import DomainXMLError, parse_domain
+                from vmceph.domident import DomainXMLError  # the probe imports no lxml
                 if is_uri(config):
                     # a definition in Ceph: this node's local copy stands for the file
                     try:
@@ -233,6 +243,7 @@ class RBDVirtualDomain:
                 if recurring:
                     # identify() reads the XML: a malformed one is this node's file (5),
                     # as validate-all says (xml_error)
+                    from vmceph.domxml import parse_domain
                     try:
                         _check_uuid(config, parse_domain(
                             data if data is not None else domain_xml(ctx),

@@ -299,7 +299,8 @@ def test_unreadable_file(tmp_path, monkeypatch):
 
     def denied(*a, **k):          # root reads every file: produce EACCES as a user sees it
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(domxml, "open", denied, raising=False)
+    from vmceph import domident    # reads the file for domxml (the probe's light path)
+    monkeypatch.setattr(domident, "open", denied, raising=False)
     with pytest.raises(DomainXMLError, match="is not readable"):
         load_domain(str(path))
 
