@@ -66,6 +66,24 @@ def test_a_killed_qemu_is_restarted_without_an_operator(cluster, figure):
     assert r["survived"], r
 
 
+def test_a_killed_qemu_recovered_on_another_node_needs_no_operator(cluster, figure):
+    """The same kill, with the VM banned from its node by the failure (migration-threshold
+    1 for the fault): its start elsewhere is refused unless the stop on the dead QEMU's
+    node released the QEMU's clients (CI run of stop 18, seed 11)."""
+    result = chaos.run_soak(cluster.lab, cluster.cfg, SEED, 1, ["qemu-kill-move"],
+                            checker=cluster.checker)
+    _says(result)
+    r = result["records"][0]
+    assert result["oracles"]["write oracle"]["lost_acked"] == 0
+    assert not any(r["violations"].values()), r["violations"]
+    figure("chaos qemu-kill-move", {"operator": r["operator"], "back_s": r["all_back_s"],
+                                    "moved_to": r["detail"].get("moved_to")})
+    assert r["detail"]["moved_to"], ("the VM was not recovered on another node: the test "
+                                     "proves nothing", r["detail"])
+    assert not r["operator"], r["operator"]
+    assert r["survived"], r
+
+
 def test_canary_virtualdomain_split_brain_is_seen_by_both_oracles(cluster, figure):
     """The session checker would record the canary's violations as the session's: it is
     stopped first (its report is kept), the canary brings its own."""
