@@ -71,7 +71,8 @@ def add_parser(sub, text_arg, ceph_id_arg, timeout_arg):
                    help="the Pacemaker resource (primitive) that uses FILE")
     p.add_argument("--apply", action="store_true",
                    help="also change the resource's config parameter (without restarting "
-                        "the VM: unmanage, update, refresh, manage)")
+                        "the VM: unmanage, update, refresh, manage, each after the "
+                        "cluster settled)")
     common(p)
     return c
 
@@ -261,25 +262,49 @@ def cmd_log(args):
     return EXIT_OK
 
 
-def import_commands(resource, uri):
+# How long `import --apply` lets the cluster settle (crm_resource --wait) at each step: at
+# least the longest monitor timeout of the examples (the depth-20 monitor, 60 s) plus room.
+SETTLE_MIN = 120.0
+
+
+def import_commands(resource, uri, settle=SETTLE_MIN):
     """The commands that switch ``resource`` to ``uri`` without restarting its VM: a
-    changed parameter makes Pacemaker restart a resource (its digest changed), unless the
-    resource is unmanaged while it changes and its history is refreshed (re-probed with
-    the new parameter: the running domain is found by its remembered identity) before it
-    is managed again."""
+    changed parameter makes Pacemaker restart a resource (its digest changed; ``config``
+    is unique="1", so no reload either), unless the resource is unmanaged while it changes
+    and its history is refreshed (re-probed with the new parameter: the running domain is
+    found by its remembered identity) before it is managed again.
+
+    Each step waits for the cluster to settle (``crm_resource --wait``) before the next.
+    Seen in the lab (Pacemaker 2.1.5, 3 of 4 runs): the new parameter makes the DC
+    reschedule the unmanaged resource's recurring monitors at once ("Parameters to
+    10000ms-interval monitor action ... changed ... (reschedule)"); a refresh while that
+    monitor is in flight deletes the resource from the executor, the monitor's result is
+    never sent, and 90 s later the DC records it as failed ("Node node2 did not send
+    monitor result (via controller) within 90000ms", rc=1): "Recover vm2", a restart of
+    the VM the import meant to keep. Waiting lets the rescheduled monitors report first;
+    the second wait lets the probes after the refresh find the domain before the resource
+    is managed again. ``crm_resource --wait`` recomputes the schedule from the CIB every
+    second until no action is pending; a recurring monitor still recorded as pending
+    (op-status -1) does not count as active there (Pacemaker's unpack skips it), so the
+    wait lasts until its result is in the CIB, not only until it was launched."""
     import shlex
     r, u = shlex.quote(resource), shlex.quote(uri)
+    wait = "--timeout=%ds" % int(settle)
     return [
         ["pcs", "resource", "unmanage", r],
         ["pcs", "resource", "update", r, "config=" + u],
+        ["crm_resource", "--wait", wait],
         ["crm_resource", "--refresh", "--resource", r],
+        ["crm_resource", "--wait", wait],
         ["pcs", "resource", "manage", r],
     ], [
         ["crm_resource", "--resource", resource, "--meta", "--set-parameter", "is-managed",
          "--parameter-value", "false"],
         ["crm_resource", "--resource", resource, "--set-parameter", "config",
          "--parameter-value", uri],
+        ["crm_resource", "--wait", wait],
         ["crm_resource", "--refresh", "--resource", resource],
+        ["crm_resource", "--wait", wait],
         ["crm_resource", "--resource", resource, "--meta", "--set-parameter", "is-managed",
          "--parameter-value", "true"],
     ]
@@ -326,24 +351,27 @@ def cmd_import(args):
             entry = _guard(store.put, ref, data, 0, comment="imported from %s" % path)
             _print("%s: version %d stored from %s\n" % (ref.uri, entry["version"], path))
     resource = args.resource or "RESOURCE"
-    shown, applied = import_commands(resource, ref.uri)
+    settle = max(args.timeout, SETTLE_MIN)
+    shown, applied = import_commands(resource, ref.uri, settle)
     if not args.apply:
         _print("to switch the resource to it without restarting the VM, run:\n")
         _print("".join("  %s\n" % " ".join(c) for c in shown))
         return EXIT_OK
     if not args.resource:
         raise Fail("--apply needs --resource", EXIT_USAGE)
-    for argv in applied:
+    for step, argv in enumerate(applied):
+        # managing it again before the refresh (and its probes) would restart the VM: say
+        # exactly what is left to run
+        rest = "; ".join(" ".join(c) for c in shown[step:])
         try:
-            r = bounded.command(argv, args.timeout)
+            r = bounded.command(argv, settle + 10 if "--wait" in argv else args.timeout)
         except (OSError, bounded.Timeout) as e:
-            raise Fail("%s: %s (the resource may be left unmanaged: finish by hand with "
-                       "the commands above)" % (" ".join(argv), e))
+            raise Fail("%s: %s; the resource may be left unmanaged: once the cluster is "
+                       "calm, finish with: %s" % (" ".join(argv), e, rest))
         if r.rc != 0:
-            raise Fail("%s failed (rc %d): %s; the resource may be left unmanaged: run "
-                       "'pcs resource manage %s' once it is right"
-                       % (" ".join(argv), r.rc, (r.err or r.out).strip()[:300],
-                          args.resource))
+            raise Fail("%s failed (rc %d): %s; the resource may be left unmanaged: once "
+                       "it is right, finish with: %s"
+                       % (" ".join(argv), r.rc, (r.err or r.out).strip()[:300], rest))
         _print("done: %s\n" % " ".join(argv))
     _print("%s now uses %s\n" % (args.resource, ref.uri))
     return EXIT_OK
