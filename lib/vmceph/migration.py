@@ -268,17 +268,37 @@ def job_summary(stats):
     return ", ".join(parts) or "no statistics"
 
 
-def node_health(ctx, g, target):
+# How long migrate_to waits for attrd's answer about the target's health (the query runs
+# while the facts are gathered); Cluster caps the attrd_updater run itself at 10 s.
+HEALTH_QUERY_CAP_S = 10.0
+
+
+def health_query(ctx, target):
+    """The target's health attribute asked of attrd in a thread (bounded.Background), started
+    before the facts are gathered: attrd_updater (~10-18 ms, make bench) then runs while Ceph
+    and crm_mon are asked instead of after them. node_health takes its answer."""
+    from vmceph import bounded
+    from vmceph.cluster import Cluster
+    name = ctx.params.health_attribute
+    cluster = Cluster(ctx.deadline, ctx.log)
+    return bounded.Background(lambda: cluster.query_attribute(name, target),
+                              "attrd_updater -n %s -N %s" % (name, target))
+
+
+def node_health(ctx, g, target, query=None):
     """The target's health attribute. ``crm_mon -A`` never lists node attributes whose
     name starts with '#' (it filters them, like fail-counts), so '#health-ceph' is not in
-    the crm_mon view: ask attrd for it. None when it cannot be told."""
+    the crm_mon view: ask attrd for it (``query``: health_query's answer, else asked now).
+    None when it cannot be told (attrd_updater missing, failing or not answering in time)."""
     name = ctx.params.health_attribute
     value = g.node_attribute(target, name)
     if value is not None:
         return value
     from vmceph import bounded
-    from vmceph.cluster import Cluster
     try:
+        if query is not None:
+            return query.result(ctx.deadline.at_most(HEALTH_QUERY_CAP_S))
+        from vmceph.cluster import Cluster
         return Cluster(ctx.deadline, ctx.log).query_attribute(name, target)
     except (OSError, bounded.Timeout) as e:
         ctx.log.warning("cannot read node attribute %s of %s: %s", name, target, e)
@@ -311,8 +331,9 @@ def migrate_to(ctx, domain_of):
         if state not in virt.ACTIVE_STATES:
             raise GenericError("domain %s is not running on this node: nothing to migrate"
                                % dom.name)
+        query = health_query(ctx, target)    # asked while the facts are gathered
         with facts.gather(ctx, dom, domain_active=True) as g:
-            health = node_health(ctx, g, target)
+            health = node_health(ctx, g, target, query)
             verdict = safety.decide_migrate(g.facts, target, health)
             ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,
                          verdict.summary())

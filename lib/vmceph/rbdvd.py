@@ -738,7 +738,9 @@ class RBDVirtualDomain:
 
     def migrate_from(self, ctx):
         from vmceph import migration
-        return migration.migrate_from(ctx, self._domain)
+        # the domain validate parsed (name, UUID, size): migrate_from never looks at the
+        # images, so it neither parses the XML again nor resolves the disks (~20-35 ms)
+        return migration.migrate_from(ctx, lambda c: self._domain(c, resolve=False))
 
 
 # ------------------------------------------------------------------ helpers

@@ -1,0 +1,129 @@
+"""migrate_to asks for the target's health while the facts are gathered, migrate_from
+reuses the domain validate parsed (issue 15, item 5), and neither weakens a rule:
+
+- DESIGN: migrate_to refuses a target whose #health-ceph is red; its Ceph checks stay;
+  every call is bounded by the action's deadline (an attrd that does not answer in time
+  leaves the health unknown, as before: the decision then says "health unknown");
+- migrate_from needs only the domain's name and UUID (it never looks at the images).
+"""
+
+import time
+
+import pytest
+
+import fakes
+from test_agent_flows import NODE2, World, _pacemaker_tools
+from vmceph import domxml, facts, migration, ocf, rbdvd
+
+
+@pytest.fixture
+def w(tmp_path, monkeypatch):
+    world = World(tmp_path, monkeypatch)
+    yield world
+    world.close()
+
+
+def _attrd(w, health, before=""):
+    """attrd_updater answering node2's #health-ceph, running ``before`` first."""
+    w.bin.add("attrd_updater", """%s
+case "$*" in
+  "-n #health-ceph -Q --output-as=xml -N node2") echo '<pacemaker-result api-version="2.25">
+  <attribute name="#health-ceph" value="%s" host="node2"/>
+  <status code="0" message="OK"/>
+</pacemaker-result>';;
+  *) echo "attrd_updater: no such attribute" >&2; exit 105;;
+esac""" % (before, health))
+
+
+@pytest.mark.parametrize("health,rc", [("red", ocf.OCF_ERR_GENERIC), ("green", 0)])
+def test_health_is_asked_while_the_facts_are_gathered(w, monkeypatch, health, rc):
+    """attrd_updater starts before the facts gathering (Ceph session, cluster view) has
+    finished: the gathering waits (at most 5 s) for the query's start mark. Asked after
+    the gathering, as before, the mark never comes in time and the test fails."""
+    _pacemaker_tools(w, health)
+    mark = w.tmp / "attrd-started"
+    _attrd(w, health, before="touch '%s'" % mark)
+    seen = []
+    real = facts.gather_with
+
+    def gather_with(*a, **k):
+        g = real(*a, **k)
+        t0 = time.monotonic()
+        while not mark.exists() and time.monotonic() - t0 < 5.0:
+            time.sleep(0.01)
+        seen.append(mark.exists())
+        return g
+    assert w.start() == 0, w.err
+    mark.unlink(missing_ok=True)
+    monkeypatch.setattr(facts, "gather_with", gather_with)
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == rc, w.err
+    assert seen == [True]
+    if health == "red":
+        assert "target node node2 reports #health-ceph=red" in w.reason
+        assert not w.node1.called("migrateToURI3")
+        assert w.node1.running("vm1") and not w.node2.running("vm1")
+    else:
+        assert w.node2.running("vm1") and not w.node1.running("vm1")
+        assert "target node2 healthy (green)" in w.logfile.read_text()
+
+
+def test_a_slow_red_answer_is_still_waited_for(w):
+    """The concurrent query answers red after the facts are in: still refused."""
+    _pacemaker_tools(w, "red")
+    _attrd(w, "red", before="sleep 0.5")
+    assert w.start() == 0, w.err
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == ocf.OCF_ERR_GENERIC
+    assert "target node node2 reports #health-ceph=red" in w.reason
+    assert not w.node1.called("migrateToURI3")
+
+
+def test_an_attrd_that_does_not_answer_in_time_leaves_the_health_unknown(w, monkeypatch):
+    """Bounded: migrate_to waits HEALTH_QUERY_CAP_S for attrd, then decides with the
+    health unknown (as when attrd_updater failed before this change), never hangs."""
+    _pacemaker_tools(w, "red")
+    _attrd(w, "red", before="sleep 3")
+    monkeypatch.setattr(migration, "HEALTH_QUERY_CAP_S", 0.3)
+    assert w.start() == 0, w.err
+    t0 = time.monotonic()
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    assert time.monotonic() - t0 < 2.5
+    log = w.logfile.read_text()
+    assert "cannot read node attribute #health-ceph of node2" in log
+    assert "target node2 healthy (health unknown)" in log
+
+
+@pytest.mark.parametrize("failure", ["exit 1", "missing"])
+def test_a_failing_attrd_leaves_the_health_unknown(w, failure):
+    _pacemaker_tools(w, "red")
+    if failure == "missing":
+        (w.tmp / "bin" / "attrd_updater").unlink()
+        w.bin.add("attrd_updater-not-here")
+    else:
+        w.bin.add("attrd_updater", "exit 1")
+    assert w.start() == 0, w.err
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    assert "target node2 healthy (health unknown)" in w.logfile.read_text()
+
+
+def test_migrate_from_parses_the_domain_once_and_resolves_no_disk(w, monkeypatch):
+    assert w.start() == 0
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    fakes.install(monkeypatch, host=w.node2)
+    w.ceph.client_ip = NODE2
+    parsed, resolved = [], []
+    real_parse, real_resolve = domxml.parse_domain, rbdvd.RBDVirtualDomain._resolve_disks
+
+    def parse_domain(*a, **k):
+        parsed.append(1)
+        return real_parse(*a, **k)
+
+    def resolve(self, ctx, dom):
+        resolved.append(dom.name)
+        return real_resolve(self, ctx, dom)
+    monkeypatch.setattr(domxml, "parse_domain", parse_domain)
+    monkeypatch.setattr(rbdvd.RBDVirtualDomain, "_resolve_disks", resolve)
+    assert w.run("migrate_from", meta={"migrate_source": "node1", "on_node": "node2"}) == 0, \
+        w.err
+    assert (len(parsed), resolved) == (1, [])
+    assert (w.tmp / "rsctmp" / "vmceph-RBDVirtualDomain-vm1.state").read_text().startswith(
+        "name=vm1\nuuid=8a5b3c2d-")
