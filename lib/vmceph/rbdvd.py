@@ -267,12 +267,15 @@ class RBDVirtualDomain:
                               "cannot save the guest's memory")
         from vmceph.migration import migration_args
         migration_args(p, "target")   # every option understood, no conflicting pair
-        from vmceph.cluster import parse_membership, parse_node_addresses
-        try:
-            static = parse_node_addresses(p.node_addresses)
-            parse_membership(p.membership)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        static = {}
+        if p.node_addresses or p.membership:   # unset (the usual case): nothing to parse,
+            # and migrate_from imports no vmceph.cluster (socket, ElementTree, safety)
+            from vmceph.cluster import parse_membership, parse_node_addresses
+            try:
+                static = parse_node_addresses(p.node_addresses)
+                parse_membership(p.membership)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if ctx.action == "validate-all" and static and not p.membership and local:
             _warn_unknown_node_names(ctx, static)
         if not local:
@@ -952,15 +955,17 @@ def utilization(ctx, dom):
     p = ctx.params
     if ctx.env.get("OCF_RESOURCE_INSTANCE") is None or not _which("crm_resource"):
         return
-    from vmceph import bounded
-    from vmceph.cluster import Cluster, ClusterError
-    cl = Cluster(ctx.deadline, ctx.log)
     mem_mib = (dom.memory_kib or 0) // 1024
     wanted = [("cpu", p.autoset_utilization_cpu, p.unset_utilization_cpu, dom.vcpus or 1),
               ("host_memory", p.autoset_utilization_host_memory,
                p.unset_utilization_host_memory, mem_mib),
               ("hv_memory", p.autoset_utilization_hv_memory,
                p.unset_utilization_hv_memory, mem_mib)]
+    if not any(unset or (autoset and value) for _, autoset, unset, value in wanted):
+        return   # nothing to set or remove: no vmceph.cluster import (migrate_from's path)
+    from vmceph import bounded
+    from vmceph.cluster import Cluster, ClusterError
+    cl = Cluster(ctx.deadline, ctx.log)
     for name, autoset, unset, value in wanted:
         try:
             if unset:

@@ -127,3 +127,48 @@ def test_migrate_from_parses_the_domain_once_and_resolves_no_disk(w, monkeypatch
     assert (len(parsed), resolved) == (1, [])
     assert (w.tmp / "rsctmp" / "vmceph-RBDVirtualDomain-vm1.state").read_text().startswith(
         "name=vm1\nuuid=8a5b3c2d-")
+
+
+MIGRATE_FROM = """
+import io, json, sys
+sys.path.append("/usr/lib/python3/dist-packages")   # as the agent, run with -S, does
+from vmceph import ocf
+from vmceph.rbdvd import RBDVirtualDomain
+err = io.StringIO()
+rc = ocf.run(RBDVirtualDomain(), ["RBDVirtualDomain", "migrate_from"], json.loads(sys.argv[1]),
+             io.StringIO(), err)
+print(json.dumps({"rc": rc, "err": err.getvalue()[-2000:], "loaded": sorted(
+    m for m in ("rados", "rbd", "vmceph.ceph", "vmceph.cluster", "vmceph.safety", "socket",
+                "subprocess", "vmceph.disks") if m in sys.modules)}))
+"""
+
+
+def test_migrate_from_imports_no_ceph_and_no_cluster_module(tmp_path):
+    """migrate_from (no node_addresses, membership or utilization to set) loads neither
+    Ceph's bindings nor vmceph.cluster: run in a fresh interpreter against libvirt's
+    in-process test driver, whose domain 'test' runs (it has 'arrived')."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("libvirt")
+    config = tmp_path / "vm1.xml"
+    config.write_text("<domain type='test'><name>test</name>"
+                      "<uuid>6695eb01-f6a4-8304-79aa-97f2502e193f</uuid></domain>")
+    env = {"OCF_RESOURCE_INSTANCE": "vm1", "HA_RSCTMP": str(tmp_path),
+           "OCF_RESKEY_config": str(config), "OCF_RESKEY_hypervisor": "test:///default",
+           "OCF_RESKEY_CRM_meta_migrate_source": "node1",
+           "OCF_RESKEY_CRM_meta_migrate_target": "node2",
+           "OCF_RESKEY_ceph_conf": str(tmp_path / "ceph.conf"),
+           "OCF_RESKEY_ceph_keyring": str(tmp_path / "keyring")}
+    (tmp_path / "ceph.conf").write_text("[global]\nmon_host = 10.0.0.1\n")
+    (tmp_path / "keyring").write_text("[client.vmceph]\nkey = x\n")
+    lib = str(Path(__file__).resolve().parents[2] / "lib")
+    r = subprocess.run([sys.executable, "-S", "-c", MIGRATE_FROM, json.dumps(env)],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PYTHONPATH": lib, "PATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["rc"], out["loaded"]) == (0, []), out["err"]
+    assert (tmp_path / "vmceph-RBDVirtualDomain-vm1.state").read_text().startswith(
+        "name=test\nuuid=6695eb01-")
