@@ -9,7 +9,8 @@ lapsed, as "a lock holder with no watch on this node", until an operator blockli
 client and removed the lock. The start rules (issue 10) rightly refuse a holder on this
 node without proof that it is dead.
 
-This module keeps that proof. After a start, the agent records which client instance
+This module keeps that proof. At a start, once the paused QEMU is known to be the only
+writer and before it is resumed, the agent records which client instance
 (``ip:port/nonce``) of each guarded image is its QEMU, with the QEMU's pid and the process
 start time the kernel gives it (/proc/PID/stat field 22). At the next start on this node,
 if that process no longer exists, no process holds those client instances (a librados
@@ -18,10 +19,11 @@ for certain: the start may blocklist exactly those instances and break their loc
 (safety: ``Facts.dead_local``). If the process still runs, nothing is claimed.
 
 The same proof serves the stop (``release``): a stop that finds the domain already gone
-from this node (its QEMU killed or crashed) blocklists those instances and breaks their
-locks, so that Pacemaker may start the VM on any node: another node cannot tell the dead
-QEMU's client from a live writer and rightly refuses it. A migration away drops the record
-(the QEMU handed its images over).
+from this node (its QEMU killed or crashed), or that had to destroy it, blocklists those of
+the instances that still watch or lock an image and breaks their locks, so that Pacemaker
+may start the VM on any node: another node cannot tell the dead QEMU's client from a live
+writer and rightly refuses it. A migration away drops the record (the QEMU handed its
+images over); a graceful shutdown needs nothing (the QEMU closed its images).
 
 The record lives in the state directory ($HA_RSCTMP, a tmpfs): a reboot removes it, and
 with it any claim about clients of an earlier boot.
@@ -150,7 +152,8 @@ RELEASE_CAP_S = 12.0
 
 
 def release(ctx, params, share):
-    """The stop's side task when it found the domain already gone from this node: if the
+    """The stop's side task when it found the domain already gone from this node, or
+    destroyed it: if the
     domain's last QEMU is dead (its recorded process no longer exists), blocklist the client
     instances it left on its images and break the locks they hold, so that the VM can start
     at once on any node, not only here.

@@ -569,6 +569,9 @@ class RBDVirtualDomain:
                                                                        check.summary()))
             ctx.log.info("%s created paused; its QEMU is the only writer (%s)", dom.name,
                          ", ".join("%s: %s" % o for o in check.ours) or "no guarded disks")
+            # recorded before the resume (which takes the locks): an agent killed after it
+            # still leaves the proof a later stop or start needs (deadclients)
+            self._remember_clients(ctx, dom, check.ours)
             self._stamp(ctx, g, dom, "restore" if saved else "start")
             try:
                 hv.resume(vdom)
@@ -578,7 +581,6 @@ class RBDVirtualDomain:
         except BaseException:
             self._destroy_paused(ctx, hv, dom, created)
             raise
-        self._remember_clients(ctx, dom, check.ours)
         if saved:
             from vmceph import generation
             for err in generation.discard(saved):  # restored: the file must not be reused

@@ -88,6 +88,12 @@ class StopSequence:
             from vmceph import generation
             for err in generation.discard(partial):
                 ctx.log.warning("cannot delete what the failed save left: %s", err)
+        if rc == OCF_SUCCESS:
+            # A destroyed QEMU may leave its lock: libvirt sends SIGKILL to a QEMU that
+            # has not exited 10 s after SIGTERM, and a start killed mid-way left one that
+            # the chaos soak's next start elsewhere met ("agent-kill-start",
+            # docs/reliability.md). A graceful shutdown closes the images: no Ceph then.
+            self._release_dead_clients(ctx)
         return rc
 
     def _save_state(self, ctx, hv, dom, ident, saved):

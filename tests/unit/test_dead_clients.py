@@ -270,3 +270,47 @@ def test_after_that_stop_another_node_starts_the_vm_at_once(w, monkeypatch):
     for spec in GUARDED:
         img = w.ceph.image(spec)
         assert [x["addr"].split(":")[0] for x in img.watchers] == [NODE2], img.watchers
+
+
+def test_a_stop_that_destroys_a_qemu_releases_what_it_left(w):
+    """libvirt's destroy ends with SIGKILL for a QEMU that did not exit on SIGTERM: its
+    watch lingers and its lock stays. The stop that destroyed it releases them."""
+    assert w.start() == 0, w.err
+    clients = list(w.qemu[("node1", "vm1")])
+
+    def sigkilled(guest):                    # the process ends; Ceph is told nothing
+        w.qemu.pop(("node1", "vm1"))
+        proc = w.procs.pop("vm1")
+        proc.kill()
+        proc.wait()
+    w.node1.on_stop = sigkilled
+    assert w.run("stop", {"force_stop": "true"}) == 0, w.err
+    assert w.node1.called("destroyFlags")
+    for c in clients:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    for spec in GUARDED:
+        assert not w.ceph.image(spec).lockers and not w.ceph.image(spec).watchers, spec
+
+
+def test_a_graceful_shutdown_opens_no_ceph_session(w):
+    """The QEMU closed its images: the stop does not look for leftovers."""
+    assert w.start() == 0, w.err
+    sessions = len(w.ceph.sessions)
+    assert w.run("stop") == 0, w.err
+    assert not w.node1.called("destroyFlags")
+    assert len(w.ceph.sessions) == sessions
+    assert w.ceph.blocklist == {}
+
+
+def test_the_record_exists_before_the_qemu_is_resumed(w):
+    """An agent killed right after the resume (which takes the locks) must leave the
+    proof behind: the record is written before it."""
+    seen = []
+    resume = w.node1.on_resume
+
+    def check(guest):
+        seen.append(_record(w))
+        resume(guest)
+    w.node1.on_resume = check
+    assert w.start() == 0, w.err
+    assert seen and seen[0] is not None, seen
