@@ -62,7 +62,52 @@ def cluster_view(ctx_params, deadline, log, on_node=None):
     return nodes, on_node or view.local_name(), source
 
 
-def gather(ctx, dom, domain_active, images=True):
+class HeadStart:
+    """The two slow, read-only asks of a later gather begun early: Pacemaker's view of the
+    members (crm_mon, cibadmin: another process) and the Ceph connection, each in a
+    bounded.Background. migrate_to begins them while validate imports libvirt and lxml and
+    parses the domain (~60-100 ms, make bench), which they then overlap instead of
+    following; the decision still waits for both, and for the images' inspection, which
+    needs the parsed domain. Nothing is decided or written before gather takes them."""
+
+    def __init__(self, p, deadline, log, on_node=None):
+        import threading
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._session = None
+        self.t0 = time.monotonic()
+        self.view = bounded.Background(lambda: cluster_view(p, deadline, log, on_node),
+                                       "cluster view")
+        self.ceph = bounded.Background(lambda: self._connect(p, deadline, log),
+                                       "Ceph connection")
+
+    def _connect(self, p, deadline, log):
+        session, why = _connect(p, deadline, log)
+        with self._lock:   # either abandon() sees the session, or this sees abandon()
+            if self._abandoned and session is not None:
+                session.close()
+                return None, "abandoned"
+            self._session = session
+        return session, why
+
+    def connection(self, deadline):
+        """(session, None) or (None, why), as _connect; its errors raised here."""
+        try:
+            return self.ceph.result(deadline.remaining())
+        except bounded.Timeout as e:
+            return None, str(e)
+
+    def abandon(self):
+        """The action stopped before a gather took this: the session is closed, now if it
+        is connected, else by the connecting thread when it is."""
+        with self._lock:
+            self._abandoned = True
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+def gather(ctx, dom, domain_active, images=True, early=None):
     dead = (frozenset(), "")
     if ctx.action == "start" and not domain_active:
         # our previous QEMU's client instances, if that process is gone (deadclients)
@@ -70,7 +115,7 @@ def gather(ctx, dom, domain_active, images=True):
         dead = deadclients.recall_dead(ctx)
     return gather_with(ctx.params, ctx.deadline, ctx.log, dom, domain_active, images,
                        on_node=ctx.node_name, retry_watchless=ctx.action == "start",
-                       dead_local=dead)
+                       dead_local=dead, early=early)
 
 
 # DNS lookups of every node name together, at most this long (they run in parallel).
@@ -80,14 +125,17 @@ WATCHLESS_RETRY_CAP_S = 20.0
 
 
 def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
-                retry_watchless=False, dead_local=(frozenset(), "")):
+                retry_watchless=False, dead_local=(frozenset(), ""), early=None):
     """Facts for the decision. Pacemaker is asked (crm_mon, cibadmin: ~30 ms) in a thread
     while Ceph is: the two are independent, and start and migrate_to wait for both.
 
     ``retry_watchless`` (start): a lock holder with no watch on a member, unclean node or
     this node is refused, but a watch re-registers within seconds after an OSD failover or
     a network blip; so such images are inspected again, within the deadline (at most
-    WATCHLESS_RETRY_CAP_S), before the decision is made."""
+    WATCHLESS_RETRY_CAP_S), before the decision is made.
+
+    ``early``: a HeadStart whose cluster view and Ceph connection are taken instead of
+    being begun here."""
     from vmceph.safety import UNKNOWN_BLOCKLIST, UNKNOWN_REFUSE
     try:
         static = pcmk.parse_node_addresses(p.node_addresses)
@@ -95,8 +143,9 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
             pcmk.parse_membership(p.membership)
     except ValueError as e:  # a deep monitor meets them unvalidated
         raise ConfigError(str(e)) from None
-    view = bounded.Background(lambda: cluster_view(p, deadline, log, on_node), "cluster view")
-    ok, detail, imgs, local_ips, session = _gather_ceph(p, deadline, log, dom, images)
+    view = early.view if early is not None else bounded.Background(
+        lambda: cluster_view(p, deadline, log, on_node), "cluster view")
+    ok, detail, imgs, local_ips, session = _gather_ceph(p, deadline, log, dom, images, early)
     try:
         nodes, local, source = view.result(deadline.at_most(15.0))
         known = not source.startswith("unknown")
@@ -180,13 +229,14 @@ def _connect(p, deadline, log):
     return session, None
 
 
-def _gather_ceph(p, deadline, log, dom, images):
+def _gather_ceph(p, deadline, log, dom, images, early=None):
     """(quorum ok, detail, ImageFacts list, this client's addresses, open session or None)."""
-    t0 = time.monotonic()
+    t0 = time.monotonic() if early is None else early.t0
 
     def spent(text):
         return "%s (%.1f s spent)" % (text, time.monotonic() - t0)
-    session, why = _connect(p, deadline, log)
+    session, why = _connect(p, deadline, log) if early is None else \
+        early.connection(deadline)
     if session is None:
         return False, spent(why), [], [], None
     try:

@@ -285,6 +285,20 @@ def health_query(ctx, target):
                               "attrd_updater -n %s -N %s" % (name, target))
 
 
+def head_start(ctx):
+    """What migrate_to asks before it decides, begun as soon as validate has checked the
+    parameters (rbdvd.validate), while it imports libvirt and lxml and parses the domain:
+    the cluster view and the Ceph connection (facts.HeadStart) and the target's health
+    (health_query). Read-only asks; nothing is decided or changed until migrate_to has
+    every answer. None without a target (migrate_to then fails before any I/O)."""
+    from vmceph import facts
+    target = ctx.meta("migrate_target")
+    if not target:
+        return None
+    return facts.HeadStart(ctx.params, ctx.deadline, ctx.log, ctx.node_name), \
+        health_query(ctx, target)
+
+
 def node_health(ctx, g, target, query=None):
     """The target's health attribute. ``crm_mon -A`` never lists node attributes whose
     name starts with '#' (it filters them, like fail-counts), so '#health-ceph' is not in
@@ -307,14 +321,24 @@ def node_health(ctx, g, target, query=None):
 
 # ------------------------------------------------------------------ the actions
 
-def migrate_to(ctx, domain_of):
+def migrate_to(ctx, domain_of, early=None):
     """The migrate_to action: decide (safety.decide_migrate), stamp a generation, live-migrate
-    by the MigrationPlan. ``domain_of(ctx)`` is the agent's parsed, resolved domain."""
-    from vmceph import facts, rbdvd, safety
+    by the MigrationPlan. ``domain_of(ctx)`` is the agent's parsed, resolved domain;
+    ``early``: head_start's asks, begun during validate (else begun here)."""
     target = ctx.meta("migrate_target")
     if not target:
         raise ConfigError("migrate_to needs the target node "
                           "(OCF_RESKEY_CRM_meta_migrate_target); Pacemaker sets it")
+    taken = []
+    try:
+        return _migrate_to(ctx, domain_of, target, early, taken)
+    finally:
+        if early is not None and not taken:   # refused before gathering (not running here)
+            early[0].abandon()
+
+
+def _migrate_to(ctx, domain_of, target, early, taken):
+    from vmceph import facts, rbdvd, safety
     dom = domain_of(ctx)
     p = ctx.params
     ident = rbdvd.recall(ctx)
@@ -331,8 +355,12 @@ def migrate_to(ctx, domain_of):
         if state not in virt.ACTIVE_STATES:
             raise GenericError("domain %s is not running on this node: nothing to migrate"
                                % dom.name)
-        query = health_query(ctx, target)    # asked while the facts are gathered
-        with facts.gather(ctx, dom, domain_active=True) as g:
+        if early is not None:
+            head, query = early
+            taken.append(True)
+        else:
+            head, query = None, health_query(ctx, target)  # asked while the facts are gathered
+        with facts.gather(ctx, dom, domain_active=True, early=head) as g:
             health = node_health(ctx, g, target, query)
             verdict = safety.decide_migrate(g.facts, target, health)
             ctx.log.info("migrate_to %s decision: %s (%s)", target, verdict.kind,

@@ -290,6 +290,23 @@ class RBDVirtualDomain:
                 raise cls("parameter ceph_conf=%s: %s" % (ocf.shown(p.ceph_conf), problem[1]))
         if p.sync_config_on_stop and not _which("csync2"):
             raise InstalledError("sync_config_on_stop is set but csync2 is not installed")
+        if ctx.action == "migrate_to":
+            # the parameters are good: the cluster view, the Ceph connection and the
+            # target's health are asked now, while the modules below are imported and the
+            # domain parsed (migration.head_start); migrate_to takes their answers
+            from vmceph import migration
+            self._early = (ctx, migration.head_start(ctx))
+            try:
+                return self._validate_local(ctx, config)
+            except BaseException:
+                if self._early[1] is not None:
+                    self._early[1][0].abandon()
+                self._early = None
+                raise
+        self._validate_local(ctx, config)
+
+    def _validate_local(self, ctx, config):
+        """The end of validate: Python modules installed, the domain's XML and disks."""
         # migrate_from never talks to Ceph: importing rados and rbd only to check that they
         # are installed cost it ~20 ms of its ~100 (make bench, docs/benchmarks.md)
         needed = ("libvirt", "lxml") if ctx.action == "migrate_from" else \
@@ -739,7 +756,9 @@ class RBDVirtualDomain:
     # ---------------------------------------------------------------- migration
     def migrate_to(self, ctx):
         from vmceph import migration
-        return migration.migrate_to(ctx, self._domain)
+        early = getattr(self, "_early", None)   # begun by validate for this very action
+        early = early[1] if early is not None and early[0] is ctx else None
+        return migration.migrate_to(ctx, self._domain, early)
 
     def migrate_from(self, ctx):
         from vmceph import migration

@@ -172,3 +172,102 @@ def test_migrate_from_imports_no_ceph_and_no_cluster_module(tmp_path):
     assert (out["rc"], out["loaded"]) == (0, []), out["err"]
     assert (tmp_path / "vmceph-RBDVirtualDomain-vm1.state").read_text().startswith(
         "name=test\nuuid=6695eb01-")
+
+
+# --------------------------------------------------------------------- head start
+
+def _crm_mon_marking(w, mark):
+    """crm_mon as _pacemaker_tools sets it up, touching ``mark`` when it runs."""
+    import test_cluster
+    sample = w.tmp / "crm_mon.xml"
+    sample.write_text(test_cluster.CRM_MON)
+    w.bin.add("crm_mon", "touch '%s'; cat '%s'" % (mark, sample))
+
+
+def test_cluster_view_and_ceph_connection_begin_while_validate_parses(w, monkeypatch):
+    """migrate_to's slow asks begin during validate, before the domain is parsed and its
+    disks resolved: crm_mon has run and a Ceph session exists by the time _domain
+    returns (it waits at most 5 s for them). Begun by migrate_to itself, as before, they
+    would not: the test fails."""
+    _pacemaker_tools(w, "green")
+    mark = w.tmp / "crm_mon-ran"
+    _crm_mon_marking(w, mark)
+    assert w.start() == 0, w.err
+    mark.unlink(missing_ok=True)
+    sessions = len(w.ceph.sessions)
+    seen = []
+    real = rbdvd.RBDVirtualDomain._domain
+
+    def _domain(self, ctx, resolve=True):
+        dom = real(self, ctx, resolve)
+        if ctx.action == "migrate_to" and not seen:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 5.0 and not (
+                    mark.exists() and len(w.ceph.sessions) > sessions):
+                time.sleep(0.01)
+            seen.append((mark.exists(), len(w.ceph.sessions) - sessions))
+        return dom
+    monkeypatch.setattr(rbdvd.RBDVirtualDomain, "_domain", _domain)
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    assert seen == [(True, 1)]     # one session: the early one is the one gather used
+    assert len(w.ceph.sessions) == sessions + 1
+    assert w.node2.running("vm1") and not w.node1.running("vm1")
+    assert all(r.state == "shutdown" for r in w.ceph.sessions)
+
+
+def _all_closed(w, timeout=5.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if all(r.state == "shutdown" for r in w.ceph.sessions):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_migrate_to_refused_before_gathering_closes_the_early_session(w):
+    """Not running here: refused before any decision; the session begun during validate
+    is closed, not left to the process's exit."""
+    _pacemaker_tools(w, "green")
+    sessions = len(w.ceph.sessions)
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 1
+    assert "not running on this node" in w.reason
+    assert len(w.ceph.sessions) == sessions + 1
+    assert _all_closed(w)
+
+
+def test_a_validation_failure_after_the_head_start_closes_its_session(w, monkeypatch):
+    _pacemaker_tools(w, "green")
+    assert w.start() == 0, w.err
+
+    def broken(self, ctx, resolve=True):
+        raise ocf.ConfigError("domain configuration broken on purpose")
+    monkeypatch.setattr(rbdvd.RBDVirtualDomain, "_domain", broken)
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == ocf.OCF_ERR_CONFIGURED
+    assert _all_closed(w)
+    assert w.node1.running("vm1") and not w.node1.called("migrateToURI3")
+
+
+def test_head_start_abandoned_while_connecting_closes_the_session_when_it_connects(
+        monkeypatch):
+    """abandon() before the connection is made: the connecting thread closes it."""
+    import threading
+    gate = threading.Event()
+
+    class Session:
+        closed = False
+
+        def close(self):
+            Session.closed = True
+    made = []
+
+    def connect(p, deadline, log):
+        gate.wait(5)
+        made.append(Session())
+        return made[-1], None
+    monkeypatch.setattr(facts, "_connect", connect)
+    monkeypatch.setattr(facts, "cluster_view", lambda *a, **k: ({}, "n1", "test"))
+    h = facts.HeadStart(object(), ocf.Deadline(10.0, margin_s=0), None, "n1")
+    h.abandon()
+    gate.set()
+    assert h.ceph.result(5) == (None, "abandoned")
+    assert made and Session.closed
