@@ -337,6 +337,16 @@ class CephSession:
         if not instance_addr(addr):
             raise ValueError("refusing to blocklist %r: not one client instance "
                              "(ip:port/nonce with nonce > 0)" % addr)
+        self._blocklist_add(addr, expire_s)
+
+    def blocklist_host(self, ip, expire_s):
+        """Fence every client instance on ``ip`` (the entry 'IP:0/0': fence_vmceph's off)
+        for ``expire_s`` seconds; the node's own daemons are not clients of that kind.
+        Only for a fence agent: the resource agents fence instances (blocklist_add)."""
+        from vmceph.safety import host_entry
+        self._blocklist_add(host_entry(ip), expire_s)
+
+    def _blocklist_add(self, addr, expire_s):
         # librados' own call (rados_blocklist_add, python3-rados 16.2: blocklist_add(addr,
         # expire_seconds: int)) sends the same 'osd blocklist add' to the monitors, under
         # this session's rados_mon_op_timeout, then waits for the newest OSD map. Its

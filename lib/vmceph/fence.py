@@ -57,7 +57,7 @@ import time
 
 from vmceph import bounded
 from vmceph.ceph import CephError, CephPermission, CephUnavailable, parse_blocklist
-from vmceph.safety import ip_of
+from vmceph.safety import host_entry, ip_of
 
 RECORD_PREFIX = "vmceph/fence/"
 # Entries must outlive any stale client: an expired entry gives it its access back.
@@ -70,11 +70,6 @@ class FenceError(Exception):
 
 
 # ----------------------------------------------------------------------- pure helpers
-def host_entry(ip):
-    """The blocklist entry that refuses every client instance on ``ip``."""
-    if ":" in ip:
-        return "[%s]:0/0" % ip
-    return "%s:0/0" % ip
 
 
 def is_host_entry(addr):
@@ -271,8 +266,9 @@ class NodeFencer:
         add = [host_entry(ip) for ip in ips]
         rec = json.dumps({"node": node, "ips": list(ips), "host_entries": add,
                           "time": time.time()}, sort_keys=True)
-        calls = [lambda e=e: self.s.mon("osd blocklist", blocklistop="add", addr=e,
-                                        expire=EXPIRE_S) for e in add]
+        # librados' own rados_blocklist_add (python3-rados), as the agents do; the expiry
+        # (10 years) fits its C int
+        calls = [lambda ip=ip: self.s.blocklist_host(ip, int(EXPIRE_S)) for ip in ips]
         calls.append(lambda: self.s.mon("config-key set", key=RECORD_PREFIX + node, val=rec))
         osds = []
         if mark_osds_down:
@@ -402,8 +398,7 @@ class NodeFencer:
         all_ips = sorted({ip_of(e) for e in host})
         stale = instances_on(self.sessions(), all_ips, exclude=self._own_instances())
         if stale:
-            self._parallel([lambda a=a: self.s.mon("osd blocklist", blocklistop="add", addr=a,
-                                                   expire=EXPIRE_S) for a in stale],
+            self._parallel([lambda a=a: self.s.blocklist_add(a, int(EXPIRE_S)) for a in stale],
                            "blocklist instances of %s" % node)
             self._wait_map()
         self._parallel([lambda e=e: self.s.mon("osd blocklist", blocklistop="rm", addr=e)

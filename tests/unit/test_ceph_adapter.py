@@ -352,6 +352,19 @@ def test_blocklist_add_with_expiry(cluster, conf):
     assert cluster.is_blocklisted("10.252.0.2:0/3154213287")
 
 
+def test_blocklist_host_is_librados_call_with_the_host_entry(cluster, conf):
+    """fence_vmceph's host-wide entry through rados_blocklist_add (integer seconds: the
+    fake raises TypeError for a float, as python3-rados 16.2.15 does); the instance-only
+    guard of blocklist_add stays for the resource agents."""
+    with session(cluster, conf) as s:
+        s.blocklist_host("10.252.0.3", 315360000)
+        with pytest.raises(ValueError, match="not one client instance"):
+            s.blocklist_add("10.252.0.3:0/0", 600)
+    assert cluster.commands[-1] == {"prefix": "osd blocklist", "blocklistop": "add",
+                                    "addr": "10.252.0.3:0/0", "expire": 315360000.0}
+    assert cluster.is_blocklisted("10.252.0.3:0/0")
+
+
 def test_blocklist_add_without_quorum_fails(cluster, conf):
     with session(cluster, conf) as s:
         cluster.lose_quorum()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from vmceph import fence
+from vmceph import fence, safety
 from vmceph.ceph import CephPermission, CephUnavailable
 from vmceph.fence import FenceError, NodeFencer
 
@@ -175,7 +175,20 @@ class FakeSession:
         return cap if self.deadline is None else max(0.0, min(cap, self.deadline.remaining()))
 
     def mon(self, prefix, **a):
+        # entries are added through librados' own call (issue 13), never hand-built
+        assert not (prefix == "osd blocklist" and a.get("blocklistop") == "add"), a
         return self.c.mon(prefix, **a)
+
+    # CephSession's blocklist_add/blocklist_host call rados_blocklist_add, which sends this
+    # monitor command (integer seconds; python3-rados 16.2.15)
+    def blocklist_add(self, addr, expire_s):
+        assert isinstance(expire_s, int) and addr.rsplit("/", 1)[1] != "0", (addr, expire_s)
+        return self.c.mon("osd blocklist", blocklistop="add", addr=addr, expire=float(expire_s))
+
+    def blocklist_host(self, ip, expire_s):
+        assert isinstance(expire_s, int), expire_s
+        return self.c.mon("osd blocklist", blocklistop="add", addr=safety.host_entry(ip),
+                          expire=float(expire_s))
 
     def mon_target(self, name, prefix, **a):
         assert prefix == "sessions"
