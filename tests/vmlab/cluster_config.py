@@ -31,8 +31,10 @@ The adaptations (ADAPTATIONS below; adapt.sh carries the same reasons as comment
   rbd` does not allow, and needed mgr 'profile rbd pool=rbd, allow command "pg ls-by-pool"').
 """
 
+import copy as copy_module
 import json
 import os
+import re
 import shlex
 import time
 import xml.etree.ElementTree as ET
@@ -141,6 +143,68 @@ def adaptations(lab, cfg):
     return steps
 
 
+def add_preferences(cib_file, prefer):
+    """The test's initial placement (configure(prefer=...)): each VM prefers its node with
+    INFINITY, still only a preference (the VM runs elsewhere when that node is down);
+    release_preferences removes them. Written into the CIB file directly, as pcs
+    'constraint location VM prefers NODE=INFINITY' would (same ids): one pcs call per VM
+    costs ~1-2 s on the loaded lab machine."""
+    tree = ET.parse(cib_file)
+    constraints = tree.getroot().find("configuration/constraints")
+    for vm, node in sorted(prefer.items()):
+        ET.SubElement(constraints, "rsc_location", {"id": _preference_id(vm, node),
+                                                    "rsc": vm, "node": node,
+                                                    "score": "INFINITY"})
+    tree.write(cib_file)
+
+
+def _preference_id(vm, node):
+    return f"location-{vm}-{node}-INFINITY"
+
+
+def release_preferences(lab, prefer, node=None):
+    """Remove the constraints configure(prefer=...) added (pcs names them
+    location-VM-NODE-INFINITY), all in one CIB change; the VMs stay where they run
+    (resource-stickiness)."""
+    ids = [_preference_id(vm, n) for vm, n in sorted(prefer.items())]
+    lab.run(node or lab.first_alive(), ["pcs", "constraint", "delete", *ids], timeout=60)
+
+
+def add_vm_copies(cib_file, names, template="vm2"):
+    """VMs beyond the example's three (configure(vms=...) with more names): each a copy of
+    the example's ``template`` resource as pcs.sh wrote it into the CIB file, with its
+    constraints (order after CephHealth, avoid red, prefer green), every id and the config
+    path renamed. Copying what pcs.sh wrote keeps every VM of a large lab exactly the
+    example's, whatever pcs.sh's vm() function says today. Returns the names added."""
+    tree = ET.parse(cib_file)
+    conf = tree.getroot().find("configuration")
+    resources, constraints = conf.find("resources"), conf.find("constraints")
+    have = {p.get("id") for p in resources.iter("primitive")}
+    prim = next((p for p in resources.iter("primitive") if p.get("id") == template), None)
+    if prim is None:
+        raise LabError(f"cib-examples/pcs.sh no longer creates {template}: the lab's extra "
+                       f"VMs are copies of it")
+    word = re.compile(r"\b%s\b" % re.escape(template))
+    cons = [c for c in constraints
+            if template in (c.get("rsc"), c.get("first"), c.get("then"))]
+    added = []
+    for name in names:
+        if name in have:
+            continue
+        for src, parent in [(prim, resources)] + [(c, constraints) for c in cons]:
+            copy = copy_module.deepcopy(src)
+            for el in copy.iter():
+                for key in ("id", "rsc", "first", "then"):
+                    if el.get(key):
+                        el.set(key, word.sub(name, el.get(key)))
+                if el.get("name") == "config":
+                    el.set("value", word.sub(name, el.get("value")))
+            parent.append(copy)
+        added.append(name)
+    tree.write(cib_file)
+    return added
+
+
 def remote_node_xml(name):
     """A remote node's entry in the CIB's <nodes> with the example's capacity (pcs.sh:
     cpu=28 hv_memory=196608 per node)."""
@@ -180,13 +244,14 @@ def check_lab(lab):
                        f"this lab has {', '.join(names)} (up --nodes 3 --node-prefix node)")
 
 
-def configure(lab, vms=None, wait=True, timeout=300, ceph_defined=()):
+def configure(lab, vms=None, wait=True, timeout=300, ceph_defined=(), prefer=None):
     """Apply cib-examples/pcs.sh plus the lab adaptations to the lab's live cluster.
     Returns the ClusterConfig; with wait, returns once every VM runs and every node's
     #health-ceph is green. The VMs named in ``ceph_defined`` get their definition stored
     in Ceph (`vmceph config put`, docs/definitions.md) and config=ceph:POOL/VM; their XML
     file is still written (vmceph check and the scenarios' `virsh create` read it), the
-    agent never reads it."""
+    agent never reads it. VMs beyond the example's vm1..vm3 are copies of its vm2
+    (add_vm_copies); ``prefer`` {vm: node} places them first (release_preferences)."""
     check_lab(lab)
     log, t_all = lab.log, time.monotonic()
     timings = {}
@@ -227,6 +292,11 @@ def configure(lab, vms=None, wait=True, timeout=300, ceph_defined=()):
     write_file(os.path.join(cib_dir, "pcs.log"), out.stdout)
     timings["pcs_sh_s"] = round(time.monotonic() - t0, 1)
     log(f"configure: cib-examples/pcs.sh applied to {work} ({timings['pcs_sh_s']}s)")
+    extra = add_vm_copies(work, list(images))
+    if extra:
+        log(f"configure: {', '.join(extra)} added as copies of the example's vm2")
+    if prefer:
+        add_preferences(work, prefer)
 
     t0 = time.monotonic()
     script = os.path.join(cib_dir, "adapt.sh")

@@ -1,0 +1,232 @@
+"""Mass failover (issue 15, item 2): a node running ten VMs crashes; every one of them must
+run exactly once on a survivor and write again, with the invariant checker (one writer
+per image, every VM running once) sampling all along.
+
+Its own lab: the session `cluster` (conftest.py) runs three VMs and its scenarios depend on
+their placement. This one is the three-node lab configured from cib-examples/pcs.sh like
+the session lab, with eleven one-disk VMs (vm4..vm11 are copies of the example's vm2,
+cluster_config.add_vm_copies): vm1..vm10 placed on node3, vm11 alone on node2, by
+INFINITY preferences that are removed again once they run (release_preferences), so that
+nothing but the crash decides where they go.
+
+One test, two crashes measured the same way, in the same run:
+1. node2 (vm11 alone) is powered off: the single-VM failover; node2 rejoins;
+2. node3 (vm1..vm10) is powered off: the mass failover.
+Each is timed from the power-off to the moment the VM's guest write (lab.guest_write,
+through its QEMU's librbd, acknowledged by Ceph) succeeds on a survivor; the figure for the
+mass failover is the LAST of its ten VMs. Both crashed nodes are Ceph monitor peons (the
+leader, node1's mon, survives both), so the two failovers pay the same monitor election.
+The target of the issue (the last of ten writing within 1.5x the single VM's time) is a
+figure, not an assertion (benchmarks measure, tests assert behaviour): the ratio is
+printed, with what the agents' logs say each start spent its time on.
+
+VMCEPH_E2E_MASS_LAB names the lab (default mass).
+"""
+
+import concurrent.futures
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+from vmlab import Lab  # noqa: E402
+from vmlab.cluster_config import configure, release_preferences  # noqa: E402
+from vmlab.invariants import InvariantChecker  # noqa: E402
+from vmlab.owner import owning  # noqa: E402
+from vmlab.story import Story  # noqa: E402
+from vmlab.util import LabError, wait_until  # noqa: E402
+
+LAB_NAME = os.environ.get("VMCEPH_E2E_MASS_LAB", "mass")
+MASS_NODE, SINGLE_NODE = "node3", "node2"
+MASS = [f"vm{k}" for k in range(1, 11)]
+SINGLE = "vm11"
+LOST_AFTER_S = 150.0
+
+
+def _missing():
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, bridges)"
+    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
+                 "pacemakerd", "pcs", "crm"):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            return f"{tool} missing: run `make deps`"
+    return None
+
+
+@pytest.fixture(scope="module")
+def figure():
+    """Module-scoped (the lab fixture is): prints like conftest.record."""
+    def record(key, value):
+        print(f"FIGURE {key}: {value}")
+    return record
+
+
+@pytest.fixture(scope="module")
+def mass_lab(figure):
+    why = _missing()
+    if why:
+        pytest.skip("!!! MASS-FAILOVER END-TO-END TEST NOT RUN: " + why + " !!!")
+    lab = Lab(name=LAB_NAME, nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,
+              project_root=str(ROOT), ceph_conf_extra={"mon lease": 2})
+    prefer = {**{vm: MASS_NODE for vm in MASS}, SINGLE: SINGLE_NODE}
+    with owning(lab):
+        lab.down()
+        checker = None
+        t0 = time.monotonic()
+        try:
+            lab.up()
+            figure("mass lab: up (s)", round(time.monotonic() - t0, 1))
+            cfg = configure(lab, vms={vm: 1 for vm in MASS + [SINGLE]}, prefer=prefer,
+                            timeout=300)
+            figure("mass lab: configure 11 VMs (s)", cfg.timings.get("total_s"))
+            release_preferences(lab, prefer)
+            for prop in filter(None, os.environ.get("VMCEPH_E2E_MASS_PROPS", "").split()):
+                name, value = prop.split("=", 1)   # an experiment: cluster properties
+                lab.run(1, ["crm_attribute", "--type", "crm_config", "--name", name,
+                            "--update", value], timeout=60)
+                figure(f"mass lab: property {name}", value)
+            # lost_after: the time a recovery may take before a VM counts as lost; ten
+            # starts on two busy survivors take longer than the checker's default 45 s
+            checker = InvariantChecker(lab, cfg.vms, lost_after=LOST_AFTER_S, log=print).start()
+            yield lab, cfg, checker
+        finally:
+            if checker is not None:
+                checker.stop()
+                figure("mass lab: invariant checker", checker.report())
+            keep_logs(lab)
+            lab.down()
+
+
+def keep_logs(lab):
+    """Each node's pacemaker.log (the agents' lines and the controller's) copied to
+    /tmp/vmlab/<lab>-logs/ before the lab's state dir goes: where the time went."""
+    dest = f"/tmp/vmlab/{lab.name}-logs"
+    os.makedirs(dest, exist_ok=True)
+    for i in lab.indexes:
+        try:
+            shutil.copy(lab.node_dir(i, "log-pacemaker", "pacemaker.log"),
+                        os.path.join(dest, f"{lab.node_name(i)}-pacemaker.log"))
+        except OSError as e:
+            print(f"pacemaker.log of {lab.node_name(i)} not kept: {e}")
+
+
+def crash_until_writing(story, victim_i, timeout):
+    """Power node victim_i off; poll the survivors until every VM it ran runs there
+    (virsh) and has written through its QEMU (lab.guest_write). Returns
+    {"vms", "writing": {vm: (node, s after the power-off)}, "fenced_s", "violations"}."""
+    lab, checker = story.lab, story.checker
+    story.settle()
+    victim = lab.node_name(victim_i)
+    vms = sorted(vm for vm, nodes in story.where().items() if victim in nodes)
+    checker.move_off(victim_i)
+    story.logs.mark()
+    mark = len(checker.violations)
+    t0, w0 = time.monotonic(), time.time()
+    lab.crash(victim_i)
+    survivors = [i for i in lab.indexes if i != victim_i]
+    writing, fenced, trying = {}, None, {}
+
+    def write(i, vm):
+        try:
+            lab.guest_write(i, vm)
+        except LabError as e:   # resumed a moment ago, or not yet: the next round retries
+            print(f"{vm} on {lab.node_name(i)}: no write yet: {e}")
+            return None
+        return lab.node_name(i), round(time.monotonic() - t0, 2)
+
+    # one `virsh list` per survivor and round; the writes in a pool, so that ten VMs
+    # resumed together are not timed one write after the other
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(vms)) as pool:
+        while len(writing) < len(vms) or fenced is None:
+            if time.monotonic() - t0 > timeout:
+                raise LabError(f"crash of {victim}: within {timeout}s only {sorted(writing)} "
+                               f"of {vms} wrote on a survivor (fenced: {fenced})")
+            for vm, f in list(trying.items()):
+                if f.done():
+                    del trying[vm]
+                    if f.result() is not None:
+                        writing[vm] = f.result()
+            for i in survivors:
+                out = lab.run(i, ["virsh", "-c", "qemu:///system", "list", "--name",
+                                  "--state-running"], timeout=15, check=False)
+                for vm in sorted(set(out.stdout.split()) & set(vms) - set(writing)
+                                 - set(trying)):
+                    trying[vm] = pool.submit(write, i, vm)
+            if fenced is None:
+                done = story.fence_completed(victim_i, w0, survivors[0])
+                fenced = None if done is None else max(0.0, done - w0)
+            time.sleep(0.2)
+    # Pacemaker agrees: each VM active exactly once, on the node that runs it
+    wait_until(lambda: all(story.where()[vm] == [writing[vm][0]] for vm in vms),
+               timeout=60, interval=0.5, what="Pacemaker showing every VM where it writes")
+    checker.wait_samples(2)
+    return {"victim": victim, "vms": vms, "writing": writing, "fenced_s": fenced,
+            "last_s": max(t for _, t in writing.values()),
+            "violations": checker.since(mark), "timeline": timeline(story, vms, survivors)}
+
+
+STEP = re.compile(r"^\w+ +\d+ ([\d:]+) (\S+) RBDVirtualDomain\((\S+)\)\[\d+\]: \w+: "
+                  r"(start decision|blocklisted|broke the exclusive lock|.* created paused|"
+                  r"domain \S+ started|.*not confirmed yet|.*not possible yet)")
+
+
+def timeline(story, vms, survivors):
+    """{vm: [(time of day, node, step)]}: the agents' own log lines of each start (one
+    second resolution), to see where the time went."""
+    out = {vm: [] for vm in vms}
+    for i in survivors:
+        for line in story.logs.lines(i):
+            m = STEP.match(line)
+            if m and m.group(3) in out:
+                out[m.group(3)].append((m.group(1), m.group(2), m.group(4)[:40]))
+    return out
+
+
+def test_ten_vms_of_a_crashed_node_all_write_again_on_the_survivors(mass_lab, figure):
+    lab, cfg, checker = mass_lab
+    story = Story(lab, cfg, checker, say=print)
+    where = story.where()
+    assert all(where[vm] == [MASS_NODE] for vm in MASS), where
+    assert where[SINGLE] == [SINGLE_NODE], where
+    for vm in MASS:
+        lab.guest_write(story.index(MASS_NODE), vm)
+
+    # 1. the single-VM failover
+    single_i = story.index(SINGLE_NODE)
+    one = crash_until_writing(story, single_i, timeout=180)
+    assert one["vms"] == [SINGLE], one
+    assert one["writing"][SINGLE][0] != SINGLE_NODE, one
+    assert not one["violations"], one["violations"]
+    figure("mass lab: single-VM failover, crash -> fenced (s)", one["fenced_s"])
+    figure("mass lab: single-VM failover, crash -> the VM writing (s)", one["last_s"])
+    figure("mass lab: single-VM failover, agent steps", one["timeline"])
+    rejoined = story.rejoin(single_i)
+    figure("mass lab: node2 rejoined (s)", round(rejoined["green_s"], 1))
+    story.settle()
+
+    # 2. the mass failover
+    mass_i = story.index(MASS_NODE)
+    many = crash_until_writing(story, mass_i, timeout=300)
+    per_vm = {vm: t for vm, (_, t) in sorted(many["writing"].items(), key=lambda kv: kv[1][1])}
+    figure("mass lab: 10-VM failover, crash -> fenced (s)", many["fenced_s"])
+    figure("mass lab: 10-VM failover, crash -> each VM writing (s)", per_vm)
+    figure("mass lab: 10-VM failover, crash -> the LAST VM writing (s)", many["last_s"])
+    figure("mass lab: 10-VM failover, placement after",
+           {vm: node for vm, (node, _) in many["writing"].items()})
+    figure("mass lab: 10-VM failover, agent steps", many["timeline"])
+    ratio = round(many["last_s"] / one["last_s"], 2)
+    figure("mass lab: last of 10 VMs / single VM (target <= 1.5, not asserted)", ratio)
+    assert many["vms"] == sorted(MASS), many
+    assert all(node != MASS_NODE for node, _ in many["writing"].values()), many
+    assert not many["violations"], many["violations"]
+    final = story.where()
+    assert all(len(final[vm]) == 1 and final[vm][0] != MASS_NODE for vm in MASS), final
+    checker.assert_clean()
