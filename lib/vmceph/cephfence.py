@@ -130,6 +130,7 @@ def fenced_here(session, addrs, log=None):
     if not hit:
         return None
     return ("this node is fenced through Ceph (%s in the OSD blocklist): its clients, QEMU's "
-            "librbd included, cannot do I/O; reboot it, then unfence it (stonith_admin "
-            "--unfence NODE runs fence_vmceph 'on')" % ", ".join(safety.host_entry(ip)
-                                                                 for ip in hit))
+            "librbd included, cannot do I/O; once it is a member of the quorate partition "
+            "again, Pacemaker unfences it if fence_vmceph has provides=unfencing (asked by "
+            "CephHealth), else run stonith_admin --unfence NODE (fence_vmceph 'on')"
+            % ", ".join(safety.host_entry(ip) for ip in hit))

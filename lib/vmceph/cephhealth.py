@@ -303,7 +303,7 @@ class CephHealth:
 
     # -------------------------------------------------------------------------
     def evaluate(self, ctx):
-        """(color, reason, client addresses or None)."""
+        """(color, reason, client addresses or None, fenced through Ceph)."""
         from vmceph.ceph import CephError, CephPermission, CephSession, CephConfigError
         from vmceph.ocf import Deadline
         p = ctx.params
@@ -316,18 +316,18 @@ class CephHealth:
         except CephConfigError as e:
             raise InstalledError(str(e)) from None
         except CephError as e:
-            return RED, str(e), None
+            return RED, str(e), None, False
         try:
             addrs = session.client_addrs()
             ok, detail, _, _ = session.quorum()
             if not ok:
-                return RED, detail, addrs
+                return RED, detail, addrs, False
             # fenced through Ceph (fence_vmceph) and not unfenced: quorum and health look
             # fine from here, but no I/O of this node's clients can succeed (cephfence)
             from vmceph.cephfence import fenced_here
             fenced = fenced_here(session, addrs, ctx.log)
             if fenced:
-                return RED, fenced, addrs
+                return RED, fenced, addrs, True
             h = session.health()
             inactive, unknown = [], None
             pools = p.pools.split()
@@ -355,16 +355,16 @@ class CephHealth:
                 color, why = YELLOW, unknown
             elif unknown:
                 why += "; " + unknown
-            return color, why, addrs
+            return color, why, addrs, False
         except CephError as e:
-            return RED, str(e), None
+            return RED, str(e), None, False
         finally:
             session.close()
 
     def _check_and_publish(self, ctx):
         from vmceph.cluster import Cluster, ClusterError
         from vmceph import bounded
-        color, why, addrs = self.evaluate(ctx)
+        color, why, addrs, fenced = self.evaluate(ctx)
         (ctx.log.info if color == GREEN else ctx.log.warning)(
             "Ceph seen from this node: %s (%s)", color, why)
         cl = Cluster(ctx.deadline, ctx.log)
@@ -373,8 +373,41 @@ class CephHealth:
             cl.set_attribute(p.attribute, color, p.dampen)
         except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
             raise GenericError("cannot publish node attribute %s: %s" % (p.attribute, e)) from None
+        if fenced:
+            self._ask_unfencing(ctx, cl)
         if p.address_attribute and addrs:
             self._publish_addresses(ctx, cl, " ".join(addrs))
+
+    def _ask_unfencing(self, ctx, cl):
+        """This node is fenced through Ceph and its cluster stack runs: ask Pacemaker to
+        unfence it, by setting its #node-unfenced to 0.
+
+        Seen in the lab (tests/e2e/test_fence_vmceph_e2e.py, corosync-only cut): the node,
+        fenced alive by fence_vmceph, rejoined with its own Pacemaker still running; its
+        attrd still held the #node-unfenced time of its earlier unfencing, so Pacemaker saw
+        nothing to unfence, and the node stayed a member whose clients could do no I/O
+        until an administrator ran stonith_admin --unfence. Pacemaker's scheduler (2.1,
+        pcmk__node_unfenced) treats a missing or "0" #node-unfenced as a node never
+        unfenced: with a device that provides unfencing it stops the node's resources
+        first (its stale domains), then runs each device's 'on' (fence_vmceph keeps every
+        client instance still alive on the node blocklisted one by one), then lets it run
+        resources again; the controller sets the attribute anew. Without such a device the
+        attribute means nothing. While the node is cut off, the request waits in its own
+        attrd and takes effect when it rejoins. A failure is only logged."""
+        from vmceph.cluster import ClusterError
+        from vmceph import bounded
+        name = "#node-unfenced"
+        try:
+            if cl.query_attribute(name) == "0":
+                return
+            cl.set_attribute(name, "0")
+        except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+            ctx.log.warning("this node is fenced through Ceph; cannot ask Pacemaker to "
+                            "unfence it (%s=0): %s", name, e)
+            return
+        ctx.log.warning("this node is fenced through Ceph: asked Pacemaker to unfence it "
+                        "(%s=0): it stops this node's resources, then runs the fence "
+                        "devices' 'on'", name)
 
     def _publish_addresses(self, ctx, cl, value):
         """The addresses go into a *permanent* node attribute: RBDVirtualDomain needs them

@@ -259,8 +259,48 @@ def test_cephhealth_turns_red_on_a_node_fenced_through_ceph(tmp_path, monkeypatc
         assert node.published() == "red"
         assert "fenced through Ceph (10.252.0.1:0/0 in the OSD blocklist)" in node.err
         assert "stonith_admin --unfence" in node.err
+        # and it asks Pacemaker to unfence it (see the next test)
+        assert node.published("#node-unfenced") == "0"
         del node.ceph.blocklist["10.252.0.1:0/0"]
         assert node.run("monitor", interval=10000) == 0
         assert node.published() == "green"
+    finally:
+        node.ceph.close()
+
+
+def test_cephhealth_asks_pacemaker_to_unfence_a_node_fenced_through_ceph(tmp_path,
+                                                                          monkeypatch):
+    """A node fenced alive (corosync-only cut) rejoins with its stack running and the
+    #node-unfenced of an earlier unfencing in its attrd: Pacemaker then never unfences it
+    (lab, issue 12). CephHealth on that node sets #node-unfenced=0, which makes Pacemaker's
+    scheduler stop the node's resources and unfence it; only on a host-wide entry of its
+    own address, once (not again while attrd holds 0), and never on a healthy node."""
+    from test_cephhealth import Node
+    node = Node(tmp_path, monkeypatch)
+
+    def unfence_requests():
+        return [c for c in node.attrd() if c[:2] == ["-n", "#node-unfenced"] and "-U" in c]
+    try:
+        assert node.run("start") == 0, node.err
+        node.ceph._blocklist({"blocklistop": "add", "addr": "10.252.0.1:0/777",
+                              "expire": 3600})          # a client instance: not a fence
+        assert node.run("monitor", interval=10000) == 0
+        assert unfence_requests() == []
+        node.ceph._blocklist({"blocklistop": "add", "addr": "10.252.0.1:0/0",
+                              "expire": TEN_YEARS})
+        assert node.run("monitor", interval=10000) == 0, node.err
+        assert unfence_requests() == [["-n", "#node-unfenced", "-U", "0"]]
+        assert "asked Pacemaker to unfence it" in node.err
+        # attrd now answers 0: no second request
+        node.bin.add("attrd_updater", """case "$*" in
+  *-Q*) echo '<pacemaker-result api-version="2.0" request="attrd_updater -Q">
+  <attribute name="#node-unfenced" value="0" host="node1"/>
+  <status code="0" message="OK"/></pacemaker-result>';;
+esac""")
+        asked = len([c for c in node.attrd() if c[:3] == ["-n", "#node-unfenced", "-Q"]])
+        assert node.run("monitor", interval=10000) == 0, node.err
+        assert len([c for c in node.attrd()
+                    if c[:3] == ["-n", "#node-unfenced", "-Q"]]) == asked + 1
+        assert len(unfence_requests()) == 1, unfence_requests()
     finally:
         node.ceph.close()
