@@ -371,6 +371,8 @@ def test_cluster_xml_says_what_the_issue_asks():
     props = "crm_config/cluster_property_set: "
     expected = {props + "stonith-enabled=true", props + "node-health-strategy=migrate-on-red",
                 props + "placement-strategy=balanced", props + "migration-limit=2",
+                # issue 15: a crashed node's VMs start together, not one at a time
+                props + "load-threshold=400%", props + "node-action-limit=16",
                 "rsc_defaults/meta_attributes: resource-stickiness=100"}
     clone = "resources/clone[id=ceph-health-clone]"
     health = clone + "/primitive[class=ocf,id=ceph-health,provider=vmceph,type=CephHealth]"
