@@ -529,11 +529,12 @@ def _epoch_of(text):
     return _epoch(text)
 
 
-@known_gap("KNOWN GAP, issue 12, storage-only partition: in the lab "
-                    "(2026-12-01) the cut node's VM ran nowhere for more than 45 s (the "
-                    "invariant checker's lost-VM bound) before it ran on a survivor; not yet "
-                    "analysed. Not run by make test (its waits cost ~4 min); run it with "
-                    "VMCEPH_E2E_KNOWN_GAPS=1")
+@known_gap("KNOWN GAP, issue 12, storage-only partition: the cut node's VM is stopped "
+           "there, but its QEMU, destroyed while it could not reach the OSDs, leaves its lock, "
+           "and a start elsewhere refuses a lock holder on a live member: in the lab runs of "
+           "2026-12-01 the VM ran nowhere for more than 45 s, and was not writing on the "
+           "survivor 90 s later (docs/fencing.md, 'Not done'). Run it with "
+           "VMCEPH_E2E_KNOWN_GAPS=1")
 def test_storage_cut_node_turns_red_and_is_emptied(cluster, story, ceph_fence, figure):
     """Only Ceph is cut (corosync up): the node is a healthy cluster member that cannot do
     Ceph I/O. The design's answer is CephHealth, not fencing: the node's #health-ceph turns
