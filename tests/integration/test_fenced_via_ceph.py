@@ -81,8 +81,11 @@ def health_of(lab, shared_dir, i):
     r = lab.run(i, [str(AGENT_DIR / "CephHealth"), "start"], env=env, check=False,
                 timeout=60)
     assert r.returncode == 0, r.stderr
+    # "attrd_updater -n NAME -U|-B VALUE ...": the last value set per attribute
     sets = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("attrd")]
-    return [c[4] for c in sets if c[3] in ("-U", "-B")][-1], r.stderr
+    last = {c[2]: c[4] for c in sets if c[3] in ("-U", "-B")}
+    health_of.last = last
+    return last["#health-ceph"], r.stderr
 
 
 def test_start_after_fence_vmceph_only_breaks_the_lock(lab, make_vm, fence, shared_dir):
@@ -114,7 +117,10 @@ def test_start_after_fence_vmceph_only_breaks_the_lock(lab, make_vm, fence, shar
     assert STALE in vm.running_on(), "the stale QEMU is still there"
     colour, err = health_of(lab, shared_dir, STALE)
     assert colour == "red" and "this node is fenced through Ceph (%s:0/0" % stale_ip in err, err
+    # and it asks Pacemaker to unfence it (CephHealth._ask_unfencing)
+    assert health_of.last.get("#node-unfenced") == "0", health_of.last
     assert health_of(lab, shared_dir, NEW)[0] == "green"
+    assert "#node-unfenced" not in health_of.last, health_of.last
     r = vm.agent(NEW, "start", extra={"membership": lost})
     assert r.rc == 0, r
     print("\nstart on node %d after fence_vmceph off node %d: %.2f s" % (NEW, STALE, r.elapsed))
