@@ -146,7 +146,15 @@ class CephSession:
             conf["keyring"] = self.keyring
         rados = self.rados
         try:
-            cluster = rados.Rados(conffile=self.conffile, rados_id=self.user, conf=conf)
+            # bounded too: librados reads the file in the constructor, and a FIFO or a hung
+            # mount there blocks it for good (lab, issue 16's hostile stop: a stop that
+            # opened a session with ceph_conf=<a FIFO> waited out its whole timeout)
+            cluster = bounded.call(lambda: rados.Rados(conffile=self.conffile,
+                                                       rados_id=self.user, conf=conf),
+                                   min(mount, 5.0) + 1.0, "reading " + str(self.conffile))
+        except bounded.Timeout as e:
+            raise CephConfigError("cannot read Ceph configuration %s: %s"
+                                  % (self.conffile, e)) from None
         except rados.ObjectNotFound:
             raise CephConfigError("Ceph configuration %s not found" % self.conffile) from None
         except rados.Error as e:

@@ -236,11 +236,14 @@ class StopSequence:
         holding its images (killed, crashed), release what it left in Ceph so the VM can
         start on any node (vmceph.deadclients.release). A side task: bounded by a share of
         the deadline, and it never fails the stop."""
-        from vmceph import deadclients
+        from vmceph import bounded, deadclients
         share = Share(ctx.deadline, min(deadclients.RELEASE_SHARE, deadclients.RELEASE_CAP_S
                                         / max(1.0, ctx.deadline.remaining())))
         try:
-            deadclients.release(ctx, LenientParams(ctx), share)
+            # whatever blocks inside (a configuration file that is a FIFO: the hostile stop
+            # of tests/integration/test_reliability.py), the stop goes on at the share's end
+            bounded.call(lambda: deadclients.release(ctx, LenientParams(ctx), share),
+                         share.remaining() + 1.0, "releasing a dead QEMU's clients")
         except Exception as e:   # noqa: BLE001 - a side task never fails a stop
             ctx.log.warning("releasing the clients of a dead QEMU failed: %s", e)
 

@@ -574,6 +574,14 @@ class Rados:
         self.client = None
         self.epoch = 0                  # OSD map epoch this client has
         if conffile:
+            import stat
+            try:
+                fifo = stat.S_ISFIFO(os.stat(conffile).st_mode)
+            except OSError:
+                fifo = False
+            if fifo:   # librados reads the file here: a FIFO blocks it until a writer comes
+                with open(conffile, "rb") as f:
+                    f.read()
             if not os.path.isfile(conffile):
                 raise real_rados.ObjectNotFound("error calling conf_read_file", errno=ENOENT)
         for k, v in (conf or {}).items():

@@ -314,3 +314,28 @@ def test_the_record_exists_before_the_qemu_is_resumed(w):
     w.node1.on_resume = check
     assert w.start() == 0, w.err
     assert seen and seen[0] is not None, seen
+
+
+def test_the_release_never_holds_the_stop(w, tmp_path):
+    """Stop works with any configuration (issue 16): ceph_conf naming a FIFO blocks
+    librados in its constructor for good (lab: the hostile stop of test_reliability waited
+    out its whole timeout). The release gives up at its share; the stop succeeds."""
+    import time
+    assert w.start() == 0, w.err
+    _kill_qemu(w)
+    fifo = tmp_path / "ceph.fifo"
+    os.mkfifo(fifo)
+    try:
+        t0 = time.monotonic()
+        assert w.run("stop", {"ceph_conf": str(fifo)}) == 0, w.err
+        took = time.monotonic() - t0
+        # the share: a quarter of what the 20 s stop has left, at most 12 s
+        assert took < 8.0, took
+        assert "releasing a dead QEMU's clients" in w.logfile.read_text() or \
+            "cannot release" in w.logfile.read_text()
+        assert _record(w) is not None
+    finally:
+        try:   # a writer lets the abandoned reader thread finish
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:   # no reader left (ENXIO)
+            pass
