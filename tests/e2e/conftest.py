@@ -20,7 +20,6 @@ same name fails at once, see vmlab/owner.py).
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from vmlab.cluster_config import configure  # noqa: E402
 from vmlab.invariants import InvariantChecker  # noqa: E402
 from vmlab.owner import owning  # noqa: E402
 from vmlab.story import Story  # noqa: E402
+from vmlab.util import pacemaker_lab_missing  # noqa: E402
 
 MON_LEASE = float(os.environ.get("VMCEPH_E2E_MON_LEASE", "2"))
 LAB_NAME = os.environ.get("VMCEPH_E2E_LAB", "e2e")
@@ -83,14 +83,6 @@ def pytest_terminal_summary(terminalreporter):
         pass
 
 
-def _missing():
-    if os.geteuid() != 0:
-        return "the lab needs root (namespaces, bridges)"
-    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
-                 "pacemakerd", "pcs", "crm"):
-        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            return f"{tool} missing: run `make deps`"
-    return None
 
 
 class Cluster:
@@ -101,7 +93,7 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster():
-    why = _missing()
+    why = pacemaker_lab_missing()
     if why:
         pytest.skip("!!! END-TO-END TESTS NOT RUN: " + why + " !!!")
     extra = {"mon lease": int(MON_LEASE) if MON_LEASE == int(MON_LEASE) else MON_LEASE}

@@ -61,7 +61,7 @@ from vmlab.cluster_config import configure, release_preferences  # noqa: E402
 from vmlab.invariants import InvariantChecker  # noqa: E402
 from vmlab.owner import owning  # noqa: E402
 from vmlab.story import Story  # noqa: E402
-from vmlab.util import LabError, wait_until  # noqa: E402
+from vmlab.util import LabError, pacemaker_lab_missing, wait_until  # noqa: E402
 from vmlab.writeoracle import WriteOracle  # noqa: E402
 
 LAB_NAME = os.environ.get("VMCEPH_E2E_MASS_LAB", "mass")
@@ -76,14 +76,6 @@ LOST_AFTER_S = 150.0
 ORACLE_VMS = ["vm1", "vm2", "vm3", SINGLE]
 
 
-def _missing():
-    if os.geteuid() != 0:
-        return "the lab needs root (namespaces, bridges)"
-    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
-                 "pacemakerd", "pcs", "crm"):
-        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            return f"{tool} missing: run `make deps`"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def lab_figure():
 @pytest.fixture(scope="module")
 def mass_lab(lab_figure):
     figure = lab_figure
-    why = _missing()
+    why = pacemaker_lab_missing()
     if why:
         pytest.skip("!!! MASS-FAILOVER END-TO-END TEST NOT RUN: " + why + " !!!")
     lab = Lab(name=LAB_NAME, nodes=3, pacemaker=True, node_prefix="node", token_ms=1000,

@@ -16,7 +16,6 @@ VMCEPH_E2E_REMOTE_LAB names the lab (default e2e-remote).
 """
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,24 +31,17 @@ from vmlab.cluster_config import configure, health, placement  # noqa: E402
 from vmlab.invariants import InvariantChecker  # noqa: E402
 from vmlab.owner import owning  # noqa: E402
 from vmlab.story import Story  # noqa: E402
+from vmlab.util import pacemaker_lab_missing  # noqa: E402
 
 LAB_NAME = os.environ.get("VMCEPH_E2E_REMOTE_LAB", "e2e-remote")
 REMOTE = "remote1"
 
 
-def _missing():
-    if os.geteuid() != 0:
-        return "the lab needs root (namespaces, bridges)"
-    for tool in ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
-                 "pacemakerd", "pcs", "crm", "dpkg-deb"):
-        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            return f"{tool} missing: run `make deps`"
-    return None
 
 
 @pytest.fixture(scope="module")
 def remote_lab(figure):
-    why = _missing()
+    why = pacemaker_lab_missing(extra=("dpkg-deb",))
     if why:
         pytest.skip("!!! REMOTE-NODE END-TO-END TEST NOT RUN: " + why + " !!!")
     lab = Lab(name=LAB_NAME, nodes=3, pacemaker=True, remotes=1, node_prefix="node",

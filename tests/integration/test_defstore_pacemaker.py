@@ -21,15 +21,6 @@ LAB_NAME = os.environ.get("VMCEPH_IT_PCMK_LAB", "h6pcmk")
 LIB = str(ROOT / "lib")
 
 
-def _missing():
-    import shutil
-    if os.geteuid() != 0:
-        return "the lab needs root (namespaces, bridges)"
-    for tool in ("ceph-mon", "libvirtd", "qemu-system-x86_64", "corosync", "pacemakerd",
-                 "pcs", "crm"):
-        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            return "%s missing: run `make deps`" % tool
-    return None
 
 
 class P:
@@ -51,11 +42,12 @@ class P:
 
 @pytest.fixture(scope="module")
 def pcmk():
-    why = _missing()
-    if why:
-        pytest.skip("PACEMAKER LAB TESTS NOT RUN: " + why)
     import sys
     sys.path.insert(0, str(ROOT / "tests"))
+    from vmlab.util import pacemaker_lab_missing
+    why = pacemaker_lab_missing()
+    if why:
+        pytest.skip("PACEMAKER LAB TESTS NOT RUN: " + why)
     from vmlab import Lab
     from vmlab.cluster_config import configure
     from vmlab.invariants import InvariantChecker

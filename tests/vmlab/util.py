@@ -125,3 +125,20 @@ def write_file(path, text, mode=0o644):
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, mode)
+
+
+# What a lab with Pacemaker needs on this machine (`make deps` installs it).
+PACEMAKER_LAB_TOOLS = ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64", "corosync",
+                       "pacemakerd", "pcs", "crm")
+
+
+def pacemaker_lab_missing(extra=()):
+    """Why a Pacemaker lab cannot run here (for a loud skip), or None; ``extra``: more
+    programs the caller needs."""
+    import shutil
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, bridges)"
+    for tool in PACEMAKER_LAB_TOOLS + tuple(extra):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            return f"{tool} missing: run `make deps`"
+    return None
