@@ -452,13 +452,14 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
             # stop): start it again, as its administrator would, whenever it is down
             restarted.extend(ensure_cluster_stack(lab, victim))
             return not any(netns.pid_alive(p) for p in stale.values())
+        def wait_or_diagnose(predicate, what):
+            try:
+                wait_until(predicate, timeout=150, interval=1, what=what)
+            except LabError:
+                print(diagnose(lab, victim, survivor))
+                raise
         time.sleep(5)   # let the membership merge first
-        try:
-            wait_until(stale_stopped, timeout=150, interval=1,
-                       what="the stale domains on %s stopped" % name)
-        except LabError:
-            print(diagnose(lab, victim, survivor))
-            raise
+        wait_or_diagnose(stale_stopped, "the stale domains on %s stopped" % name)
         lab.wait_pacemaker_online(lab.nodes, timeout=120, node=survivor)
         stopped_s = time.monotonic() - t1
         wait_until(lambda: all(len(n) == 1 for n in story.where().values()), timeout=120,
@@ -472,12 +473,8 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
             on = any(e.get("action") == "on" and e.get("status") == "success"
                      and _epoch_of(e.get("completed")) >= int(w1) - 1 for e in events)
             return on and "%s:0/0" % ip not in lab.ceph(survivor, "osd", "blocklist", "ls")
-        try:
-            wait_until(unfenced_by_pacemaker, timeout=150, interval=1,
-                       what="Pacemaker to unfence %s (fence_vmceph on)" % name)
-        except LabError:
-            print(diagnose(lab, victim, survivor))
-            raise
+        wait_or_diagnose(unfenced_by_pacemaker,
+                         "Pacemaker to unfence %s (fence_vmceph on)" % name)
         unfenced_s = time.monotonic() - t1
         print("restarted", restarted, fence_events(lab, name, survivor))
         story.settle()
