@@ -63,7 +63,7 @@ from .util import PYTHON, base_env
 IMAGEWATCH = HERE / "imagewatch.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PENDING_S = 1.0  # two writers are judged once the /proc scans have caught up with the sample
-PENDING_MAX_S = 6.0  # ... and libvirt's states too, or, when it does not answer, this late
+PENDING_MAX_S = 15.0  # ... and libvirt's states too, or, when it does not answer, this late
 GAP_LIMIT_S = 2.0
 NOT_RUNNING = ("paused", "shut off", "absent", "crashed", "pmsuspended", "gone")
 
@@ -582,18 +582,29 @@ class InvariantChecker:
         # first, so a handover during it cannot show both running): the first round that
         # began after the sample, and the last one that ended before it
         passes = self._passes.get(image, [])
-        after_pass = next((p for p in passes if p[0] >= t1), None)
+        # A round in which a libvirtd did not answer (virsh failed or timed out: five
+        # seconds under load) is no answer for that QEMU: the first round after the sample
+        # that answered for every QEMU of the pair is the one judged, waiting for it up to
+        # PENDING_MAX_S; then, as before, no answer counts as running. Seen in the lab
+        # (mass-failover evacuation, 2026-12-01): a target's state "unknown" from a failed
+        # poll was judged at once as running, a "two-writers" while the write oracle saw
+        # one writer.
+        def is_gone(n, pid):
+            # a QEMU that the scans no longer see after the sample had ended (a
+            # migration's source is destroyed ~0.2 s after the handover) is "gone"
+            return pid is not None and any(
+                pid not in {i["pid"] for i in q.get(n, [])}
+                for t, q in self._image_hist.get(image, []) if t > t1)
+        keys = {(n, pid) for n, pids in qemus.items() for pid in pids
+                if pid is not None and not is_gone(n, pid)}
+        after_pass = next((p for p in passes if p[0] >= t1 and keys <= set(p[2])), None)
         before_pass = next((p for p in reversed(passes) if p[1] <= t0), None)
         before, after, job = {}, {}, False
         for n, pids in qemus.items():
             for pid in pids:
                 a = after_pass[2].get((n, pid)) if after_pass else None
                 b = before_pass[2].get((n, pid)) if before_pass else None
-                # a QEMU that the scans no longer see after the sample had ended (a
-                # migration's source is destroyed ~0.2 s after the handover) is "gone"
-                gone = pid is not None and any(
-                    pid not in {i["pid"] for i in q.get(n, [])}
-                    for t, q in self._image_hist.get(image, []) if t > t1)
+                gone = is_gone(n, pid)
                 if a is None and not gone and not final and now < t1 + PENDING_MAX_S:
                     return None
                 a_state = a[0] if a else "gone" if gone else "unknown"
@@ -668,7 +679,8 @@ class InvariantChecker:
                 if not info.get("guest"):
                     continue
                 state, job = self._poll_state(node, info["guest"])
-                answers[(node, info["pid"])] = (state, job)
+                if state != "unknown":   # virsh failed or timed out: no answer (_overlap)
+                    answers[(node, info["pid"])] = (state, job)
                 polled.append((node, info["pid"], state))
             with self._lock:
                 passes = self._passes.setdefault(image, [])
