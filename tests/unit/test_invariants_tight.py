@@ -261,6 +261,27 @@ def test_libvirts_answers_are_parsed():
     assert parse_state("", rc=1) == ("absent", False)
 
 
+def test_a_migration_source_libvirt_still_calls_running_is_asked_of_its_qemu():
+    """libvirt's cached state of a migration's source may lag QEMU's STOP event: for a
+    'running' domain with a migration job the poller asks QEMU (HMP info status)."""
+    from vmlab.invariants import parse_qemu_status
+    assert parse_qemu_status("VM status: paused (postmigrate)\r\n") == "paused"
+    assert parse_qemu_status("VM status: running\r\n") == "running"
+    assert parse_qemu_status("error: Requested operation is not valid\n") is None
+    c = checker()
+    calls = []
+
+    class Lab(type(c.lab)):
+        def run(self, node, argv, timeout=None, check=True):
+            calls.append(argv)
+            out = ("running\nJob type:         Unbounded\n" if "domstate" in argv[-1]
+                   else "VM status: paused (postmigrate)\n")
+            return type("P", (), {"stdout": out, "returncode": 0})()
+    c.lab = Lab()
+    assert c._poll_state(1, "vm1") == ("paused", True)
+    assert calls[-1][-3:] == ["vm1", "--hmp", "info status"]
+
+
 def test_a_migration_source_destroyed_right_after_the_handover_is_no_writer():
     # the sample sees both watchers between the target's resume and the source's destroy;
     # the poller's last look at the source was before the handover, then its QEMU is gone
