@@ -27,6 +27,19 @@ images over); a graceful shutdown needs nothing (the QEMU closed its images).
 
 The record lives in the state directory ($HA_RSCTMP, a tmpfs): a reboot removes it, and
 with it any claim about clients of an earlier boot.
+
+When that stop cannot reach Ceph (a storage-only partition: corosync up, monitors and OSDs
+out of reach), only this node knows, and no other node can act on what it knows. So the
+stop first says it through Pacemaker: the transient node attribute
+``vmceph-dead-<resource>`` lists the dead instances (``attest``). A start on another node
+reads every node's attributes (crm_mon -A, which it reads anyway) and may then blocklist
+exactly those instances of the node that attested them and break their locks
+(``safety.Facts.dead_attested``). Seen in the lab (storage-only cut, 2026-12-01): without
+it the VM ran nowhere for more than 45 s, its lock held by a destroyed QEMU of a live
+member. A release that succeeds withdraws the attribute.
+
+A QEMU that arrived by live migration was not started here: migrate_from records its
+client instances too (``record_arrival``), so the same proof exists for it.
 """
 
 import os
@@ -118,6 +131,78 @@ def forget_record(ctx):
     ocf.remove_state(ctx, state_name(ctx.instance))
 
 
+ATTEST_PREFIX = "vmceph-dead-"
+ATTEST_CAP_S = 3.0
+
+
+def attest_name(instance):
+    """The node attribute a stop of ``instance`` attests its dead clients in."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance or "")
+    return ATTEST_PREFIX + safe
+
+
+def attested(nodes):
+    """frozenset of (node, client address) from every node's ``vmceph-dead-*`` attributes
+    (``nodes``: {name: NodeInfo} as cluster.parse_crm_mon gives it). Pure."""
+    out = set()
+    for name, info in (nodes or {}).items():
+        for key, value in (getattr(info, "attributes", None) or {}).items():
+            if key.startswith(ATTEST_PREFIX):
+                out.update((name, a) for a in (value or "").split() if "/" in a)
+    return frozenset(out)
+
+
+def attest(ctx, addrs, deadline):
+    """Publish ``addrs`` (dead for certain) as this node's attribute for this resource;
+    True if attrd took it. Outside a cluster (no attrd) it only logs."""
+    from vmceph.bounded import Timeout
+    from vmceph.cluster import Cluster, ClusterError
+    try:
+        Cluster(deadline, ctx.log).set_attribute(attest_name(ctx.instance),
+                                                 " ".join(sorted(addrs)))
+    except (ClusterError, OSError, Timeout) as e:
+        ctx.log.warning("cannot tell the cluster that the dead QEMU's clients are dead "
+                        "(%s): another node cannot recover them", e)
+        return False
+    return True
+
+
+def withdraw(ctx, deadline):
+    from vmceph.bounded import Timeout
+    from vmceph.cluster import Cluster, ClusterError
+    try:
+        Cluster(deadline, ctx.log).delete_attribute(attest_name(ctx.instance))
+    except (ClusterError, OSError, Timeout) as e:
+        ctx.log.debug("cannot delete %s: %s", attest_name(ctx.instance), e)
+
+
+def record_arrival(ctx, params, dom, share):
+    """migrate_from: record which client instances of ``dom``'s guarded images belong to
+    the QEMU that just arrived here (the watchers at this node's address); best-effort, as
+    remember. Runs beside the rest of migrate_from. True when recorded, None when the
+    domain has no guarded image, False otherwise."""
+    specs = [d.spec for d in dom.guarded_disks]
+    if not specs:
+        return None            # nothing to record; no Ceph on migrate_from's path then
+    from vmceph import virt
+    from vmceph.ceph import CephError, CephSession
+    from vmceph.safety import instance_addr, ip_of
+    try:
+        with CephSession(params.ceph_conf, params.ceph_user, params.ceph_keyring, share,
+                         ctx.log) as session:
+            ips = set(session.client_addrs())
+            imgs = session.inspect_all(specs)
+    except (CephError, ValueError) as e:
+        ctx.log.debug("client instances of the arrived QEMU not recorded: %s", e)
+        return False
+    clients = [(i.spec, w.addr) for i in imgs for w in i.watchers
+               if ip_of(w.addr) in ips and instance_addr(w.addr)]
+    pid = virt.qemu_pid_of(dom.name)
+    if not clients or pid is None:
+        return False
+    return remember(ctx, pid, clients)
+
+
 def leftovers(addrs, images, node, note):
     """safety.Recovery for each client instance in ``addrs`` (dead for certain) that still
     watches or holds the exclusive lock of one of ``images`` (safety.ImageFacts). Pure.
@@ -174,6 +259,9 @@ def release(ctx, params, share):
     if not addrs:
         return None
     specs = sorted({spec for spec, addr in record[2] if addr in addrs})
+    # said first, through Pacemaker: if Ceph cannot be reached (storage-only partition),
+    # this is how a start on another node learns that these instances are dead
+    attested_now = attest(ctx, addrs, Capped(share, ATTEST_CAP_S))
     from vmceph.ceph import CephError, CephSession
     from vmceph.fencing import Fencer
     log = ctx.log
@@ -197,7 +285,27 @@ def release(ctx, params, share):
                     "; ".join(i.error or "permission denied" for i in failed))
         return False
     ocf.remove_state(ctx, state_name(ctx.instance))
+    if attested_now:
+        withdraw(ctx, Capped(share, ATTEST_CAP_S))
     if recs:
         log.warning("released %d client instance(s) of the dead QEMU from %s",
                     len({r.addr for r in recs}), ", ".join(sorted({r.image for r in recs})))
     return True
+
+
+class Capped:
+    """A deadline-like view of ``share`` that never offers more than ``cap`` seconds."""
+
+    def __init__(self, share, cap):
+        import time
+        self._share, self._end = share, time.monotonic() + cap
+
+    def remaining(self):
+        import time
+        return max(0.0, min(self._share.remaining(), self._end - time.monotonic()))
+
+    def at_most(self, s):
+        return min(s, self.remaining())
+
+    def expired(self):
+        return self.remaining() <= 0

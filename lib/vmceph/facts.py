@@ -168,10 +168,11 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
             session.close()
         raise
     policy = UNKNOWN_BLOCKLIST if p.unknown_client_policy == "blocklist" else UNKNOWN_REFUSE
+    from vmceph.deadclients import attested
     facts = Facts(quorum_ok=ok, quorum_detail=detail, images=tuple(imgs), owners=owners,
                   local_node=local, domain_active_here=domain_active, unknown_policy=policy,
                   membership_known=known, dead_local=dead_local[0],
-                  dead_local_note=dead_local[1])
+                  dead_local_note=dead_local[1], dead_attested=attested(nodes))
     for step in ("gathered", "retried"):
         if step == "retried" and retry_watchless and ok and session is not None:
             facts = _retry_watchless(session, facts, deadline, log)

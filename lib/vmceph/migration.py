@@ -440,6 +440,12 @@ def migrate_from(ctx, domain_of):
     uri = rbdvd.hypervisor(ctx)
     ident = rbdvd.Identity(dom.name, dom.uuid, ctx.params.config, uri)
     rbdvd.remember(ctx, ident)
+    # Which client instances are the arrived QEMU's, for a stop that later finds it dead
+    # (deadclients): asked of Ceph beside the rest of this action, waited for at its end.
+    from vmceph import bounded, deadclients
+    arrival = bounded.Background(lambda: deadclients.record_arrival(
+        ctx, ctx.params, dom, deadclients.Capped(ctx.deadline, ARRIVAL_CAP_S)),
+        "recording the arrived QEMU's clients")
     hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
     try:
         while True:
@@ -473,4 +479,15 @@ def migrate_from(ctx, domain_of):
     if ctx.params.monitor_scripts:
         rbdvd.run_monitor_scripts(ctx, once=False)
     rbdvd.utilization(ctx, dom)
+    try:
+        if arrival.result(ctx.deadline.at_most(ARRIVAL_CAP_S + 1.0)) is False:
+            ctx.log.info("client instances of %s's arrived QEMU not recorded: a stop that "
+                         "finds it dead cannot release them", dom.name)
+    except Exception as e:  # noqa: BLE001 - best-effort, never fails the migration
+        ctx.log.warning("recording the client instances of %s's arrived QEMU: %s",
+                        dom.name, e)
     return OCF_SUCCESS
+
+
+# migrate_from waits at most this long for Ceph to name the arrived QEMU's clients.
+ARRIVAL_CAP_S = 5.0

@@ -32,6 +32,8 @@ verdict, so they cannot disagree about a client:
 | holder with no watch on a member, unclean node or this node         | REFUSE (retried)   |
 | watcher or holder on this node that was this domain's previous QEMU,|                    |
 |   whose process is gone (deadclients: recorded pid and start time)  | RECOVER_THEN_START |
+| watcher or holder on a member, unclean or maintenance node whose    |                    |
+|   own stop attested that exact instance dead (***)                  | RECOVER_THEN_START |
 | holder with no watch at an unknown address                          | as unknown writer  |
 | membership cannot be read                                           | never RECOVER      |
 | lock not librbd's exclusive lock (tag/cookie)                       | REFUSE, names it   |
@@ -40,6 +42,12 @@ verdict, so they cannot disagree about a client:
 (**) unclean, left or fenced for Pacemaker, and the client's address has fence_vmceph's
 host-wide entry in the OSD blocklist (apply_ceph_fences): GONE, and the recovery adds no
 entry of its own, it only breaks the lock. A record of the fence without the entry is not.
+(***) ``Facts.dead_attested``: the node that ran the domain's QEMU proved it dead (pid and
+start time, deadclients) at a stop that could not reach Ceph to release it itself (a
+storage-only partition), and said so through Pacemaker (node attribute
+``vmceph-dead-<resource>``). Only that instance (``ip:port/nonce``) is blocklisted, only
+when the attesting node is the address's owner; every other client of that node still
+blocks. Membership must be readable, as for every recovery.
 
 migrate_to refuses on any BLOCKS client, foreign lock or image not inspected; FENCE clients
 cannot write and do not stop it. The deep monitor reports BLOCKS clients and foreign locks as
@@ -148,6 +156,10 @@ class Facts(NamedTuple):
     # is gone (vmceph.deadclients), with the note that says so. Only start sets them.
     dead_local: frozenset = frozenset()
     dead_local_note: str = ""
+    # (node, client instance) pairs that node itself attested dead: its stop proved the
+    # domain's QEMU gone but could not reach Ceph to release its clients (deadclients,
+    # node attribute vmceph-dead-<resource>). Honoured only for the address's owner node.
+    dead_attested: frozenset = frozenset()
 
 
 class Recovery(NamedTuple):
@@ -367,6 +379,9 @@ def _judge(facts, spec, entity, addr, watching):
                    % facts.watchless_retried_s if facts.watchless_retried_s else ""))
     if st == LOCAL and addr in facts.dead_local:
         return _judge_dead_local(facts, spec, entity, addr, False)
+    if st in ATTESTABLE and owner.source != DNS_SOURCE and \
+            (owner.node, addr) in facts.dead_attested:
+        return _judge_dead_attested(facts, spec, entity, addr, owner, watching)
     if st == LOCAL:
         # only a holder with no watch gets here (a local watcher is OURS)
         return BLOCKS, what + ", this node: refusing"
@@ -425,6 +440,32 @@ def _judge_dead_local(facts, spec, entity, addr, watching):
     if not instance_addr(addr):
         return BLOCKS, what + ": not the address of one client instance; refusing"
     return FENCE, facts.dead_local_note or "a client of a process of this node that is gone"
+
+
+# Owner states in which a node's own word that one of its client instances is dead is
+# taken: it is in the cluster (or was, and may still run other things), so nothing else
+# proves that instance dead; the word covers that instance alone. Not CONFLICT (whose
+# address?), not UNKNOWN (nobody's), not LOCAL (dead_local), not GONE/LEFT (already
+# recoverable on their own evidence).
+ATTESTABLE = (MEMBER, UNCLEAN, MAINTENANCE)
+ATTESTED_SOURCE = "its own stop"
+
+
+def _judge_dead_attested(facts, spec, entity, addr, owner, watching):
+    """A client instance on another node that this node's own stop attested dead
+    (``Facts.dead_attested``): its QEMU was destroyed or died while the node could not
+    reach Ceph (storage-only partition), so its watch lingers up to the OSD's watch
+    timeout and its lock stays. Blocklisting that one instance harms no live process."""
+    what = "image %s: %s at %s on %s%s" % (
+        spec, entity, addr, owner.node, " (its watch lingers)" if watching else
+        " holds the lock with no watch")
+    if not facts.membership_known:
+        return BLOCKS, what + ": cluster membership cannot be read, so nothing is " \
+            "recovered; refusing"
+    if not instance_addr(addr):
+        return BLOCKS, what + ": not the address of one client instance; refusing"
+    return FENCE, "attested dead by %s's stop of this domain (its QEMU is gone; the node " \
+        "could not reach Ceph to release it)" % owner.node
 
 
 def classify_image(facts: Facts, img: ImageFacts) -> ImageView:

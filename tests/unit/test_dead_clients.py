@@ -339,3 +339,183 @@ def test_the_release_never_holds_the_stop(w, tmp_path):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:   # no reader left (ENXIO)
             pass
+
+
+# ------------------------------------------------------------------ attested by its node
+# Storage-only partition (lab, 2026-12-01, docs/fencing.md): corosync up, Ceph out of
+# reach. Pacemaker stopped the VM on the cut node, whose stop destroyed the QEMU but could
+# not release its clients; every start elsewhere refused the lock holder, a live member's,
+# and the VM ran nowhere for more than 45 s. The node that ran the QEMU says, through
+# Pacemaker, which of its instances are dead; the rule (safety table, (***)):
+# - an instance of a member, unclean or maintenance node that THAT node attested dead:
+#   recovered (only that instance);
+# - attested by another node, or not attested: refused, as before;
+# - the owner known only from name resolution, or two sources disagreeing: refused;
+# - membership unreadable: refused.
+
+OTHER = "10.0.0.2:0/4001"
+
+
+def _remote_facts(state=safety.MEMBER, attested=(("node2", OTHER),), watch=False,
+                  known=True, source="attribute", extra=()):
+    watchers = (Watcher(OTHER, 4001, 8),) if watch else ()
+    img = ImageFacts("rbd/vm1", True, watchers=watchers + tuple(extra),
+                     lockers=(Locker("client.4001", "auto 8", OTHER),), lock_tag="internal")
+    return Facts(True, "quorum a,b,c", (img,),
+                 {"10.0.0.2": Owner("node2", state, source),
+                  "10.0.0.1": Owner("node1", safety.LOCAL, "own")},
+                 "node1", False, membership_known=known, dead_attested=frozenset(attested))
+
+
+@pytest.mark.parametrize("state", [safety.MEMBER, safety.UNCLEAN, safety.MAINTENANCE])
+@pytest.mark.parametrize("watch", [True, False], ids=["watch-lingers", "lock-only"])
+def test_instance_attested_dead_by_its_own_node_is_recovered(state, watch):
+    v = decide_start(_remote_facts(state=state, watch=watch))
+    assert v.kind == safety.RECOVER_THEN_START, v.reasons
+    assert [(r.addr, r.cookie, r.node) for r in v.recoveries] == [(OTHER, "auto 8", "node2")]
+    assert "attested dead by node2" in v.recoveries[0].why
+
+
+@pytest.mark.parametrize("case,facts", [
+    ("not attested", dict(attested=())),
+    ("attested by another node", dict(attested=(("node3", OTHER),))),
+    ("another instance attested", dict(attested=(("node2", "10.0.0.2:0/4002"),))),
+    ("membership unknown", dict(known=False)),
+    ("owner from name resolution only", dict(source=safety.DNS_SOURCE)),
+    ("address in conflict", dict(state=safety.CONFLICT)),
+])
+def test_without_the_owners_word_a_members_holder_is_refused(case, facts):
+    v = decide_start(_remote_facts(**facts))
+    assert v.kind == safety.REFUSE, (case, v)
+    assert not v.recoveries
+
+
+def test_the_word_covers_that_instance_only():
+    """A second, live client of the same node on the image still blocks."""
+    live = Watcher("10.0.0.2:0/4002", 4002, 9)
+    v = decide_start(_remote_facts(extra=(live,)))
+    assert v.kind == safety.REFUSE and "10.0.0.2:0/4002" in v.summary(), v
+
+
+def test_attested_reads_every_nodes_attributes():
+    from vmceph.cluster import NodeInfo
+    nodes = {"node1": NodeInfo("node1", safety.MEMBER, {
+                 "vmceph-dead-vm1": "10.0.0.1:0/11 10.0.0.1:0/12",
+                 "vmceph-dead-vm2": "10.0.0.1:0/13", "vmceph-ceph-addrs": "10.0.0.1"}),
+             "node2": NodeInfo("node2", safety.MEMBER, {"vmceph-dead-vm1": ""})}
+    assert deadclients.attested(nodes) == {("node1", "10.0.0.1:0/11"),
+                                           ("node1", "10.0.0.1:0/12"),
+                                           ("node1", "10.0.0.1:0/13")}
+    assert deadclients.attested({}) == frozenset()
+    assert deadclients.attest_name("vm:1 x") == "vmceph-dead-vm_1_x"
+
+
+def _attrd(w):
+    """attrd_updater that keeps what it is told (transient attributes of node1) in a file;
+    crm_mon shows the three nodes online with those attributes."""
+    store = w.tmp / "attrd"
+    store.write_text("")
+    w.bin.add("attrd_updater", """store=%s
+name=$2; op=$3; value=$4
+grep -v "^$name=" "$store" > "$store.new"; mv "$store.new" "$store"
+[ "$op" = -U ] && echo "$name=$value" >> "$store"
+exit 0""" % store)
+    return store
+
+
+def _crm_mon(w, store):
+    w.bin.add("crm_mon", """echo '<pacemaker-result api-version="2.25"><nodes>'
+for n in 1 2 3; do echo "<node name=\\"node$n\\" id=\\"$n\\" online=\\"true\\" standby=\\"false\\" maintenance=\\"false\\" pending=\\"false\\" unclean=\\"false\\" shutdown=\\"false\\" expected_up=\\"true\\" type=\\"member\\"/>"; done
+echo '</nodes><node_attributes><node name="node1">'
+while IFS== read -r k v; do [ -n "$k" ] && echo "<attribute name=\\"$k\\" value=\\"$v\\"/>"; done < %s
+echo '</node></node_attributes><status code="0" message="OK"/></pacemaker-result>'
+""" % store)
+    w.params["membership"] = ""
+
+
+def test_a_stop_without_ceph_attests_the_dead_clients_and_another_node_recovers_them(
+        w, monkeypatch):
+    """The storage-only cut, in the fakes: node1's stop cannot reach Ceph; it says which
+    instances are dead; node2's start recovers exactly those and starts."""
+    import fakes
+    from test_agent_flows import NODE2
+    store = _attrd(w)
+    assert w.start() == 0, w.err
+    dead = _kill_qemu(w)
+    w.ceph.lose_quorum()
+    assert w.run("stop") == 0, w.err
+    assert _record(w) is not None
+    said = dict(line.split("=", 1) for line in store.read_text().split("\n") if line)
+    assert said == {"vmceph-dead-vm1": " ".join(sorted(c.addr for c in dead))}, said
+    w.ceph.restore_quorum()
+    # node2 cannot reach node1's QEMU, and node1 is a live member: without the word it
+    # refuses (shown first), with it it recovers those instances and starts
+    _crm_mon(w, store)
+    fakes.install(monkeypatch, host=w.node2)
+    w.ceph.client_ip = NODE2
+    saved = store.read_text()
+    store.write_text("")
+    assert w.run("start", meta={"on_node": "node2"}) == 1, w.err
+    assert "a live cluster member" in w.reason, w.reason
+    assert w.ceph.blocklist == {}
+    store.write_text(saved)
+    assert w.run("start", meta={"on_node": "node2"}) == 0, w.err
+    assert w.node2.running("vm1")
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    assert "attested dead by node1" in w.logfile.read_text()
+
+
+def test_a_stop_that_releases_them_itself_withdraws_its_word(w):
+    store = _attrd(w)
+    assert w.start() == 0, w.err
+    _kill_qemu(w)
+    assert w.run("stop") == 0, w.err
+    assert _record(w) is None
+    assert store.read_text() == ""
+    ops = [c[1:5] for c in w.bin.calls("attrd_updater")]
+    assert [o[2] for o in ops] == ["-U", "-D"], ops
+
+
+def test_a_stop_of_a_live_process_attests_nothing(w):
+    store = _attrd(w)
+    assert w.start() == 0, w.err
+    w.qemu.pop(("node1", "vm1"))
+    proc = w.procs.pop("vm1")
+    try:
+        w.node1.on_stop = None
+        w.node1.power_off(w.node1.guest("vm1"), 5)
+        assert w.run("stop") == 0, w.err
+        assert store.read_text() == "" and w.bin.calls("attrd_updater") == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_migrate_from_records_the_arrived_qemus_clients(w, monkeypatch):
+    """A QEMU that arrived by live migration was not started here: without a record, a
+    stop that later finds it dead could release nothing (and, Ceph out of reach, attest
+    nothing). migrate_from records the watchers at this node's address, with the pid."""
+    import fakes
+    from vmceph import virt
+    from test_agent_flows import NODE2, _pacemaker_tools
+    _pacemaker_tools(w, "green")
+    assert w.start() == 0, w.err
+    assert w.run("migrate_to", meta={"migrate_target": "node2"}) == 0, w.err
+    fakes.install(monkeypatch, host=w.node2)
+    w.ceph.client_ip = NODE2
+    arrived = subprocess.Popen(["sleep", "300"])        # stands for node2's QEMU
+    try:
+        monkeypatch.setattr(virt, "qemu_pid_of", lambda name, run_dir=None: arrived.pid)
+        assert w.run("migrate_from", meta={"migrate_source": "node1",
+                                           "on_node": "node2"}) == 0, w.err
+        rec = _record(w)
+        assert rec is not None, "migrate_from recorded nothing"
+        pid, _start, clients = rec
+        watchers = {(spec, x["addr"]) for spec in GUARDED
+                    for x in w.ceph.image(spec).watchers}
+        assert pid == arrived.pid
+        assert set(clients) == watchers and all(a.startswith(NODE2 + ":") for _, a in clients)
+    finally:
+        arrived.kill()
+        arrived.wait()
