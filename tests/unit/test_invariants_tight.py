@@ -376,3 +376,43 @@ def test_the_state_poller_records_no_answer_for_a_failed_poll():
     c._poll_once()
     (_, _, answers), = c._passes[IMG]
     assert answers == {(1, 11): ("running", False)}
+
+
+def test_a_target_libvirt_was_not_asked_about_before_the_sample_is_judged_after_it():
+    """Corosync-cut test, lab 2026-12-02: at a live migration to node3 the target's QEMU
+    had no answer from the round before the sample (it was not polled then), and its state
+    after the sample was taken for its state before: "QEMUs running on node2 (running),
+    node3 (unknown)" while the write oracle saw one writer. Before the sample only what
+    libvirt said counts; the round after judges the target."""
+    c = checker()
+    t = time.monotonic()
+    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
+                          for k in (-3, -2, -1, 0, 1)] + [(t + 0.4, {2: [{"pid": 22}]})]
+    answer(c, t - 0.6, 1, 11, "running", True)       # the source, before; then destroyed
+    answer(c, t + 0.7, 2, 22, "running")             # the target, after only
+    c._check_sample(sample([A1, A2], t1=t))
+    assert judged(c) == []
+    # the same target, still never answered: no answer counts as running, and the source
+    # runs on: two writers
+    c = checker()
+    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
+                          for k in (-3, -2, -1, 0, 1)]
+    answer(c, t - 0.6, 1, 11, "running", True)
+    answer(c, t + 0.7, 1, 11, "running", True)
+    c._check_sample(sample([A1, A2], t1=t))
+    assert judged(c) == ["two-writers"]
+
+
+def test_the_poller_keeps_asking_while_an_overlap_waits_even_for_one_qemu():
+    """The scans show the target alone (the source destroyed): without this round no
+    answer would come for it, and an overlap waiting on it would be judged unanswered."""
+    c = checker()
+    t = time.monotonic()
+    c._image_hist[IMG] = [(t, {2: [{"pid": 22, "guest": "vm1", "age": 1.0}]})]
+    asked = []
+    c._poll_state = lambda node, guest: asked.append(node) or ("running", False)
+    c._poll_once()
+    assert asked == [] and IMG not in c._passes      # nothing waits: one QEMU, no round
+    c._pending.append((t - 0.1, t, "vm1", IMG, [(1, A1), (2, A2)], "node1, node2"))
+    c._poll_once()
+    assert asked == [2] and c._passes[IMG][-1][2] == {(2, 22): ("running", False)}

@@ -608,12 +608,18 @@ class InvariantChecker:
                 if a is None and not gone and not final and now < t1 + PENDING_MAX_S:
                     return None
                 a_state = a[0] if a else "gone" if gone else "unknown"
-                b_state = b[0] if b else a_state
                 job = job or any(r[1] for r in (a, b) if r)
                 if a_state not in NOT_RUNNING:
                     after[n] = a_state
-                if b_state not in NOT_RUNNING:
-                    before[n] = b_state
+                # Before the sample, only what libvirt said counts. A QEMU it was not asked
+                # about then (a migration's target, born after that round, or not polled
+                # while the scans showed it alone) is judged by the round after the sample
+                # (above, where no answer counts as running). Taking its state after for
+                # its state before made a handover look like both running (lab, corosync
+                # cut test, 2026-12-02: "QEMUs running on node2 (running), node3 (unknown)"
+                # at a live migration to node3, the write oracle seeing one writer).
+                if b and b[0] not in NOT_RUNNING:
+                    before[n] = b[0]
         if len(after) >= 2 or len(before) >= 2:
             running = after if len(after) >= 2 else before
             return "violation", "QEMUs running on " + ", ".join(
@@ -684,7 +690,11 @@ class InvariantChecker:
                 if not hist:
                     continue
                 infos = [(n, info) for n, lst in hist[-1][1].items() for info in lst]
-                if len(infos) >= 2:
+                # and while an overlap of this image waits for libvirt's answers, even when
+                # the scans now show one QEMU (the other gone): ask it, or it is judged
+                # unanswered, as running
+                waiting = any(item[3] == image for item in self._pending)
+                if len(infos) >= 2 or (infos and waiting):
                     targets[image] = sorted(infos, key=lambda ni: ni[1]["age"])
         for image, infos in targets.items():
             polled = []
