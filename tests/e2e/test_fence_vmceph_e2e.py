@@ -33,13 +33,6 @@ CAPS = ["mon", 'allow r, allow command "osd blocklist", allow command "osd block
         'allow command sessions', "osd", "allow *"]
 
 
-def known_gap(reason):
-    """A scenario with a known gap: run only with VMCEPH_E2E_KNOWN_GAPS=1, otherwise
-    skipped with the reason (loudly, never counted as passing)."""
-    return pytest.mark.skipif(os.environ.get("VMCEPH_E2E_KNOWN_GAPS") != "1", reason=reason)
-
-
-
 def pcs(lab, *args, timeout=120):
     return lab.run(lab.first_alive(), ["pcs", *args], timeout=timeout)
 
@@ -526,17 +519,17 @@ def _epoch_of(text):
     return _epoch(text)
 
 
-@known_gap("KNOWN GAP, issue 12, storage-only partition: the cut node's VM is stopped "
-           "there, but its QEMU, destroyed while it could not reach the OSDs, leaves its lock, "
-           "and a start elsewhere refuses a lock holder on a live member: in the lab runs of "
-           "2026-12-01 the VM ran nowhere for more than 45 s, and was not writing on the "
-           "survivor 90 s later (docs/fencing.md, 'Not done'). Run it with "
-           "VMCEPH_E2E_KNOWN_GAPS=1")
 def test_storage_cut_node_turns_red_and_is_emptied(cluster, story, ceph_fence, figure):
     """Only Ceph is cut (corosync up): the node is a healthy cluster member that cannot do
     Ceph I/O. The design's answer is CephHealth, not fencing: the node's #health-ceph turns
     red (it cannot reach a monitor quorum), migrate-on-red moves its VMs to the survivors,
-    and no image ever has two writers. Healed, the node turns green again."""
+    and no image ever has two writers. Healed, the node turns green again.
+
+    The live migration cannot work (the source cannot reach Ceph), so Pacemaker stops the
+    VM there: the stop destroys the QEMU, which leaves its lock, and cannot release it. It
+    attests the dead instances through Pacemaker (deadclients), and the start on a
+    survivor blocklists exactly those and breaks their lock (before: the VM ran nowhere
+    for more than 45 s, lab 2026-12-01)."""
     lab = cluster.lab
     story.settle()
     victim = non_leader_with_a_vm(lab, story)
@@ -571,7 +564,10 @@ def test_storage_cut_node_turns_red_and_is_emptied(cluster, story, ceph_fence, f
         events = [e for e in fence_events(lab, name, survivor)
                   if _epoch_of(e.get("completed")) >= int(w0) - 1]
         failures = story.failures(survivor)
-        print("moved", moved, "writes", writes, "fence events", events, "failures", failures)
+        attested = [ln for i in lab.indexes if i != victim
+                    for ln in story.logs.lines(i) if "attested dead by" in ln]
+        print("moved", moved, "writes", writes, "fence events", events, "failures", failures,
+              "recovered on the cut node's word", attested)
         story.checker.wait_samples(2)
         assert story.checker.since(mark) == []
         figure("storage cut: cut -> #health-ceph red (s)", round(red_s, 1))
