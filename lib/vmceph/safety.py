@@ -427,19 +427,28 @@ def _judge(facts, spec, entity, addr, watching):
     return FENCE, why
 
 
-def _judge_dead_local(facts, spec, entity, addr, watching):
-    """A client instance on this node whose process is proven gone (``Facts.dead_local``):
-    its watch may linger up to the OSD's watch timeout and its exclusive lock forever; it
-    cannot write again once blocklisted, and no live process is harmed by that."""
-    what = "image %s: %s at %s on this node%s" % (
-        spec, entity, addr, " (its watch lingers)" if watching else " holds the lock "
-        "with no watch")
+def _judge_proven_dead(facts, what, addr, why):
+    """FENCE for one client instance proven dead (``why``), if a recovery may act on it:
+    membership readable, and ``addr`` the address of that one instance."""
     if not facts.membership_known:
         return BLOCKS, what + ": cluster membership cannot be read, so nothing is " \
             "recovered; refusing"
     if not instance_addr(addr):
         return BLOCKS, what + ": not the address of one client instance; refusing"
-    return FENCE, facts.dead_local_note or "a client of a process of this node that is gone"
+    return FENCE, why
+
+
+def _lingers(watching):
+    return " (its watch lingers)" if watching else " holds the lock with no watch"
+
+
+def _judge_dead_local(facts, spec, entity, addr, watching):
+    """A client instance on this node whose process is proven gone (``Facts.dead_local``):
+    its watch may linger up to the OSD's watch timeout and its exclusive lock forever; it
+    cannot write again once blocklisted, and no live process is harmed by that."""
+    return _judge_proven_dead(
+        facts, "image %s: %s at %s on this node%s" % (spec, entity, addr, _lingers(watching)),
+        addr, facts.dead_local_note or "a client of a process of this node that is gone")
 
 
 # Owner states in which a node's own word that one of its client instances is dead is
@@ -448,7 +457,6 @@ def _judge_dead_local(facts, spec, entity, addr, watching):
 # address?), not UNKNOWN (nobody's), not LOCAL (dead_local), not GONE/LEFT (already
 # recoverable on their own evidence).
 ATTESTABLE = (MEMBER, UNCLEAN, MAINTENANCE)
-ATTESTED_SOURCE = "its own stop"
 
 
 def _judge_dead_attested(facts, spec, entity, addr, owner, watching):
@@ -456,16 +464,11 @@ def _judge_dead_attested(facts, spec, entity, addr, owner, watching):
     (``Facts.dead_attested``): its QEMU was destroyed or died while the node could not
     reach Ceph (storage-only partition), so its watch lingers up to the OSD's watch
     timeout and its lock stays. Blocklisting that one instance harms no live process."""
-    what = "image %s: %s at %s on %s%s" % (
-        spec, entity, addr, owner.node, " (its watch lingers)" if watching else
-        " holds the lock with no watch")
-    if not facts.membership_known:
-        return BLOCKS, what + ": cluster membership cannot be read, so nothing is " \
-            "recovered; refusing"
-    if not instance_addr(addr):
-        return BLOCKS, what + ": not the address of one client instance; refusing"
-    return FENCE, "attested dead by %s's stop of this domain (its QEMU is gone; the node " \
-        "could not reach Ceph to release it)" % owner.node
+    return _judge_proven_dead(
+        facts, "image %s: %s at %s on %s%s" % (spec, entity, addr, owner.node,
+                                              _lingers(watching)),
+        addr, "attested dead by %s's stop of this domain (its QEMU is gone; the node could "
+        "not reach Ceph to release it)" % owner.node)
 
 
 def classify_image(facts: Facts, img: ImageFacts) -> ImageView:
