@@ -104,6 +104,9 @@ class TestCephLibvirtLab:
         lab.run(1, ["ping", "-c", "1", "-W", "2", lab.node_ip(3)], timeout=10)
         host = Path("/proc/net/fib_trie").read_text()
         assert lab.node_ip(1) not in host
+        # no outgoing connection takes a live-migration port as its own (netns.py)
+        reserved = lab.run(2, ["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).stdout
+        assert reserved.strip() == "49152-49215"
 
     def test_ceph_healthy_with_cephx(self, lab):
         status = lab.wait_ceph_healthy(timeout=60)

@@ -101,9 +101,21 @@ def ip(*args, timeout=10, check=True):
     return run_cmd(["ip", *args], timeout=timeout, check=check)
 
 
+# libvirt's live-migration ports (its migration_port_min..max, and VirtualDomain's random
+# migrateport) lie inside Linux's ephemeral range (32768-60999): an outgoing connection of
+# a node (a Ceph client's, an OSD heartbeat) may hold one as its local port, and QEMU's
+# incoming side then cannot bind it. Seen in a clean-clone CI run (2026-12-02, test_parity):
+# "unable to execute QEMU command 'migrate-incoming': Failed to find an available port:
+# Address already in use" for tcp://n2:49152. Reserved per namespace, as libvirt's
+# documentation advises for hosts (the sysctl is per network namespace).
+MIGRATION_PORTS = "49152-49215"
+
+
 def add_netns(name):
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
+    run_cmd(["ip", "netns", "exec", name, "sh", "-c",
+             "echo %s > /proc/sys/net/ipv4/ip_local_reserved_ports" % MIGRATION_PORTS], timeout=10)
 
 
 def delete_netns(name):
