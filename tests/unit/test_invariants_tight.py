@@ -282,21 +282,27 @@ def test_a_migration_source_libvirt_still_calls_running_is_asked_of_its_qemu():
     assert calls[-1][-3:] == ["vm1", "--hmp", "info status"]
 
 
+def handover_scans(c, t, source_gone):
+    """/proc scans around t of a migration's source (node 1, pid 11) and target (node 2,
+    pid 22); with ``source_gone``, a last scan at t + 0.4 shows the target alone."""
+    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
+                          for k in (-3, -2, -1, 0, 1)] + (
+        [(t + 0.4, {2: [{"pid": 22}]})] if source_gone else [])
+
+
 def test_a_migration_source_destroyed_right_after_the_handover_is_no_writer():
     # the sample sees both watchers between the target's resume and the source's destroy;
     # the poller's last look at the source was before the handover, then its QEMU is gone
     c = checker()
     t = time.monotonic()
-    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
-                          for k in (-3, -2, -1, 0, 1)] + [(t + 0.4, {2: [{"pid": 22}]})]
+    handover_scans(c, t, source_gone=True)
     answer(c, t - 0.6, 1, 11, "running", True)
     states(c, 2, 22, "paused", "running", t=t)
     c._check_sample(sample([A1, A2], t1=t))
     assert judged(c) == []
     # without the scan that shows it gone, the source's state is unknown: running
     c = checker()
-    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
-                          for k in (-3, -2, -1, 0, 1)]
+    handover_scans(c, t, source_gone=False)
     answer(c, t - 0.6, 1, 11, "running", True)
     states(c, 2, 22, "paused", "running", t=t)
     c._check_sample(sample([A1, A2], t1=t))
@@ -386,8 +392,7 @@ def test_a_target_libvirt_was_not_asked_about_before_the_sample_is_judged_after_
     libvirt said counts; the round after judges the target."""
     c = checker()
     t = time.monotonic()
-    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
-                          for k in (-3, -2, -1, 0, 1)] + [(t + 0.4, {2: [{"pid": 22}]})]
+    handover_scans(c, t, source_gone=True)
     answer(c, t - 0.6, 1, 11, "running", True)       # the source, before; then destroyed
     answer(c, t + 0.7, 2, 22, "running")             # the target, after only
     c._check_sample(sample([A1, A2], t1=t))
@@ -395,8 +400,7 @@ def test_a_target_libvirt_was_not_asked_about_before_the_sample_is_judged_after_
     # the same target, still never answered: no answer counts as running, and the source
     # runs on: two writers
     c = checker()
-    c._image_hist[IMG] = [(t + k * 0.2, {1: [{"pid": 11}], 2: [{"pid": 22}]})
-                          for k in (-3, -2, -1, 0, 1)]
+    handover_scans(c, t, source_gone=False)
     answer(c, t - 0.6, 1, 11, "running", True)
     answer(c, t + 0.7, 1, 11, "running", True)
     c._check_sample(sample([A1, A2], t1=t))
