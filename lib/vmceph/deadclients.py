@@ -120,6 +120,17 @@ def remember(ctx, pid, clients):
         is not None
 
 
+def remember_qemu(ctx, name, clients):
+    """Record the client instances in ``clients`` ((image spec, address) pairs) as those of
+    domain ``name``'s QEMU on this node: only addresses of one instance count, with the
+    QEMU's pid. False (nothing recorded) when there is none or no QEMU is found."""
+    from vmceph import virt
+    from vmceph.safety import instance_addr
+    clients = [(spec, addr) for spec, addr in clients if instance_addr(addr)]
+    pid = virt.qemu_pid_of(name)
+    return bool(clients) and pid is not None and remember(ctx, pid, clients)
+
+
 def recall_dead(ctx):
     from vmceph import ocf
     return dead(decode(ocf.read_state(ctx, state_name(ctx.instance))))
@@ -184,9 +195,8 @@ def record_arrival(ctx, params, dom, share):
     specs = [d.spec for d in dom.guarded_disks]
     if not specs:
         return None            # nothing to record; no Ceph on migrate_from's path then
-    from vmceph import virt
     from vmceph.ceph import CephError, CephSession
-    from vmceph.safety import instance_addr, ip_of
+    from vmceph.safety import ip_of
     try:
         with CephSession(params.ceph_conf, params.ceph_user, params.ceph_keyring, share,
                          ctx.log) as session:
@@ -195,12 +205,8 @@ def record_arrival(ctx, params, dom, share):
     except (CephError, ValueError) as e:
         ctx.log.debug("client instances of the arrived QEMU not recorded: %s", e)
         return False
-    clients = [(i.spec, w.addr) for i in imgs for w in i.watchers
-               if ip_of(w.addr) in ips and instance_addr(w.addr)]
-    pid = virt.qemu_pid_of(dom.name)
-    if not clients or pid is None:
-        return False
-    return remember(ctx, pid, clients)
+    return remember_qemu(ctx, dom.name, [(i.spec, w.addr) for i in imgs for w in i.watchers
+                                         if ip_of(w.addr) in ips])
 
 
 def leftovers(addrs, images, node, note):
@@ -259,9 +265,10 @@ def release(ctx, params, share):
     if not addrs:
         return None
     specs = sorted({spec for spec, addr in record[2] if addr in addrs})
+    from vmceph.ocf import Share
     # said first, through Pacemaker: if Ceph cannot be reached (storage-only partition),
     # this is how a start on another node learns that these instances are dead
-    attested_now = attest(ctx, addrs, Capped(share, ATTEST_CAP_S))
+    attested_now = attest(ctx, addrs, Share(share, cap=ATTEST_CAP_S))
     from vmceph.ceph import CephError, CephSession
     from vmceph.fencing import Fencer
     log = ctx.log
@@ -286,26 +293,9 @@ def release(ctx, params, share):
         return False
     ocf.remove_state(ctx, state_name(ctx.instance))
     if attested_now:
-        withdraw(ctx, Capped(share, ATTEST_CAP_S))
+        withdraw(ctx, Share(share, cap=ATTEST_CAP_S))
     if recs:
         log.warning("released %d client instance(s) of the dead QEMU from %s",
                     len({r.addr for r in recs}), ", ".join(sorted({r.image for r in recs})))
     return True
 
-
-class Capped:
-    """A deadline-like view of ``share`` that never offers more than ``cap`` seconds."""
-
-    def __init__(self, share, cap):
-        import time
-        self._share, self._end = share, time.monotonic() + cap
-
-    def remaining(self):
-        import time
-        return max(0.0, min(self._share.remaining(), self._end - time.monotonic()))
-
-    def at_most(self, s):
-        return min(s, self.remaining())
-
-    def expired(self):
-        return self.remaining() <= 0

@@ -400,25 +400,14 @@ class RadosBackend:
 
 # ------------------------------------------------------------------ for the agent
 
-class _Share:
-    """What CephSession needs of a deadline: a fraction of an action's time left now."""
-
-    def __init__(self, deadline, fraction, cap):
-        import time
-        self._end = time.monotonic() + min(cap, deadline.remaining() * fraction)
-
-    def remaining(self):
-        import time
-        return max(0.0, self._end - time.monotonic())
-
-
 def fetch(ref, ceph_conf, ceph_user, ceph_keyring, deadline, log=None, session_cls=None):
     """The current XML (bytes) of ``ref``, checked like a put checks it (the schema
     aside: it was checked when stored); Unavailable / NotFound / InvalidDefinition."""
     from vmceph.ceph import CephError, CephSession
+    from vmceph.ocf import Share
     cls = session_cls or CephSession
     session = cls(ceph_conf, ceph_user or None, ceph_keyring or None,
-                  _Share(deadline, 0.3, 30.0), log)
+                  Share(deadline, 0.3, 30.0), log)
     try:
         try:
             session.connect()

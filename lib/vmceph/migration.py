@@ -9,7 +9,7 @@ migration would use); the actions import rbdvd when they run.
 from collections import namedtuple
 
 from vmceph import virt
-from vmceph.ocf import OCF_SUCCESS, ConfigError, GenericError
+from vmceph.ocf import OCF_SUCCESS, ConfigError, GenericError, Share
 
 # migrate_options in virsh's spelling (virsh 9.0 `migrate --help`), mapped to what the agent
 # hands libvirt itself (migrateToURI3), so that a resource switched from
@@ -444,7 +444,7 @@ def migrate_from(ctx, domain_of):
     # (deadclients): asked of Ceph beside the rest of this action, waited for at its end.
     from vmceph import bounded, deadclients
     arrival = bounded.Background(lambda: deadclients.record_arrival(
-        ctx, ctx.params, dom, deadclients.Capped(ctx.deadline, ARRIVAL_CAP_S)),
+        ctx, ctx.params, dom, Share(ctx.deadline, cap=ARRIVAL_CAP_S)),
         "recording the arrived QEMU's clients")
     hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
     try:

@@ -671,6 +671,27 @@ class Deadline:
         return max(0.0, min(seconds, self.remaining()))
 
 
+class Share:
+    """A deadline for a side task: ``fraction`` of what is left of ``deadline`` now, and
+    at most ``cap`` seconds. Fixed when made, like Deadline; anything that takes a
+    deadline (CephSession, Cluster, Fencer) takes a Share."""
+
+    def __init__(self, deadline, fraction=1.0, cap=None):
+        self.clock = time.monotonic
+        budget = deadline.remaining() * fraction
+        self.timeout = budget if cap is None else min(cap, budget)
+        self.end = self.clock() + self.timeout
+
+    def remaining(self):
+        return max(0.0, self.end - self.clock())
+
+    def expired(self):
+        return self.clock() >= self.end
+
+    def at_most(self, seconds):
+        return max(0.0, min(seconds, self.remaining()))
+
+
 # Pacemaker keeps operation timeouts as C ints of milliseconds: nothing above this is one.
 TIMEOUT_MAX_MS = 2 ** 31 - 1
 DEFAULT_TIMEOUT_S = 20.0   # for an action the meta-data gives no timeout

@@ -608,10 +608,8 @@ class RBDVirtualDomain:
     def _remember_clients(self, ctx, dom, ours):
         """Record which client instances are this QEMU's (vmceph.deadclients), so that a
         restart after it was killed may recover them; best-effort, logged."""
-        from vmceph import deadclients, safety
-        clients = [(spec, addr) for spec, addr in ours if safety.instance_addr(addr)]
-        pid = virt.qemu_pid_of(dom.name)
-        if not clients or pid is None or not deadclients.remember(ctx, pid, clients):
+        from vmceph import deadclients
+        if not deadclients.remember_qemu(ctx, dom.name, ours):
             ctx.log.debug("client instances of %s's QEMU not recorded", dom.name)
 
     def _verify_sole_writer(self, ctx, dom, g, verdict):

@@ -10,7 +10,7 @@ Imported by the agent only when it stops a domain: never on the depth-0 monitor 
 import os
 
 from vmceph import virt
-from vmceph.ocf import OCF_SUCCESS, GenericError, OCFError
+from vmceph.ocf import OCF_SUCCESS, GenericError, OCFError, Share
 from vmceph.rbdvd import LenientParams, forget, snapshot_file, write_keeping
 
 SHUTDOWN_MODES = {  # virDomainShutdownFlagValues
@@ -237,8 +237,7 @@ class StopSequence:
         start on any node (vmceph.deadclients.release). A side task: bounded by a share of
         the deadline, and it never fails the stop."""
         from vmceph import bounded, deadclients
-        share = Share(ctx.deadline, min(deadclients.RELEASE_SHARE, deadclients.RELEASE_CAP_S
-                                        / max(1.0, ctx.deadline.remaining())))
+        share = Share(ctx.deadline, deadclients.RELEASE_SHARE, deadclients.RELEASE_CAP_S)
         try:
             # whatever blocks inside (a configuration file that is a FIFO: the hostile stop
             # of tests/integration/test_reliability.py), the stop goes on at the share's end
@@ -258,25 +257,6 @@ def state_or_unknown(hv, dom):
         return hv.state_of(dom, cap=5.0)
     except virt.VirtError:
         return None, None
-
-
-class Share:
-    """A deadline-like share of an action's deadline: ``fraction`` of what is left now."""
-
-    def __init__(self, deadline, fraction):
-        import time
-        self.timeout = deadline.remaining() * fraction
-        self._end = time.monotonic() + self.timeout
-
-    def remaining(self):
-        import time
-        return max(0.0, self._end - time.monotonic())
-
-    def at_most(self, seconds):
-        return max(0.0, min(seconds, self.remaining()))
-
-    def expired(self):
-        return self.remaining() <= 0.0
 
 
 def save_config(ctx, hv, dom, ident):

@@ -115,7 +115,8 @@ def add_netns(name):
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
     run_cmd(["ip", "netns", "exec", name, "sh", "-c",
-             "echo %s > /proc/sys/net/ipv4/ip_local_reserved_ports" % MIGRATION_PORTS], timeout=10)
+             "echo %s > /proc/sys/net/ipv4/ip_local_reserved_ports" % MIGRATION_PORTS],
+            timeout=10)
 
 
 def delete_netns(name):
