@@ -49,8 +49,8 @@ test: deps deps-package
 	$(PYTEST) -q tests/unit
 	$(PYTEST) -q tests/fuzz -m "not long"
 	$(PYTEST) -v tests/pacemaker
-	$(PYTEST) -v tests/integration
-	$(PYTEST) -v tests/e2e
+	$(PYTEST) -v --durations=25 tests/integration
+	$(PYTEST) -v --durations=40 tests/e2e
 	$(PYTEST) -v tests/packaging
 
 unit:

@@ -4,9 +4,12 @@ cib-examples/pcs.sh exactly as an administrator would (vmlab/cluster_config.py).
 One lab per session (~15 s up, ~55 s configuration), shared by every test here, in the
 order below: the checker's own tests (test_invariant_checker.py, no lab), the scenarios
 (test_scenarios.py, each building on the previous state), then the CephHealth tests
-(test_cephhealth_live.py, which stop Ceph monitors). An invariant
-checker (vmlab/invariants.py) samples every guarded image from the first VM start to the
-end and fails the tests on two writers or a lost VM.
+(test_cephhealth_live.py, which stop Ceph monitors), the other modules of this lab, and
+test_chaos.py last (its canary leaves the VMs under VirtualDomain). An invariant checker
+(vmlab/invariants.py) samples every guarded image from the first VM start to the end and
+fails the tests on two writers or a lost VM. The session lab goes down after its last
+test; the modules with labs of their own (test_mass_failover.py, test_remote_nodes.py)
+run after that, alone on the machine.
 
 Measured figures (failover, migration downtime, red-after-loss, ...) are printed at the
 end of the run, whatever pytest's capture setting, and written to
@@ -58,11 +61,19 @@ def pytest_collection_modifyitems(items):
     here = Path(__file__).resolve().parent
     slots = [k for k, item in enumerate(items) if Path(str(item.fspath)).parent == here]
 
+    # modules with a lab of their own (no test of theirs uses the session `cluster`) run
+    # after every module of the session lab, which is down by then (pytest_runtest_teardown):
+    # an idle three-node lab with three VMs and the checker's sampling beside them cost
+    # their measurements CPU and the run minutes
+    shared = {Path(str(items[k].fspath)).name for k in slots if _uses_cluster(items[k])}
+
     def rank(item):
         name = Path(str(item.fspath)).name
         if name in MODULE_LAST:
             return len(MODULE_ORDER) + 1 + MODULE_LAST.index(name)
-        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+        if name in MODULE_ORDER:
+            return MODULE_ORDER.index(name)
+        return len(MODULE_ORDER) if name in shared else len(MODULE_ORDER) + 1 + len(MODULE_LAST)
     ours = sorted((items[k] for k in slots), key=rank)
     for k, item in zip(slots, ours):
         item.add_marker(pytest.mark.e2e)
@@ -91,6 +102,28 @@ class Cluster:
         self.story = Story(lab, cfg, checker, say=print)
 
 
+def _uses_cluster(item):
+    return "cluster" in getattr(item, "fixturenames", ())
+
+
+# the session lab's closer while it is up (the `cluster` fixture puts it here)
+_SESSION = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The session lab goes down after the last test that uses it, not at the end of the
+    session, so that the modules with labs of their own run alone on the machine."""
+    yield
+    close = _SESSION.get("close")
+    if close is None or not _uses_cluster(item):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:] if item in items else []
+    if not any(_uses_cluster(i) for i in later):
+        close()
+
+
 @pytest.fixture(scope="session")
 def cluster():
     why = pacemaker_lab_missing()
@@ -102,6 +135,16 @@ def cluster():
     with owning(lab):  # another run using this lab name stops here instead of killing it
         lab.down()  # whatever an interrupted run left
         checker = None
+
+        def close():
+            _SESSION.pop("close", None)
+            if checker is not None:
+                checker.stop()
+                record("invariant checker", checker.report())
+                if checker.violations:
+                    record("invariant violations", [repr(v) for v in checker.violations])
+            lab.down()
+        _SESSION["close"] = close
         t0 = time.monotonic()
         try:
             lab.up()
@@ -112,12 +155,8 @@ def cluster():
             checker = InvariantChecker(lab, cfg.vms, log=print).start()
             yield Cluster(lab, cfg, checker)
         finally:
-            if checker is not None:
-                checker.stop()
-                record("invariant checker", checker.report())
-                if checker.violations:
-                    record("invariant violations", [repr(v) for v in checker.violations])
-            lab.down()
+            if "close" in _SESSION:   # not closed early (an interrupted or -k run)
+                close()
 
 
 @pytest.fixture
