@@ -37,6 +37,7 @@ from vmlab import Lab  # noqa: E402
 from vmlab.cluster_config import configure  # noqa: E402
 from vmlab.invariants import InvariantChecker  # noqa: E402
 from vmlab.owner import owning  # noqa: E402
+from vmlab.pytest_labs import SessionCloser, own_labs_last  # noqa: E402
 from vmlab.story import Story  # noqa: E402
 from vmlab.util import pacemaker_lab_missing  # noqa: E402
 
@@ -56,28 +57,16 @@ def record(key, value):
 
 
 def pytest_collection_modifyitems(items):
-    """The e2e tests in MODULE_ORDER (stable: the order within a module stays), in the slots
-    they were collected in; whatever else a run collects keeps its place."""
-    here = Path(__file__).resolve().parent
-    slots = [k for k, item in enumerate(items) if Path(str(item.fspath)).parent == here]
-
-    # modules with a lab of their own (no test of theirs uses the session `cluster`) run
-    # after every module of the session lab, which is down by then (pytest_runtest_teardown):
-    # an idle three-node lab with three VMs and the checker's sampling beside them cost
-    # their measurements CPU and the run minutes
-    shared = {Path(str(items[k].fspath)).name for k in slots if _uses_cluster(items[k])}
-
-    def rank(item):
-        name = Path(str(item.fspath)).name
+    """The e2e tests in MODULE_ORDER (stable: the order within a module stays), the other
+    modules of the session lab, MODULE_LAST, then the modules with labs of their own (the
+    session lab is down by then: pytest_runtest_teardown); whatever else a run collects
+    keeps its place."""
+    def rank(name, shared):
         if name in MODULE_LAST:
             return len(MODULE_ORDER) + 1 + MODULE_LAST.index(name)
-        if name in MODULE_ORDER:
-            return MODULE_ORDER.index(name)
-        return len(MODULE_ORDER) if name in shared else len(MODULE_ORDER) + 1 + len(MODULE_LAST)
-    ours = sorted((items[k] for k in slots), key=rank)
-    for k, item in zip(slots, ours):
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+    for item in own_labs_last(items, "cluster", Path(__file__).parent, rank):
         item.add_marker(pytest.mark.e2e)
-        items[k] = item
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -102,26 +91,15 @@ class Cluster:
         self.story = Story(lab, cfg, checker, say=print)
 
 
-def _uses_cluster(item):
-    return "cluster" in getattr(item, "fixturenames", ())
-
-
-# the session lab's closer while it is up (the `cluster` fixture puts it here)
-_SESSION = {}
+# closes the session lab after the last test that uses it, so that the modules with labs
+# of their own (test_mass_failover.py, test_remote_nodes.py) run alone on the machine
+SESSION = SessionCloser("cluster")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    """The session lab goes down after the last test that uses it, not at the end of the
-    session, so that the modules with labs of their own run alone on the machine."""
     yield
-    close = _SESSION.get("close")
-    if close is None or not _uses_cluster(item):
-        return
-    items = item.session.items
-    later = items[items.index(item) + 1:] if item in items else []
-    if not any(_uses_cluster(i) for i in later):
-        close()
+    SESSION.after_test(item)
 
 
 @pytest.fixture(scope="session")
@@ -137,14 +115,13 @@ def cluster():
         checker = None
 
         def close():
-            _SESSION.pop("close", None)
             if checker is not None:
                 checker.stop()
                 record("invariant checker", checker.report())
                 if checker.violations:
                     record("invariant violations", [repr(v) for v in checker.violations])
             lab.down()
-        _SESSION["close"] = close
+        SESSION.register(close)
         t0 = time.monotonic()
         try:
             lab.up()
@@ -155,8 +132,7 @@ def cluster():
             checker = InvariantChecker(lab, cfg.vms, log=print).start()
             yield Cluster(lab, cfg, checker)
         finally:
-            if "close" in _SESSION:   # not closed early (an interrupted or -k run)
-                close()
+            SESSION.close_if_open()   # not closed early: an interrupted run
 
 
 @pytest.fixture

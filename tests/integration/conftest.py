@@ -32,6 +32,28 @@ def _lab_prerequisites():
     return None
 
 
+def pytest_collection_modifyitems(items):
+    """The modules with labs of their own (the Pacemaker labs of test_defstore_pacemaker.py
+    and test_recovery_pacemaker.py) run after every module of the session lab, which is
+    down by then: one lab at a time on the machine."""
+    from vmlab.pytest_labs import own_labs_last
+    own_labs_last(items, "lab", Path(__file__).parent)
+
+
+def _session_closer():
+    from vmlab.pytest_labs import SessionCloser
+    return SessionCloser("lab")
+
+
+SESSION = _session_closer()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    SESSION.after_test(item)
+
+
 @pytest.fixture(scope="session")
 def lab():
     why = _lab_prerequisites()
@@ -45,11 +67,12 @@ def lab():
     from vmlab.owner import owning
     with owning(lab):  # a second run under this name stops here instead of killing this one
         lab.down()  # leftovers of an earlier, interrupted run
-        lab.up()
+        SESSION.register(lab.down)   # after the last test that uses it
         try:
+            lab.up()
             yield lab
         finally:
-            lab.down()
+            SESSION.close_if_open()
 
 
 class Result:
