@@ -22,7 +22,8 @@ from bench.runner import NodeRunner
 from bench.scenarios import Bench, Plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SECTIONS = ("monitor", "probe", "deep", "cephhealth", "startstop", "migrate", "recovery")
+SECTIONS = ("monitor", "probe", "deep", "cephhealth", "startstop", "migrate", "recovery",
+            "curve")
 
 
 def parse(argv):
@@ -129,6 +130,11 @@ def main(argv=None):
             with open(args.out + ".tmp", "w") as f:
                 f.write(text)
             os.replace(args.out + ".tmp", args.out)
+            for name, chart in report.charts(bench).items():
+                path = os.path.join(os.path.dirname(os.path.abspath(args.out)), name)
+                with open(path, "w") as f:
+                    f.write(chart)
+                log("wrote %s" % path)
             log("wrote %s" % args.out)
         log("whole run %.1f min" % ((time.monotonic() - t_start) / 60.0))
         rc = 0

@@ -111,6 +111,28 @@ def previous_fencing(path):
     return ""
 
 
+MONITOR_CURVE_SVG = "bench-monitor-curve.svg"
+START_DISKS_SVG = "bench-start-disks.svg"
+
+
+def charts(bench):
+    """{file name: SVG text} of the cost curves this run measured (written next to the
+    report, linked from it)."""
+    from bench import svg
+    out = {}
+    _, points = bench.curve_rows()
+    if any(points.values()):
+        out[MONITOR_CURVE_SVG] = svg.line_chart(
+            "Monitor CPU per node, one monitor per VM every 10 s", "VMs running on the node",
+            "% of one core (agent processes)", {who: p for who, p in points.items() if p})
+    sl = bench.start_slopes()
+    if sl:
+        out[START_DISKS_SVG] = svg.line_chart(
+            "Start wall time by number of RBD disks (median)", "RBD disks",
+            "ms", {who: [(n, w * 1e3) for n, w in sl[who]["points"]] for who in sl})
+    return out
+
+
 def build(bench, prof, ctx):
     """Every section as (title, markdown body); the text report prints the same."""
     sections = []
@@ -133,7 +155,23 @@ def build(bench, prof, ctx):
                 "%.2f" % ((sl[OURS]["cpu_slope"] - sl[VD]["cpu_slope"]) * 1e3)])
         sections.append(("Start cost per extra RBD disk", _table(
             ["agent", "median start wall ms by disks", "slope ms/disk (least squares)",
-             "segment slopes ms/disk", "CPU slope ms/disk"], srows)))
+             "segment slopes ms/disk", "CPU slope ms/disk"], srows)
+            + "\n\n![start wall time by disks](%s)" % START_DISKS_SVG))
+    crows, _ = bench.curve_rows()
+    if crows:
+        starts = bench.notes.get("curve_start_s", {})
+        sections.append(("Monitor CPU per node by running VMs (measured)", _table(
+            ["VMs running", "vmceph CPU per monitor ms", "vmceph % of one core",
+             "vmceph + libvirtd", "VirtualDomain CPU per monitor ms",
+             "VirtualDomain % of one core", "VirtualDomain + libvirtd",
+             "CPU ratio (paired rounds)"], crows)
+            + "\n\nEach count is measured with that many one-disk VMs running on node 1 "
+              "(started by vmceph's agent; %s); a round monitors every one of them once, as "
+              "their recurring monitors (interval 10 s) do in one interval; %d rounds per "
+              "agent, alternating. %% of one core = a round's CPU / 10 s. libvirtd's share "
+              "is sampled from /proc around each monitor.\n\n![monitor CPU by VMs](%s)"
+            % (", ".join("%d more started in %.0f s" % (n, t) for n, t in sorted(
+                starts.items())) or "-", bench.plan.curve_rounds, MONITOR_CURVE_SVG)))
     dt = bench.downtime_rows()
     if dt:
         sections.append(("Live migration: guest downtime", _table(
@@ -256,7 +294,8 @@ METHOD = """
 - Domains: `bm-mon` (2 RBD disks, running on n1: monitors), `bm-probe` (1 disk, never
   started: probes), `bm-ss1/4/16` (start + stop on n1), `bm-mig` (2 disks, live-migrated
   n1 <-> n2, each agent in both directions, the guest writing after each move so the lock
-  follows), `bm-rec` (1 disk: recovery).
+  follows), `bm-rec` (1 disk: recovery), `bm-c01`..`bm-c50` (1 disk each, running together
+  on n1: the monitor curve).
 """
 
 
@@ -281,6 +320,11 @@ def text_report(bench, prof, ctx):
     if cpu:
         lines += ["", stats.render_text(["200 VMs / 10 s", "n", "CPU ms/monitor", "% core",
                                          "libvirtd ms", "% core incl. libvirtd"], cpu)]
+    crows, _ = bench.curve_rows()
+    if crows:
+        lines += ["", stats.render_text(["VMs", "vmceph ms/monitor", "% core", "+ libvirtd",
+                                         "VD ms/monitor", "% core", "+ libvirtd", "ratio"],
+                                        crows)]
     lines += ["", stats.render_text(stats.TARGET_HEADER,
                                     [t.cells() for t in bench.targets(prof)])]
     return "\n".join(lines)

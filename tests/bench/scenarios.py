@@ -52,7 +52,7 @@ class Plan:
     """How many repetitions of each figure."""
 
     def __init__(self, monitor=40, deep=20, probe=20, startstop=8, migrate=6, recovery=2,
-                 cephhealth=20, disks=(1, 4, 16)):
+                 cephhealth=20, disks=(1, 4, 16), curve=(1, 10, 25, 50), curve_rounds=3):
         self.monitor = monitor
         self.deep = deep
         self.probe = probe
@@ -61,19 +61,23 @@ class Plan:
         self.recovery = recovery
         self.cephhealth = cephhealth
         self.disks = tuple(disks)
+        self.curve = tuple(sorted(curve))     # running VMs on one node: the monitor curve
+        self.curve_rounds = curve_rounds
 
     @classmethod
     def quick(cls):
         return cls(monitor=6, deep=4, probe=4, startstop=2, migrate=1, recovery=1,
-                   cephhealth=4)
+                   cephhealth=4, curve=(1, 5), curve_rounds=1)
 
     def describe(self):
         return ("%d monitor rounds, %d deep monitors per depth, %d probe pairs, %d start+stop "
                 "pairs per disk count %s, %d migration pairs (%d migrations), %d recovery "
-                "runs per agent, %d CephHealth monitors"
+                "runs per agent, %d CephHealth monitors, %d monitor rounds per agent with "
+                "%s VMs running on one node"
                 % (self.monitor, self.deep, self.probe, self.startstop,
                    "/".join(map(str, self.disks)), self.migrate, 2 * self.migrate,
-                   self.recovery, self.cephhealth))
+                   self.recovery, self.cephhealth, self.curve_rounds,
+                   "/".join(map(str, self.curve))))
 
 
 class Total:
@@ -84,6 +88,8 @@ class Total:
         self.wall = sum(m.wall for m in ms)
         self.cpu = sum(m.cpu for m in ms)
         self.maxrss_kib = max((m.maxrss_kib or 0) for m in ms) or None
+        servers = [m.server_cpu for m in ms]
+        self.server_cpu = None if None in servers else sum(servers)
 
 
 class Domain:
@@ -91,6 +97,10 @@ class Domain:
         self.name = name
         self.images = list(images)
         self.config = config
+
+
+def curve_name(k):
+    return "bm-c%02d" % k
 
 
 FLOOR_LIBVIRT = ("import libvirt\n"
@@ -196,6 +206,9 @@ class Bench:
         specs = {"bm-mon": 2, "bm-probe": 1, "bm-mig": 2, "bm-rec": 1}
         for n in self.plan.disks:
             specs["bm-ss%d" % n] = n
+        if self.wanted("curve"):
+            for k in range(1, max(self.plan.curve) + 1):
+                specs[curve_name(k)] = 1
         images = []
         for name, n in specs.items():
             imgs = ["%s-d%d" % (name, k) for k in range(n)]
@@ -260,7 +273,7 @@ class Bench:
         sections = [("monitor", self.bench_monitor), ("probe", self.bench_probe),
                     ("deep", self.bench_deep), ("cephhealth", self.bench_cephhealth),
                     ("startstop", self.bench_startstop), ("migrate", self.bench_migrate),
-                    ("recovery", self.bench_recovery)]
+                    ("recovery", self.bench_recovery), ("curve", self.bench_curve)]
         for name, fn in sections:
             if not self.wanted(name):
                 self.skipped.append(name)
@@ -325,6 +338,36 @@ class Bench:
                     [self.agent(who, d, i, "monitor", expect=(OCF_SUCCESS, OCF_NOT_RUNNING))
                      for i in nodes for d in doms]))
         self.notes["cluster_probes"] = (len(doms), len(nodes))
+
+    def bench_curve(self):
+        """Monitor CPU per node with N VMs running on it (issue 15: measured, not
+        extrapolated from one VM): N one-disk domains run on node 1 (started by vmceph's
+        agent, as Pacemaker would), and a round monitors each of them once with one agent,
+        as the recurring monitors of one interval do; vmceph's and VirtualDomain's rounds
+        alternate. A round's CPU (the agent processes, and libvirtd's share sampled
+        around each of them) is the cost of one monitor interval of that node."""
+        counts = self.plan.curve
+        doms = [self.domains[curve_name(k)] for k in range(1, counts[-1] + 1)]
+        running = 0
+        try:
+            for n in counts:
+                t0 = time.monotonic()
+                for dom in doms[running:n]:
+                    self.agent(OURS, dom, 1, "start")
+                running = n
+                self.notes.setdefault("curve_start_s", {})[n] = time.monotonic() - t0
+                for who in (OURS, VD):   # warm-up
+                    self.agent(who, doms[n - 1], 1, "monitor", interval_ms=10000)
+                for _, order in self.pairs(self.plan.curve_rounds):
+                    for who in order:
+                        self.add(("curve %d" % n, who), Total(
+                            [self.agent(who, d, 1, "monitor", interval_ms=10000)
+                             for d in doms[:n]]))
+                self.log("curve: %d VMs running, %d rounds per agent" % (
+                    n, self.plan.curve_rounds))
+        finally:
+            for dom in doms[:running]:
+                self.agent(OURS, dom, 1, "stop", expect=None)
 
     def bench_cephhealth(self):
         self.cephhealth(1, "monitor", interval_ms=10000)  # warm-up
@@ -618,6 +661,33 @@ class Bench:
                          "-" if srv_mean is None else "%.0f %%" % stats.cpu_percent_of_core(
                              cpu + srv_mean, vms, interval_s)])
         return rows
+
+    def curve_rows(self, interval_s=10.0):
+        """(table rows, {who: [(VMs, % of one core)]}) of the monitor curve: per count of
+        running VMs and agent, the mean CPU of one monitor, the node's share of one core
+        for one monitor of each VM per ``interval_s`` (agents; agents + libvirtd), and
+        vmceph's CPU over VirtualDomain's, paired by round."""
+        rows, points = [], {OURS: [], VD: []}
+        for n in self.plan.curve:
+            a, b = self.get(("curve %d" % n, OURS)), self.get(("curve %d" % n, VD))
+            if not a and not b:
+                continue
+            row = [str(n)]
+            for who, rounds in ((OURS, a), (VD, b)):
+                if not rounds:
+                    row += ["-", "-", "-"]
+                    continue
+                cpu = stats.mean([t.cpu for t in rounds])
+                srv = stats.mean([t.server_cpu for t in rounds])
+                pct = 100.0 * cpu / interval_s
+                points[who].append((n, pct))
+                row += [stats.ms(cpu / n, 1), "%.1f %%" % pct,
+                        "-" if srv is None else "%.1f %%" % (100.0 * (cpu + srv) / interval_s)]
+            r = stats.summarize(stats.pair_ratios([t.cpu for t in a], [t.cpu for t in b])) \
+                if a and b else None
+            row.append("-" if r is None else "%.2fx" % r.median)
+            rows.append(row)
+        return rows, points
 
     @staticmethod
     def checks_slope(prof):
