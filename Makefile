@@ -91,6 +91,7 @@ chaos: deps
 
 bench: deps
 	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench
+	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench recovery
 	PYTHONPATH=$(CURDIR)/lib:$(CURDIR)/tests $(PY) -m bench fencing
 
 bench-fencing: deps

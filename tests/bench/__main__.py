@@ -3,6 +3,7 @@
     PYTHONPATH=lib:tests /usr/bin/python3 -m bench [--quick] [--scale X] [--only SECTIONS]
         [--no-profile] [--out docs/benchmarks.md | --no-write] [--keep-lab | --reuse-lab]
     PYTHONPATH=lib:tests /usr/bin/python3 -m bench fencing --help    (bench/fencing.py)
+    PYTHONPATH=lib:tests /usr/bin/python3 -m bench recovery --help   (bench/recovery.py)
 
 Brings up the lab "bench" (3 nodes, Pacemaker), measures, prints the table, writes
 docs/benchmarks.md and tears the lab down (also on failure or Ctrl-C). Needs root, Debian 12
@@ -67,6 +68,10 @@ def main(argv=None):
         # its own lab (configured from cib-examples) and its own section of the report
         from bench import fencing
         return fencing.main(argv[1:])
+    if argv[:1] == ["recovery"]:
+        # the recovery curve: its own lab with many VMs, its own section of the report
+        from bench import recovery
+        return recovery.main(argv[1:])
     args = parse(argv)
     if os.geteuid() != 0:
         print("make bench needs root (the lab: namespaces, bridges)", file=sys.stderr)
@@ -126,6 +131,8 @@ def main(argv=None):
         print(report.text_report(bench, prof, ctx))
         if not args.no_write:
             text = report.markdown(bench, prof, ctx, report.previous_analysis(args.out))
+            from bench import recovery
+            text += recovery.previous(args.out)
             text += report.previous_fencing(args.out)
             with open(args.out + ".tmp", "w") as f:
                 f.write(text)
