@@ -273,37 +273,16 @@ def chart(result):
 
 def write(path, body):
     """The section between its markers in ``path`` (appended when missing)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    block = "%s\n\n%s\n%s\n%s\n" % (TITLE, BEGIN, body.strip("\n"), END)
-    if BEGIN in text and END in text:
-        start = text.rfind("\n## ", 0, text.index(BEGIN))
-        a = start + 1 if start >= 0 else text.index(BEGIN)
-        b = text.index(END) + len(END)
-        rest = text[b:].lstrip("\n")
-        text = text[:a] + block + ("\n" + rest if rest else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    from vmlab.util import replace_marked
+    replace_marked(path, BEGIN, END, "%s\n%s\n\n%s\n%s" % (BEGIN, TITLE, body.strip("\n"),
+                                                          END))
 
 
 def previous(path):
     """The section carried over by the main report, or ''."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return ""
-    if BEGIN not in text or END not in text:
-        return ""
-    start = text.rfind("\n## ", 0, text.index(BEGIN))
-    a = start + 1 if start >= 0 else text.index(BEGIN)
-    return "\n" + text[a:text.index(END) + len(END)] + "\n"
+    from vmlab.util import marked
+    block = marked(path, BEGIN, END)
+    return "\n" + block + "\n" if block else ""
 
 
 def parse(argv):

@@ -1092,19 +1092,8 @@ def report_section(result, svg_name, canary=None, command=None, missing=()):
 
 def write_report(path, section):
     """Replace the section between the markers in path (append it if absent)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    if MARK_BEGIN in text and MARK_END in text:
-        a = text.index(MARK_BEGIN)
-        b = text.index(MARK_END) + len(MARK_END) + 1
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+    from .util import replace_marked
+    replace_marked(path, MARK_BEGIN, MARK_END, section)
 
 
 # ---------------------------------------------------------------------- command line

@@ -132,6 +132,38 @@ PACEMAKER_LAB_TOOLS = ("ceph-mon", "ceph-osd", "libvirtd", "qemu-system-x86_64",
                        "pacemakerd", "pcs", "crm")
 
 
+def marked(path, begin, end):
+    """The block of the file at path from the line ``begin`` to ``end`` (markers included),
+    or '' when the file or a marker is missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    if begin not in text or end not in text:
+        return ""
+    return text[text.index(begin):text.index(end) + len(end)]
+
+
+def replace_marked(path, begin, end, block):
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) in place of the
+    file's block between those markers, or at its end when it has none; atomically, so a
+    generated report is never half written."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    block = block.rstrip("\n")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def pacemaker_lab_missing(extra=()):
     """Why a Pacemaker lab cannot run here (for a loud skip), or None; ``extra``: more
     programs the caller needs."""
