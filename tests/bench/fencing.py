@@ -38,6 +38,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -509,7 +510,7 @@ def main(argv):
         return 2
     result = run_ceph_only(args) if args.ceph_only else run_pacemaker(args)
     command = "PYTHONPATH=lib:tests /usr/bin/python3 -m bench fencing" + (
-        " " + " ".join(argv) if argv else "")
+        " " + shlex.join(argv) if argv else "")
     body = markdown(result, command)
     print(body)
     if args.json:

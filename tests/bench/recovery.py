@@ -27,6 +27,7 @@ keeps it) with its chart (bench-recovery-curve.svg).
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import threading
@@ -306,7 +307,7 @@ def main(argv):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)
-    command = "PYTHONPATH=lib:tests /usr/bin/python3 -m bench recovery " + " ".join(argv)
+    command = "PYTHONPATH=lib:tests /usr/bin/python3 -m bench recovery " + shlex.join(argv)
     body = section(result, command.strip())
     print(body)
     if not args.no_write:
