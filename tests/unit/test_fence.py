@@ -493,11 +493,14 @@ def test_metadata_follows_fence_agents():
     assert {"on", "off", "status", "list", "monitor", "metadata", "validate-all"} <= set(actions)
     assert "reboot" not in actions, "a fabric fence has no reboot"
     assert actions["on"].get("automatic") == "1", "provides unfencing"
-    rng = "/usr/share/fence/metadata.rng"
-    if os.path.exists(rng):
-        v = subprocess.run(["xmllint", "--noout", "--relaxng", rng, "-"], input=p.stdout,
-                           capture_output=True, text=True)
-        assert v.returncode == 0, v.stderr
+    # fence-agents' own schema: Debian ships it in /usr/share/cluster/relaxng (upstream
+    # /usr/share/fence); this check used to look only at the upstream path and so never ran
+    rngs = [r for r in ("/usr/share/cluster/relaxng/metadata.rng",
+                        "/usr/share/fence/metadata.rng") if os.path.exists(r)]
+    assert rngs, "fence-agents is installed but its metadata.rng is not where expected"
+    v = subprocess.run(["xmllint", "--noout", "--relaxng", rngs[0], "-"], input=p.stdout,
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
 
 
 @needs_fencing
