@@ -181,9 +181,10 @@ def build(bench, prof, ctx):
         sections.append(("Recovery after a killed holder", _table(
             ["agent", "n", "start wall ms", "first write ms", "start -> first write ms"], rec)
             + "\n\nQEMU on n2 held the image's exclusive lock and was killed (SIGKILL: its watch "
-              "lingers ~30 s); then Pacemaker and corosync were stopped cleanly on n2, so the "
-              "cluster sees n2 offline, as after fencing (n2's Ceph mon and OSD stay up: the "
-              "figure is not Ceph's own recovery); then the agent started the domain on n1 and "
+              "lingers ~30 s); then Pacemaker and corosync were stopped on n2 and n2 was "
+              "recorded as fenced (`stonith_admin --confirm n2`, as after a power-off "
+              "confirmed by hand; n2's Ceph mon and OSD stay up: the figure is not Ceph's own "
+              "recovery); then the agent started the domain on n1 and "
               "the new QEMU wrote 4 KiB (`lab.guest_write`). vmceph "
               "(`blocklist_expire=600`) blocklists the dead client and breaks its lock; "
               "VirtualDomain checks nothing, so the first write waits until librbd times the "

@@ -438,12 +438,15 @@ class Bench:
 
     def bench_recovery(self):
         """A killed holder: QEMU on node 2 holds the image's lock and dies (SIGKILL: its watch
-        lingers ~30 s), then node 2 leaves the cluster (Pacemaker stopped cleanly there:
-        "offline", as after fencing; its Ceph daemons stay up, so Ceph keeps its quorum and
-        the figure is not about Ceph recovering); the agent starts the domain on node 1 and
-        the new QEMU writes. vmceph sees the holder on an offline node, blocklists it and
-        breaks its lock; VirtualDomain starts at once and the first write waits for librbd
-        to time the dead holder out. The same sequence for both agents."""
+        lingers ~30 s), then node 2 leaves the cluster (Pacemaker stopped there) and is
+        recorded as fenced (`stonith_admin --confirm`, as an administrator confirms a node
+        powered off by hand; its Ceph daemons stay up, so Ceph keeps its quorum and the
+        figure is not about Ceph recovering); the agent starts the domain on node 1 and the
+        new QEMU writes. vmceph sees the holder on a fenced node, blocklists it and breaks
+        its lock; VirtualDomain starts at once and the first write waits for librbd to time
+        the dead holder out. The same sequence for both agents. (A node that only left
+        cleanly, unfenced, may still run its QEMUs: vmceph refuses to start then, so the
+        scenario records the fence.)"""
         dom = self.domains["bm-rec"]
         extra = {"blocklist_expire": "600"}
         for k, order in self.pairs(self.plan.recovery):
@@ -457,6 +460,8 @@ class Bench:
                 t_kill = time.monotonic()
                 os.kill(self.qemu_pid(2, dom), signal.SIGKILL)
                 self.pacemaker_leave(2)
+                self.lab.run(1, ["stonith_admin", "--confirm", self.lab.node_name(2)],
+                             timeout=60)
                 wait_s = time.monotonic() - t_kill
                 t0 = time.monotonic()
                 m = self.agent(who, dom, 1, "start", extra=extra)
