@@ -38,7 +38,6 @@ import datetime
 import json
 import os
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -497,9 +496,8 @@ def parse(argv):
                    help="extra ceph.conf settings, 'name=value, name=value'")
     p.add_argument("--label", default=None, help="title of the section written")
     p.add_argument("--lab-name", default="fence")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--json", default=None, help="also write the raw runs here")
+    from bench import report
+    report.output_options(p, os.path.join(ROOT, "docs", "benchmarks.md"))
     return p.parse_args(argv)
 
 
@@ -509,13 +507,10 @@ def main(argv):
         print("the fencing benchmark needs root (the lab)", file=sys.stderr)
         return 2
     result = run_ceph_only(args) if args.ceph_only else run_pacemaker(args)
-    command = "PYTHONPATH=lib:tests /usr/bin/python3 -m bench fencing" + (
-        " " + shlex.join(argv) if argv else "")
-    body = markdown(result, command)
+    from bench import report
+    body = markdown(result, report.replay("fencing", argv))
     print(body)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1, default=str)
+    report.save_json(args.json, result)
     if not args.no_write:
         title = args.label or ("Pacemaker, fence_vmceph at level 1" if not args.ceph_only
                                else "Monitors only (no Pacemaker)") + (

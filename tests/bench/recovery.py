@@ -27,11 +27,12 @@ keeps it) with its chart (bench-recovery-curve.svg).
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import threading
 import time
+
+from bench.fencing import leader  # noqa: E402 - the monitor leader's name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "<!-- recovery-curve:begin -->"
@@ -83,11 +84,6 @@ class SessionSampler(threading.Thread):
     def stop(self):
         self._stop_evt.set()
         self.join(15)
-
-
-def leader(lab):
-    return json.loads(lab.ceph(lab.first_alive(), "quorum_status", "-f",
-                               "json"))["quorum_leader_name"]
 
 
 class RecoveryCurve:
@@ -292,9 +288,8 @@ def parse(argv):
     p.add_argument("--counts", default="1,5,10", help="VMs on the crashed node, e.g. 1,5,10")
     p.add_argument("--runs", type=int, default=1, help="crashes per count")
     p.add_argument("--lab-name", default="benchrec")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--json", default=None, help="also write the raw runs here")
+    from bench import report
+    report.output_options(p, os.path.join(ROOT, "docs", "benchmarks.md"))
     return p.parse_args(argv)
 
 
@@ -303,12 +298,10 @@ def main(argv):
     if os.geteuid() != 0:
         print("the benchmark needs root (the lab)", file=sys.stderr)
         return 2
+    from bench import report
     result = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1, default=str)
-    command = "PYTHONPATH=lib:tests /usr/bin/python3 -m bench recovery " + shlex.join(argv)
-    body = section(result, command.strip())
+    report.save_json(args.json, result)
+    body = section(result, report.replay("recovery", argv))
     print(body)
     if not args.no_write:
         write(args.out, body)

@@ -5,8 +5,10 @@ docs/benchmarks.md is rewritten by every run, except the hand-written analysis b
 existing file (it explains the profiles; the figures around it are regenerated).
 """
 
+import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -86,6 +88,26 @@ def other_labs(own_state_dir, state_root="/tmp/vmlab"):
     except OSError:
         names = []
     return names
+
+
+def output_options(p, out):
+    """A benchmark command's --out, --no-write and --json (bench fencing, bench recovery)."""
+    p.add_argument("--out", default=out)
+    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--json", default=None, help="also write the raw runs here")
+
+
+def save_json(path, result):
+    """The raw runs, when --json asked for them."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+
+
+def replay(command, argv):
+    """The command line that reproduces a run, quoted as a shell would need it."""
+    return "PYTHONPATH=lib:tests /usr/bin/python3 -m bench %s%s" % (
+        command, " " + shlex.join(argv) if argv else "")
 
 
 def _table(header, rows):
