@@ -18,7 +18,7 @@ end of the run, whatever pytest's capture setting, and written to
 Needs root and Debian's packages (`make deps`); without root the tests skip loudly.
 VMCEPH_E2E_MON_LEASE sets the lab's Ceph `mon lease` (default 2, see cib-examples/README.md;
 5 is Ceph's default); VMCEPH_E2E_LAB the lab's name (default e2e: a second run under the
-same name fails at once, see vmlab/owner.py).
+same name fails at once, see vmlab/owner.py); VMCEPH_E2E_KEEP_LOGS=1 keeps the lab's logs.
 """
 
 import json
@@ -43,6 +43,9 @@ from vmlab.util import pacemaker_lab_missing  # noqa: E402
 
 MON_LEASE = float(os.environ.get("VMCEPH_E2E_MON_LEASE", "2"))
 LAB_NAME = os.environ.get("VMCEPH_E2E_LAB", "e2e")
+# VMCEPH_E2E_KEEP_LOGS=1: the session lab's logs (pacemaker.log, Ceph's) stay in its state
+# dir after the run, for finding where the time of a scenario went
+KEEP_LOGS = os.environ.get("VMCEPH_E2E_KEEP_LOGS") == "1"
 FIGURES = {}
 FIGURES_FILE = "/tmp/vmlab/e2e-figures.json"
 MODULE_ORDER = ["test_invariant_checker.py", "test_scenarios.py", "test_cephhealth_live.py"]
@@ -120,7 +123,7 @@ def cluster():
                 record("invariant checker", checker.report())
                 if checker.violations:
                     record("invariant violations", [repr(v) for v in checker.violations])
-            lab.down()
+            lab.down(keep_logs=KEEP_LOGS)
         SESSION.register(close)
         t0 = time.monotonic()
         try:

@@ -9,8 +9,10 @@ session lab, remote1 with its own fence_vmlab device and the CephHealth clone ru
 Two tests, in order: a VM live-migrates onto remote1, off to a full node and back;
 remote1 is powered off; the cluster fences it; its VMs start on the survivors, and the
 start decision names remote1's QEMU as a fenced member's client ("node fenced
-(pacemaker_remote node, fenced at ...)") before blocklisting it. The invariant checker
-(one writer per image, every VM running exactly once) samples all along.
+(pacemaker_remote node, fenced at ...)") before blocklisting it. Both one-writer oracles
+watch all along: the invariant checker (one writer per image, every VM running exactly
+once) samples, and the write oracle (vmlab/writeoracle.py: stamped writes through every
+running QEMU of each VM, read back from Ceph) is judged by the module's last test.
 
 VMCEPH_E2E_REMOTE_LAB names the lab (default e2e-remote).
 """
@@ -32,6 +34,7 @@ from vmlab.invariants import InvariantChecker  # noqa: E402
 from vmlab.owner import owning  # noqa: E402
 from vmlab.story import Story  # noqa: E402
 from vmlab.util import pacemaker_lab_missing  # noqa: E402
+from vmlab.writeoracle import WriteOracle  # noqa: E402
 
 LAB_NAME = os.environ.get("VMCEPH_E2E_REMOTE_LAB", "e2e-remote")
 REMOTE = "remote1"
@@ -48,7 +51,7 @@ def remote_lab(figure):
               token_ms=1000, project_root=str(ROOT), ceph_conf_extra={"mon lease": 2})
     with owning(lab):
         lab.down()
-        checker = None
+        checker = oracle = None
         t0 = time.monotonic()
         try:
             lab.up()
@@ -57,8 +60,13 @@ def remote_lab(figure):
             cfg = configure(lab, timeout=240)
             figure("remote lab: configure (s)", cfg.timings.get("total_s"))
             checker = InvariantChecker(lab, cfg.vms, log=print).start()
-            yield lab, cfg, checker
+            oracle = WriteOracle(lab, [{"name": vm, "image": imgs[0]}
+                                       for vm, imgs in sorted(cfg.vms.items())],
+                                 period_s=1.0, log=print).start()
+            yield lab, cfg, checker, oracle
         finally:
+            if oracle is not None:
+                oracle.stop()
             if checker is not None:
                 checker.stop()
                 figure("remote lab: invariant checker", checker.report())
@@ -87,7 +95,7 @@ def figure():
                    "during live migrations off the remote node (3/4 runs under load); "
                    "libvirt state lag or a real overlap: not settled")
 def test_vm_moves_onto_a_remote_node_off_and_back(remote_lab, figure):
-    lab, cfg, checker = remote_lab
+    lab, cfg, checker, _ = remote_lab
     story = Story(lab, cfg, checker, say=print)
 
     # the remote node is a member like any: online, CephHealth green there
@@ -111,7 +119,7 @@ def test_vm_moves_onto_a_remote_node_off_and_back(remote_lab, figure):
 
 
 def test_remote_node_crash_is_fenced_and_its_vms_recover(remote_lab, figure):
-    lab, cfg, checker = remote_lab
+    lab, cfg, checker, _ = remote_lab
     story = Story(lab, cfg, checker, say=print)
     remote_i = lab.remote_indexes[0]
     vm = "vm1"
@@ -138,3 +146,21 @@ def test_remote_node_crash_is_fenced_and_its_vms_recover(remote_lab, figure):
     figure("remote node: start decision", seen[0][1][-300:])
     assert r["blocklisted"], r
     checker.assert_clean(mark)
+
+
+def test_write_oracle_saw_one_writer_through_the_moves_and_the_crash(remote_lab, figure):
+    """The second oracle, independent of watchers, over the whole module (the migrations
+    onto and off remote1, its crash and the recovery): every acknowledged write is on its
+    image, and no write of an older QEMU of a VM landed after a newer QEMU's first one."""
+    lab, cfg, checker, oracle = remote_lab
+    t = time.monotonic()
+    for vm in sorted(cfg.vms):   # every VM writes again where it runs now
+        oracle.wait_acked(vm, 2, timeout=120, since=t)
+    result = oracle.check()
+    s = result.summary()
+    figure("remote lab: write oracle (acknowledged, failed, timed out; longest gap per VM s)",
+           (s["writes"], s["failed"], s["timeouts"], s["longest_gap_s"]))
+    assert not result.violations, s["violations"]
+    assert not result.lost_acked, s["lost_acked"]
+    assert not result.read_errors, s["read_errors"]
+    assert s["writes"] > 0, s
