@@ -18,7 +18,8 @@
 #
 # Why power first: on hyperconverged nodes (every node runs a Ceph monitor) the
 # surviving monitors commit nothing (no blocklist entry) after a crash until
-# they have re-elected, ~8.6-14 s in the lab, while a BMC answers in ~4 s. Why
+# they have re-elected, ~8.6-14 s in the lab (3.1-4.8 s with the monitor
+# settings of docs/fencing.md), while a BMC answers in ~4 s. Why
 # keep fence_vmceph at all: it still fences a node whose BMC and PDU are both
 # dead (power loss of the node and its management network), so the VMs come
 # back instead of waiting for a person. Where partitions matter more than

@@ -158,7 +158,8 @@ p stonith create fence-pdu fence_apc_snmp \
 # commit the fence (no monitor quorum: it fails within ceph_timeout).
 # Power first instead: on these hyperconverged nodes (a mon on every node) the
 # survivors of a crash commit nothing until their monitors re-elect (~8.6-14 s
-# in the lab), while a BMC answers in ~4 s; a partitioned node's OSD, however,
+# in the lab; 3.1-4.8 s with the monitor settings of docs/fencing.md), while a
+# BMC answers in ~4 s; a partitioned node's OSD, however,
 # keeps its placement groups waiting until fence_vmceph marks it down. Where the
 # power fence works and crashes matter more than partitions, put it first:
 # fence-power-first.sh rewrites this topology (README.md).
