@@ -1,15 +1,16 @@
 """End-to-end tests on the three-node lab with Pacemaker (tests/vmlab), configured from
 cib-examples/pcs.sh exactly as an administrator would (vmlab/cluster_config.py).
 
-One lab per session (~15 s up, ~55 s configuration), shared by every test here, in the
-order below: the checker's own tests (test_invariant_checker.py, no lab), the scenarios
-(test_scenarios.py, each building on the previous state), then the CephHealth tests
-(test_cephhealth_live.py, which stop Ceph monitors), the other modules of this lab, and
-test_chaos.py last (its canary leaves the VMs under VirtualDomain). An invariant checker
-(vmlab/invariants.py) samples every guarded image from the first VM start to the end and
-fails the tests on two writers or a lost VM. The session lab goes down after its last
-test; the modules with labs of their own (test_mass_failover.py, test_remote_nodes.py)
-run after that, alone on the machine.
+One lab per session (~15 s up, ~55 s configuration), shared by the tests that use the
+`cluster` fixture, in the order below: the scenarios (test_scenarios.py, each building on
+the previous state), then the CephHealth tests (test_cephhealth_live.py, which stop Ceph
+monitors), the other modules of this lab, and test_chaos.py last (its canary leaves the
+VMs under VirtualDomain). An invariant checker (vmlab/invariants.py) samples every guarded
+image from the first VM start to the end and fails the tests on two writers or a lost VM.
+The session lab goes down after its last test; the modules that do not use it run after
+that, alone on the machine: the checker's own synthetic tests (test_invariant_checker.py,
+no lab) and the modules with labs of their own (test_mass_failover.py,
+test_remote_nodes.py).
 
 Measured figures (failover, migration downtime, red-after-loss, ...) are printed at the
 end of the run, whatever pytest's capture setting, and written to
