@@ -202,6 +202,28 @@ def leader(lab):
     return q["quorum_leader_name"]
 
 
+def wait_writing(lab, nodes, vms, t0, timeout, what):
+    """{vm: seconds from t0} once every VM has written 4 KiB through a running QEMU on one
+    of ``nodes`` (virsh list, then lab.guest_write, every ~0.2 s); RuntimeError after
+    ``timeout`` s from t0."""
+    writing = {}
+    while len(writing) < len(vms):
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError("%s: VMs not all writing after %d s (%s)"
+                               % (what, timeout, writing))
+        for i in nodes:
+            out = lab.run(i, ["virsh", "-c", "qemu:///system", "list", "--name",
+                              "--state-running"], timeout=15, check=False).stdout.split()
+            for vm in set(out) & set(vms) - set(writing):
+                try:
+                    lab.guest_write(i, vm)
+                    writing[vm] = round(time.monotonic() - t0, 2)
+                except Exception:  # noqa: BLE001 - not yet: try again next round
+                    pass
+        time.sleep(0.2)
+    return writing
+
+
 # ------------------------------------------------------------------ Pacemaker mode
 class PacemakerFencing:
     def __init__(self, lab, cfg, story, checker):
@@ -239,21 +261,7 @@ class PacemakerFencing:
             lab.crash(victim)
         else:
             lab.partition(victim)
-        writing = {}
-        while len(writing) < len(vms):
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError("%s of %s: VMs not writing after %d s (%s)"
-                                   % (kind, name, timeout, writing))
-            for i in survivors:
-                out = lab.run(i, ["virsh", "-c", "qemu:///system", "list", "--name",
-                                  "--state-running"], timeout=15, check=False).stdout.split()
-                for vm in set(out) & set(vms) - set(writing):
-                    try:
-                        lab.guest_write(i, vm)
-                        writing[vm] = round(time.monotonic() - t0, 2)
-                    except Exception:  # noqa: BLE001 - not yet: try again next round
-                        pass
-            time.sleep(0.2)
+        writing = wait_writing(lab, survivors, vms, t0, timeout, "%s of %s" % (kind, name))
         deadline = time.monotonic() + 60
         while True:
             tl = self.logs.timeline(victim, survivors, w0)

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from bench.fencing import leader  # noqa: E402 - the monitor leader's name
+from bench.fencing import leader, wait_writing  # noqa: E402 - shared with fencing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "<!-- recovery-curve:begin -->"
@@ -129,22 +129,8 @@ class RecoveryCurve:
         sampler.start()
         t0 = time.monotonic()
         lab.crash(self.victim)
-        writing = {}
         try:
-            while len(writing) < len(vms):
-                if time.monotonic() - t0 > timeout:
-                    raise RuntimeError("%d VMs: not all writing after %d s (%s)"
-                                       % (n, timeout, writing))
-                for i in survivors:
-                    out = lab.run(i, ["virsh", "-c", "qemu:///system", "list", "--name",
-                                      "--state-running"], timeout=15, check=False).stdout
-                    for vm in set(out.split()) & set(vms) - set(writing):
-                        try:
-                            lab.guest_write(i, vm)
-                            writing[vm] = round(time.monotonic() - t0, 2)
-                        except Exception:  # noqa: BLE001 - not yet: next round
-                            pass
-                time.sleep(0.2)
+            writing = wait_writing(lab, survivors, vms, t0, timeout, "%d VMs" % n)
         finally:
             sampler.stop()
         during = [c for t, c in sampler.samples if t >= t0]
