@@ -9,12 +9,8 @@
 #   crm_verify -x work.xml -V
 #   pcs cluster cib-push work.xml --config
 #
-# crmsh: replace the fencing_topology of crmsh.crm with
-#   fencing_topology \
-#       node1: fence-ipmi-node1 fence-pdu fence-ceph \
-#       node2: fence-ipmi-node2 fence-pdu fence-ceph \
-#       node3: fence-ipmi-node3 fence-pdu fence-ceph
-# and drop provides=unfencing from fence-ceph's meta attributes.
+# crmsh: fence-power-first.crm (crm -f), XML: fence-power-first.xml (cibadmin);
+# both do the same to crmsh.crm's and cluster.xml's configuration.
 #
 # Why power first: on hyperconverged nodes (every node runs a Ceph monitor) the
 # surviving monitors commit nothing (no blocklist entry) after a crash until

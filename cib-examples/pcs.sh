@@ -162,7 +162,7 @@ p stonith create fence-pdu fence_apc_snmp \
 # BMC answers in ~4 s; a partitioned node's OSD, however,
 # keeps its placement groups waiting until fence_vmceph marks it down. Where the
 # power fence works and crashes matter more than partitions, put it first:
-# fence-power-first.sh rewrites this topology (README.md).
+# fence-power-first.{sh,crm,xml} rewrite this topology (README.md).
 # No node_addresses: each node's addresses come from the node attribute
 #   vmceph-ceph-addrs that CephHealth publishes (kept in the CIB while the node
 #   is down, which is when it is needed).

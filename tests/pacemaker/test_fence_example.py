@@ -1,7 +1,8 @@
-"""cib-examples/fence-power-first.sh (the reverse topology: power first, fence_vmceph last)
-checked by Pacemaker's own tools, offline.
+"""cib-examples/fence-power-first.{sh,crm,xml} (the reverse topology: power first,
+fence_vmceph last) checked by Pacemaker's own tools, offline, in all three forms.
 
-pcs.sh then fence-power-first.sh run on an empty three-node CIB file, in a private mount
+pcs.sh then fence-power-first.sh, or crmsh.crm then fence-power-first.crm, run on an empty
+three-node CIB file (or cluster.xml with fence-power-first.xml applied by cibadmin), in a private mount
 namespace where the checkout's agents appear as /usr/lib/ocf/resource.d/vmceph and the
 checkout's fence_vmceph as /usr/sbin/fence_vmceph (overlays; the host is not touched), so
 pcs validates the device against the agent's real meta-data. Then: crm_verify accepts the
@@ -43,7 +44,9 @@ def run(cmd, cib=None, prefix=(), check=True):
 
 
 @pytest.fixture(scope="module")
-def cib(tmp_path_factory):
+def prefix(tmp_path_factory):
+    """A private mount namespace in which the checkout's agents and fence_vmceph are
+    installed, so pcs and crmsh check the configuration against their real meta-data."""
     d = tmp_path_factory.mktemp("fence-example")
     (d / "ocf").mkdir()
     (d / "ocf" / "vmceph").symlink_to(AGENTS.resolve())
@@ -58,15 +61,50 @@ def cib(tmp_path_factory):
     if probe.returncode != 0:
         pytest.skip("!!! overlay of /usr/sbin failed, fence_vmceph example NOT verified: %s"
                     % probe.stderr.strip())
-    path = d / "cib.xml"
+    return prefix
+
+
+def empty_cib(path):
     path.write_text(run(["cibadmin", "--empty"]).stdout)
     for i, name in enumerate(NODES, 1):
         run(["cibadmin", "-o", "nodes", "-C", "-X", '<node id="%d" uname="%s"/>' % (i, name)],
             cib=path)
+    return path
+
+
+def _pcs(path, prefix):
+    empty_cib(path)
     p1 = run(["env", "CIB=%s" % path, EXAMPLES / "pcs.sh"], prefix=prefix)
-    p2 = run(["env", "CIB=%s" % path, EXAMPLES / "fence-power-first.sh"], prefix=prefix)
+    run(["env", "CIB=%s" % path, EXAMPLES / "fence-power-first.sh"], prefix=prefix)
     assert "--force" not in p1.stderr, p1.stderr   # pcs saw the real agents
-    return path, p1, p2
+
+
+def _crmsh(path, prefix):
+    empty_cib(path)
+    run(["crm", "configure", "load", "update", EXAMPLES / "crmsh.crm"], cib=path, prefix=prefix)
+    # crm -f exits 1 when a command of the script fails (e.g. a second fencing_topology)
+    p = run(["crm", "-f", EXAMPLES / "fence-power-first.crm"], cib=path, prefix=prefix)
+    assert "ERROR" not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def _xml(path, prefix):
+    shutil.copy(EXAMPLES / "cluster.xml", path)
+    run(["cibadmin", "-R", "-o", "fencing-topology", "-x", EXAMPLES / "fence-power-first.xml"],
+        cib=path)
+    run(["crm_resource", "-r", "fence-ceph", "-m", "-d", "provides"], cib=path)
+
+
+FORMS = {"pcs": _pcs, "crmsh": _crmsh, "xml": _xml}
+
+
+@pytest.fixture(scope="module", params=sorted(FORMS))
+def cib(request, prefix, tmp_path_factory):
+    """The three-node example with the power-first topology applied, in each of the three
+    forms: pcs.sh + fence-power-first.sh, crmsh.crm + fence-power-first.crm, cluster.xml +
+    fence-power-first.xml (with the two commands its comment gives)."""
+    path = tmp_path_factory.mktemp("power-first-" + request.param) / "cib.xml"
+    FORMS[request.param](path, prefix)
+    return path
 
 
 # A bare configuration file has no status: no quorum, nodes never seen (unclean). These
@@ -78,7 +116,7 @@ DIAG = re.compile(r"^\(\S+\)\s+(warning|error):\s*(.*)$")
 
 
 def test_crm_verify_accepts_it(cib):
-    path, _, _ = cib
+    path = cib
     p = run(["crm_verify", "-x", path, "-VV"], check=False)
     diags = [m.groups() for m in map(DIAG.match, p.stderr.splitlines()) if m]
     assert not [m for level, m in diags if level == "error"], p.stderr
@@ -88,7 +126,7 @@ def test_crm_verify_accepts_it(cib):
 
 
 def test_device_and_topology(cib):
-    path, _, _ = cib
+    path = cib
     root = etree.parse(str(path)).getroot()
     dev = root.find(".//primitive[@id='fence-ceph']")
     assert dev is not None and dev.get("class") == "stonith" and dev.get("type") == "fence_vmceph"
@@ -110,7 +148,7 @@ def test_a_failed_node_is_still_fenced_and_its_vms_recovered(cib, tmp_path):
     """Three nodes online with quorum, everything placed; then node2 fails: the plan
     fences node2 (through the topology; crm_simulate runs no device) and starts every VM
     it ran elsewhere, after the fence."""
-    path, _, _ = cib
+    path = cib
     live = tmp_path / "live.xml"
     run(["crm_simulate", "-x", path, "-S", "-q", "true", "-u", "node1", "-u", "node2",
          "-u", "node3", "-O", live])

@@ -151,7 +151,10 @@ def test_deb_layout(built_deb):
                  "/usr/share/man/man1/vmceph.1.gz",
                  "/usr/share/doc/vmceph/examples/pcs.sh",
                  "/usr/share/doc/vmceph/examples/crmsh.crm",
-                 "/usr/share/doc/vmceph/examples/cluster.xml"):
+                 "/usr/share/doc/vmceph/examples/cluster.xml",
+                 "/usr/share/doc/vmceph/examples/fence-power-first.sh",
+                 "/usr/share/doc/vmceph/examples/fence-power-first.crm",
+                 "/usr/share/doc/vmceph/examples/fence-power-first.xml"):
         assert path in modes, "%s not in the .deb:\n%s" % (path, listing)
     # no public top-level module from a package not named python3-*: the library is
     # private (/usr/share/vmceph), nothing in dist-packages, no dist-info
@@ -180,6 +183,8 @@ def test_build_rpm(built_rpm):
     files = q("-l").split()
     for path in ("%s/RBDVirtualDomain" % OCF_DIR, "%s/CephHealth" % OCF_DIR,
                  "/usr/bin/vmceph", "/usr/share/doc/vmceph/examples/pcs.sh",
+                 "/usr/share/doc/vmceph/examples/fence-power-first.crm",
+                 "/usr/share/doc/vmceph/examples/fence-power-first.xml",
                  "/usr/share/vmceph/vmceph/rbdvd.py",
                  "/usr/lib/systemd/system/resource-agents-deps.target.d/vmceph.conf"):
         assert path in files, files
