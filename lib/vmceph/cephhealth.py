@@ -5,7 +5,11 @@ Run as a clone. Its monitor checks, from this node and within its deadline, moni
 the health status and checks, and optionally that the configured pools have every PG active
 (I/O to an inactive PG hangs; a cluster-wide condition, so yellow, never red). The verdict goes into a node-health attribute (``#health-ceph``
 by default) as green / yellow / red, with attrd dampening, so that Pacemaker's
-``node-health-strategy`` keeps VMs off nodes that cannot reach their disks. It also
+``node-health-strategy`` keeps VMs off nodes that cannot reach their disks. A node that
+cannot reach a monitor quorum is red once a peer, asked through node attributes, has
+reached one since: the problem is this node's. While no peer has, the quorum is lost for
+everybody and every node is yellow, not red: red everywhere would make migrate-on-red stop
+every VM, whose I/O goes on without a monitor quorum. It also
 publishes the addresses this node's Ceph clients use (``vmceph-ceph-addrs``), which
 RBDVirtualDomain uses to tell which node holds or watches an image.
 
@@ -16,7 +20,7 @@ never because Ceph is unhealthy: that is what the attribute says.
 import os
 import re
 
-from vmceph import ocf
+from vmceph import ocf, quorumwitness
 from vmceph.ocf import (OCF_NOT_RUNNING, OCF_SUCCESS, Action, AgentSpec, ConfigError,
                         GenericError, InstalledError, Param, absolute_path, attribute_name,
                         ceph_id, regular_file)
@@ -42,6 +46,8 @@ def color_for(reachable, quorum_ok, status, checks, inactive_pgs, warn_color=YEL
     """(color, reason). Pure: unit tests cover it.
 
     - Ceph unreachable or no monitor quorum: red (nothing can be started or recovered).
+      The agent then asks its peers whether that is this node's problem or everybody's
+      (quorumwitness: yellow while no peer has reached a quorum since).
     - PGs not active in a configured pool: yellow at least (see below).
     - HEALTH_OK: green. Otherwise each raised check counts with the color ``check_colors``
       gives it, else by severity: HEALTH_WARN -> ``warn_color``, HEALTH_ERR -> ``err_color``;
@@ -206,7 +212,8 @@ PARAMS = [
     Param("ceph_timeout", type="integer", default=10, minimum=1, maximum=3600,
           shortdesc="Seconds a Ceph check may take",
           longdesc="Longest time the monitor waits for Ceph (connect, quorum, health, PGs), "
-                   "within the monitor's own timeout. No answer in time = red."),
+                   "within the monitor's own timeout. No answer in time: red once a peer "
+                   "reaches the monitors, yellow while none does."),
 ]
 
 ACTIONS = [
@@ -303,7 +310,9 @@ class CephHealth:
 
     # -------------------------------------------------------------------------
     def evaluate(self, ctx):
-        """(color, reason, client addresses or None, fenced through Ceph)."""
+        """(color, reason, client addresses or None, fenced through Ceph, reached a monitor
+        quorum). Not reached is red here; _check_and_publish asks the peers (quorumwitness)
+        whether it stays red."""
         from vmceph.ceph import CephError, CephPermission, CephSession, CephConfigError
         from vmceph.ocf import Deadline
         p = ctx.params
@@ -316,18 +325,18 @@ class CephHealth:
         except CephConfigError as e:
             raise InstalledError(str(e)) from None
         except CephError as e:
-            return RED, str(e), None, False
+            return RED, str(e), None, False, False
         try:
             addrs = session.client_addrs()
             ok, detail, _, _ = session.quorum()
             if not ok:
-                return RED, detail, addrs, False
+                return RED, detail, addrs, False, False
             # fenced through Ceph (fence_vmceph) and not unfenced: quorum and health look
             # fine from here, but no I/O of this node's clients can succeed (cephfence)
             from vmceph.cephfence import fenced_here
             fenced = fenced_here(session, addrs, ctx.log)
             if fenced:
-                return RED, fenced, addrs, True
+                return RED, fenced, addrs, True, True
             h = session.health()
             inactive, unknown = [], None
             pools = p.pools.split()
@@ -355,20 +364,24 @@ class CephHealth:
                 color, why = YELLOW, unknown
             elif unknown:
                 why += "; " + unknown
-            return color, why, addrs, False
+            return color, why, addrs, False, True
         except CephError as e:
-            return RED, str(e), None, False
+            # after quorum_status answered: quorum lost meanwhile, or the health/PG call
+            # ran out of time; not reached, as far as the peers are concerned
+            return RED, str(e), None, False, False
         finally:
             session.close()
 
     def _check_and_publish(self, ctx):
         from vmceph.cluster import Cluster, ClusterError
         from vmceph import bounded
-        color, why, addrs, fenced = self.evaluate(ctx)
-        (ctx.log.info if color == GREEN else ctx.log.warning)(
-            "Ceph seen from this node: %s (%s)", color, why)
         cl = Cluster(ctx.deadline, ctx.log)
         p = ctx.params
+        witness = _Witness(ctx, cl)
+        color, why, addrs, fenced, reached = self.evaluate(ctx)
+        color, why = witness.judge(reached, color, why)
+        (ctx.log.info if color == GREEN else ctx.log.warning)(
+            "Ceph seen from this node: %s (%s)", color, why)
         try:
             cl.set_attribute(p.attribute, color, p.dampen)
         except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
@@ -439,6 +452,11 @@ class CephHealth:
         from vmceph import bounded
         cl = Cluster(ctx.deadline, ctx.log)
         health = ctx.params.raw("attribute") or "#health-ceph"
+        for name in quorumwitness.names(health):
+            try:   # this node's outage token and acknowledgements: nobody else's business
+                cl.delete_attribute(name)
+            except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
+                ctx.log.debug("could not remove node attribute %s: %s", name, e)
         try:
             cl.delete_attribute(health)
         except (ClusterError, bounded.Timeout, FileNotFoundError) as e:
@@ -447,6 +465,54 @@ class CephHealth:
             os.unlink(_state_path(ctx, "addrs"))
         except FileNotFoundError:
             pass
+
+
+class _Witness:
+    """quorumwitness.step for one monitor: the peers' outage tokens are read before Ceph is
+    asked (an acknowledgement must only carry tokens read before the quorum was reached);
+    the acknowledgements after, when they matter. attrd trouble is never a reason to say
+    red: without the peers' word a node without quorum is yellow, and the health
+    attribute's own write (next) fails the monitor if attrd is really gone."""
+
+    def __init__(self, ctx, cl):
+        from vmceph.cluster import ClusterError
+        from vmceph import bounded
+        self.ctx, self.cl = ctx, cl
+        self.errors = (ClusterError, bounded.Timeout, FileNotFoundError)
+        self.lost_name, self.seen_name = quorumwitness.names(ctx.params.attribute)
+        self.me = cl.local_name()
+        try:
+            self.lost = cl.query_attribute_all(self.lost_name)
+        except self.errors as e:
+            ctx.log.debug("cannot read %s: %s", self.lost_name, e)
+            self.lost = {}
+
+    def judge(self, reached, color, why):
+        seen = {}
+        if not reached or any(n != self.me for n in self.lost):
+            try:
+                seen = self.cl.query_attribute_all(self.seen_name)
+            except self.errors as e:
+                self.ctx.log.debug("cannot read %s: %s", self.seen_name, e)
+        vouchers, writes = quorumwitness.step(self.me, reached, self.lost, seen)
+        for which, value in writes:
+            name = self.lost_name if which == "lost" else self.seen_name
+            try:
+                if value is None:
+                    self.cl.delete_attribute(name)
+                else:
+                    self.cl.set_attribute(name, value)
+            except self.errors as e:
+                self.ctx.log.warning("cannot publish node attribute %s: %s", name, e)
+        if vouchers is None:
+            return color, why
+        if vouchers:
+            return RED, ("%s; %s reached a monitor quorum after this node lost it: this "
+                         "node's own problem" % (why, ", ".join(vouchers)))
+        return YELLOW, ("%s; no peer has reached a monitor quorum since this node lost it "
+                        "(cluster-wide, or not known yet): yellow, not red, so that "
+                        "migrate-on-red does not stop VMs whose I/O goes on without one"
+                        % why)
 
 
 def _state_path(ctx, kind):

@@ -227,6 +227,15 @@ def parse_attrd_query(xml_text, name, node=None):
     return None
 
 
+def parse_attrd_query_all(xml_text, name):
+    """{host: value} from ``attrd_updater -n NAME -Q -A --output-as=xml``: one <attribute>
+    per node that has it (the same XML as parse_attrd_query). Empty values (deleted, not
+    yet purged) are left out."""
+    root = ET.fromstring(xml_text)
+    return {a.get("host"): a.get("value") for a in root.iter("attribute")
+            if a.get("name") == name and a.get("host") and a.get("value")}
+
+
 def parse_membership(text):
     """The ``membership`` parameter (tests, outside a cluster): 'node1=member node2=fenced
     node3=unclean'; also left|offline (clean leave, not fenced) and maintenance."""
@@ -389,6 +398,20 @@ class Cluster:
             return parse_attrd_query(r.out, name, node)
         except ET.ParseError:
             return None
+
+    def query_attribute_all(self, name):
+        """{node: value} of the transient attribute ``name`` on every node, as attrd holds
+        it; {} when no node has it. Raises ClusterError when attrd cannot be asked (an
+        unknown attribute is not that: attrd_updater 2.1.5 answers rc 105 or 78 then)."""
+        r = self._cmd(["attrd_updater", "-n", name, "-Q", "-A", "--output-as=xml"])
+        try:
+            values = parse_attrd_query_all(r.out, name) if r.out.strip() else {}
+        except ET.ParseError as e:
+            raise ClusterError("cannot read node attribute %s: %s" % (name, e)) from None
+        if r.rc not in (0, 78, 105) and not values:
+            raise ClusterError("cannot read node attribute %s: %s"
+                               % (name, (r.err or r.out).strip()[:200]))
+        return values
 
     def set_utilization(self, resource, name, value):
         self._check(self._cmd(["crm_resource", "-r", resource, "-z", "-p", name, "-v",

@@ -1486,3 +1486,75 @@ DOMAIN_XML = """<domain type='kvm'>
 
 def domain_xml(name="vm1", uuid="8a5b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"):
     return DOMAIN_XML.format(name=name, uuid=uuid)
+
+
+# A stateful attrd_updater: values per (node, name) in a JSON file, as attrd holds them
+# cluster-wide; -N picks the node (default: STUB_NODE, else node1). Queries answer the XML
+# of Pacemaker 2.1.5 (seen in the lab): rc 78 "attribute does not exist" when no node has
+# the attribute. Dampening (-d) is recorded, not waited for.
+ATTRD_PY = r'''
+import json, os, sys
+store = sys.argv[1]
+args = sys.argv[2:]
+try:
+    with open(store) as f:
+        db = json.load(f)
+except (OSError, ValueError):
+    db = {}
+name = node = value = None
+op, every = None, False
+i = 0
+while i < len(args):
+    a = args[i]
+    if a in ("-n", "-N", "-U", "-B", "-d"):
+        v = args[i + 1]
+        i += 1
+        if a == "-n":
+            name = v
+        elif a == "-N":
+            node = v
+        elif a in ("-U", "-B"):
+            op, value = "set", v
+    elif a == "-D":
+        op = "del"
+    elif a == "-Q":
+        op = "query"
+    elif a == "-A":
+        every = True
+    i += 1
+node = node or os.environ.get("STUB_NODE", "node1")
+values = db.setdefault(name, {})
+if op == "set":
+    values[node] = value
+elif op == "del":
+    values.pop(node, None)
+elif op == "query":
+    hosts = sorted(values) if every else [h for h in values if h == node]
+    if not hosts:
+        print('<pacemaker-result api-version="2.25"><status code="78" message="Invalid '
+              'configuration"/></pacemaker-result>')
+        sys.exit(78)
+    print('<pacemaker-result api-version="2.25">')
+    for h in hosts:
+        print('  <attribute name="%s" value="%s" host="%s"/>' % (name, values[h], h))
+    print('  <status code="0" message="OK"/>\n</pacemaker-result>')
+with open(store, "w") as f:
+    json.dump(db, f)
+'''
+
+
+def stateful_attrd(stub_bin, store):
+    """attrd_updater on stub_bin, keeping its values in the JSON file ``store``; returns a
+    reader: attrs(name) -> {node: value}."""
+    script = os.path.join(stub_bin.dir, "attrd.py")
+    with open(script, "w") as f:
+        f.write(ATTRD_PY)
+    stub_bin.add("attrd_updater", 'exec /usr/bin/python3 "%s" "%s" "$@"' % (script, store))
+
+    def attrs(name):
+        try:
+            with open(store) as f:
+                return json.load(f).get(name, {})
+        except (OSError, ValueError):
+            return {}
+    return attrs

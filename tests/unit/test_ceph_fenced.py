@@ -291,16 +291,15 @@ def test_cephhealth_asks_pacemaker_to_unfence_a_node_fenced_through_ceph(tmp_pat
         assert node.run("monitor", interval=10000) == 0, node.err
         assert unfence_requests() == [["-n", "#node-unfenced", "-U", "0"]]
         assert "asked Pacemaker to unfence it" in node.err
-        # attrd now answers 0: no second request
-        node.bin.add("attrd_updater", """case "$*" in
-  *-Q*) echo '<pacemaker-result api-version="2.0" request="attrd_updater -Q">
-  <attribute name="#node-unfenced" value="0" host="node1"/>
-  <status code="0" message="OK"/></pacemaker-result>';;
-esac""")
-        asked = len([c for c in node.attrd() if c[:3] == ["-n", "#node-unfenced", "-Q"]])
+        # attrd (stateful: fakes.stateful_attrd) now answers 0: no second request
+        assert node.attrs("#node-unfenced") == {"node1": "0"}
+
+        def queries():
+            return [c for c in node.bin.calls("attrd_updater")
+                    if c[1:4] == ["-n", "#node-unfenced", "-Q"]]
+        asked = len(queries())
         assert node.run("monitor", interval=10000) == 0, node.err
-        assert len([c for c in node.attrd()
-                    if c[:3] == ["-n", "#node-unfenced", "-Q"]]) == asked + 1
+        assert len(queries()) == asked + 1
         assert len(unfence_requests()) == 1, unfence_requests()
     finally:
         node.ceph.close()

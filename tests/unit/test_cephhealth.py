@@ -7,6 +7,7 @@ import pytest
 
 import fakes
 from vmceph import ocf
+from vmceph import quorumwitness
 from vmceph.cephhealth import (GREEN, RED, YELLOW, CephHealth, color_for,
                                parse_check_colors)
 
@@ -99,7 +100,8 @@ class Node:
         self.ceph = fakes.FakeCeph(client_ip="10.252.0.1")
         fakes.install(monkeypatch, self.ceph)
         self.bin = fakes.StubBin(tmp_path / "bin", monkeypatch)
-        self.bin.add("attrd_updater")
+        self.attrs = fakes.stateful_attrd(self.bin, str(tmp_path / "attrd.json"))
+        self.bin.add("crm_node", "echo node1")
         self.bin.add("crm_attribute")
         self.conf = tmp_path / "ceph.conf"
         self.conf.write_text("[global]\nmon_host = 10.252.0.1\n")
@@ -123,7 +125,20 @@ class Node:
         return lines[-1][len("ocf-exit-reason:"):] if lines else None
 
     def attrd(self):
-        return [c[1:] for c in self.bin.calls("attrd_updater")]
+        """attrd_updater's writes (queries left out)."""
+        return [c[1:] for c in self.bin.calls("attrd_updater") if "-Q" not in c]
+
+    def health_writes(self, name="#health-ceph"):
+        return [c for c in self.attrd() if c[:2] == ["-n", name]]
+
+    def peer_reaches_quorum(self, peer="node2"):
+        """A peer's CephHealth monitor that reached a quorum, as quorumwitness.step has it
+        write: an acknowledgement of every token it read (only node1's here)."""
+        lost, seen = quorumwitness.names("#health-ceph")
+        tokens = self.attrs(lost)
+        if tokens:
+            ack = " ".join("%s=%s" % kv for kv in sorted(tokens.items()) if kv[0] != peer)
+            fakes_set(self, seen, peer, ack)
 
     def crm_attribute(self):
         return [c[1:] for c in self.bin.calls("crm_attribute")]
@@ -136,6 +151,14 @@ class Node:
         return sets[-1] if sets else None
 
 
+def fakes_set(node, name, host, value):
+    import json
+    path = node.tmp / "attrd.json"
+    db = json.loads(path.read_text()) if path.exists() else {}
+    db.setdefault(name, {})[host] = value
+    path.write_text(json.dumps(db))
+
+
 @pytest.fixture
 def node(tmp_path, monkeypatch):
     n = Node(tmp_path, monkeypatch)
@@ -146,6 +169,7 @@ def node(tmp_path, monkeypatch):
 def test_start_publishes_green_and_the_addresses(node):
     assert node.run("start") == 0, node.err
     assert node.attrd() == [["-n", "#health-ceph", "-B", "green", "-d", "5s"]]
+    assert node.attrs("#health-ceph") == {"node1": "green"}
     # the addresses are permanent (they must outlive this node's fencing), written once
     # (compared with the CIB's value first: test_cephhealth_addresses.py, stateful stub)
     assert [c for c in node.crm_attribute() if "-v" in c] == [
@@ -181,12 +205,18 @@ def test_recurring_monitor_follows_ceph(node):
     assert node.published() == "green"
 
 
-def test_monitor_no_quorum_is_red_but_the_monitor_succeeds(node):
+def test_monitor_no_quorum_is_red_once_a_peer_reaches_one_and_the_monitor_succeeds(node):
     assert node.run("start") == 0
     node.ceph.lose_quorum()
     assert node.run("monitor", interval=10000) == 0, node.err
+    # alone in its view: nobody has reached a quorum since, so it may be everybody's
+    assert node.published() == "yellow"
+    assert "no peer has reached a monitor quorum since" in node.err
+    node.peer_reaches_quorum("node2")
+    assert node.run("monitor", interval=10000) == 0, node.err
     assert node.published() == "red"
     assert "WARNING: Ceph seen from this node: red" in node.err
+    assert "node2 reached a monitor quorum after this node lost it" in node.err
 
 
 def test_quorum_lost_after_connect_is_red_despite_stale_health(node):
@@ -198,6 +228,9 @@ def test_quorum_lost_after_connect_is_red_despite_stale_health(node):
         node.ceph.lose_quorum()
         return original(session, cmd)
     node.ceph.mon_command = lose_then_answer
+    assert node.run("monitor", interval=10000) == 0
+    assert node.published() == "yellow"   # no peer's word yet (quorumwitness)
+    node.peer_reaches_quorum("node3")
     assert node.run("monitor", interval=10000) == 0
     assert node.published() == "red"
     assert "monitor quorum" in node.err or "timed out" in node.err
@@ -235,6 +268,9 @@ def test_custom_attribute_names_and_no_address_attribute(node):
 def test_ceph_unreachable_is_red_and_publishes_no_addresses(node):
     node.ceph.lose_quorum()
     assert node.run("start") == 0
+    assert node.published() == "yellow"
+    node.peer_reaches_quorum()
+    assert node.run("monitor", interval=10000) == 0
     assert node.published() == "red"
     assert node.published("vmceph-ceph-addrs") is None
     assert "no Ceph monitor quorum reachable within 10 s" in node.err
@@ -326,3 +362,40 @@ def test_invalid_configuration_probe_and_recurring_monitor(node):
 def test_health_without_a_known_status_is_not_green():
     color, why = color_for(True, True, "HEALTH_UNKNOWN", {}, [])
     assert color == YELLOW and "HEALTH_UNKNOWN" in why
+
+
+def test_a_quorum_lost_for_everybody_stays_yellow_and_green_comes_back(node):
+    """Nobody reaches a quorum (no acknowledgement in attrd): yellow at every monitor, not
+    red, so migrate-on-red leaves the VMs running (quorumwitness). Back: green, and this
+    node's outage token is gone."""
+    lost, seen = quorumwitness.names("#health-ceph")
+    assert node.run("start") == 0
+    node.ceph.lose_quorum()
+    for _ in range(3):
+        assert node.run("monitor", interval=10000) == 0, node.err
+        assert node.published() == "yellow"
+    token = node.attrs(lost)["node1"]
+    assert [c for c in node.attrd() if c[:2] == ["-n", lost]] == [["-n", lost, "-U", token]]
+    # an acknowledgement of an earlier outage of node1 vouches for nothing
+    fakes_set(node, seen, "node2", "node1=some-earlier-token")
+    assert node.run("monitor", interval=10000) == 0
+    assert node.published() == "yellow"
+    node.ceph.restore_quorum()
+    assert node.run("monitor", interval=10000) == 0, node.err
+    assert node.published() == "green"
+    assert node.attrs(lost) == {}
+
+
+def test_a_node_that_reaches_a_quorum_acknowledges_its_peers_outages(node):
+    lost, seen = quorumwitness.names("#health-ceph")
+    fakes_set(node, lost, "node2", "tok2")
+    fakes_set(node, lost, "node3", "tok3")
+    assert node.run("start") == 0, node.err
+    assert node.published() == "green"
+    assert node.attrs(seen) == {"node1": "node2=tok2 node3=tok3"}
+    # not written again while nothing changes
+    writes = len(node.attrd())
+    assert node.run("monitor", interval=10000) == 0
+    assert len(node.attrd()) == writes + 1   # the health attribute alone
+    assert node.run("stop") == 0
+    assert node.attrs(seen) == {} and node.attrs("#health-ceph") == {}
