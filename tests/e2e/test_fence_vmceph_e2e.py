@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from vmlab.writeoracle import WriteOracle
+
 AGENT = Path(__file__).resolve().parents[2] / "agents" / "fence" / "fence_vmceph"
 KEYRING = "/etc/ceph/ceph.client.fence.keyring"
 CAPS = ["mon", 'allow r, allow command "osd blocklist", allow command "osd blocklist ls", '
@@ -373,7 +375,10 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
     cut-off node leaves its resources as they are; with the default 'stop' its own
     Pacemaker races the fence to stop them), so this is the case of a live stale writer:
     - its writes fail (the host-wide blocklist entry: ESHUTDOWN) before its VM runs on a
-      survivor, and the invariant checker never sees two writers;
+      survivor, and neither oracle sees two writers: the invariant checker (watchers,
+      QEMUs) nor the write oracle (stamped writes through every running QEMU of the
+      node's VMs, read back from the images: no write of the fenced QEMU lands after the
+      new QEMU's first, and every acknowledged write is there);
     - on heal the node rejoins (its cluster stack restarted if it stopped itself after
       learning it was fenced), CephHealth there sees its host-wide entry and sets its
       #node-unfenced to 0, so Pacemaker stops the stale domains and unfences it
@@ -383,7 +388,7 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
     pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=unfencing")
     set_levels(lab, True)
     pcs_property(lab, "no-quorum-policy", "freeze")
-    victim = None
+    victim = oracle = None
     try:
         story.settle()
         victim = non_leader_with_a_vm(lab, story)
@@ -392,6 +397,12 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
         vms = [vm for vm, nodes in story.where().items() if name in nodes]
         stale = {vm: qemu_pid(lab, victim, vm) for vm in vms}
         assert all(stale.values()), stale
+        # The write oracle writes at 1 MiB and up, WriteProbe at offset 0: no block of one
+        # is the other's. Both go through the same QEMU monitor, which libvirt serializes.
+        oracle = WriteOracle(lab, [{"name": vm, "image": story.cfg.vms[vm][0]} for vm in vms],
+                             period_s=1.0, log=print).start()
+        for vm in vms:
+            oracle.wait_acked(vm, 2, timeout=60)
         story.checker.move_off(victim)
         story.logs.mark()
         mark = len(story.checker.violations)
@@ -482,10 +493,25 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
             assert m["violations"] == [], m
         lab.guest_write(victim, vm)
         assert story.checker.since(mark) == []
+        t2 = time.monotonic()
+        for v in vms:   # each writes again where it runs now, vm on the rejoined node
+            oracle.wait_acked(v, 2, timeout=90, since=t2)
+        result = oracle.check()
+        oracle.stop()
+        s = result.summary()
+        figure("corosync cut: write oracle (acknowledged, failed, timed out; longest gap "
+               "per VM s)", (s["writes"], s["failed"], s["timeouts"], s["longest_gap_s"]))
+        assert not result.violations, s["violations"]
+        assert not result.lost_acked, s["lost_acked"]
+        assert not result.read_errors, s["read_errors"]
+        # the fenced QEMUs' writes failed: the oracle saw the fence from the data path too
+        assert s["failed"] + s["timeouts"] > 0, s
         figure("corosync cut, heal: stale domains stopped / unfenced by Pacemaker after "
                "(s), cluster stack restarted by hand", (round(stopped_s, 1),
                                                        round(unfenced_s, 1), restarted))
     finally:
+        if oracle is not None:
+            oracle.stop()
         if victim is not None:
             uncut(lab, victim)
             ensure_cluster_stack(lab, victim)
@@ -601,7 +627,13 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
     story.settle()
     vms = [vm for vm, nodes in story.where().items() if name in nodes]
     pcs(lab, "stonith", "update", power, "state_dir=/nonexistent/dead-bmc")
-    pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=no-such-user")
+    # ceph_timeout=10: an unknown user during the monitors' election waits out the whole
+    # ceph_timeout (below); 10 s instead of the example's 30 s is 20 s less to wait for
+    # the first failed fencing, and as good a failure
+    timeout_was = lab.run(lab.first_alive(), ["crm_resource", "-r", "fence-ceph",
+                                              "--get-parameter", "ceph_timeout"],
+                          check=False, timeout=30).stdout.strip()
+    pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=no-such-user", "ceph_timeout=10")
     story.settle()
     survivor = next(i for i in lab.indexes if i != victim)
     logs = story.logs
@@ -638,6 +670,7 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
         # what pacemaker-fenced logs (lab run 2026-12-02 05:02): each agent's stderr
         #   fence_vmceph[13683] stderr: [ ... ERROR: Failed: cannot reach Ceph: no Ceph
         #     monitor quorum reachable within 29 s (connect timed out) ]
+        # (with ceph_timeout=30; 9 s here)
         # (an unknown user during the monitors' election after the crash waits out
         # ceph_timeout; with quorum it is refused at once), the verdict per device
         #   Operation 'reboot' [14947] targeting node2 using fence-vmlab-node2 returned 1
@@ -656,7 +689,8 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
         assert not_fenced, "the controller did not log that %s was not fenced" % name
         power_why = verdicts[power]
     finally:
-        pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence")
+        pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence",
+            "ceph_timeout=" + timeout_was)   # empty: back to the agent's default
         pcs(lab, "stonith", "update", power, "state_dir=" + lab.state_dir)
         for vm in vms:
             story.checker.expect_down(vm, False)
