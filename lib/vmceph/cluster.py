@@ -40,6 +40,7 @@ after a fence the node's <node_state> has crm-debug-origin="send_stonith_update"
 last-rc-change after the fence's completed time, and the fencing history is unchanged.
 """
 
+import os
 import socket
 import xml.etree.ElementTree as ET
 
@@ -270,8 +271,10 @@ class Cluster:
         self.log = log
         self.run = runner
 
-    def _cmd(self, argv, cap=10.0):
-        return self.run(argv, timeout=self.deadline.at_most(cap), log=self.log)
+    def _cmd(self, argv, cap=10.0, env=None):
+        if env is None:
+            return self.run(argv, timeout=self.deadline.at_most(cap), log=self.log)
+        return self.run(argv, timeout=self.deadline.at_most(cap), env=env, log=self.log)
 
     def nodes(self):
         """{name: NodeInfo}, or raise ClusterError when Pacemaker cannot be asked."""
@@ -402,8 +405,15 @@ class Cluster:
     def query_attribute_all(self, name):
         """{node: value} of the transient attribute ``name`` on every node, as attrd holds
         it; {} when no node has it. Raises ClusterError when attrd cannot be asked (an
-        unknown attribute is not that: attrd_updater 2.1.5 answers rc 105 or 78 then)."""
-        r = self._cmd(["attrd_updater", "-n", name, "-Q", "-A", "--output-as=xml"])
+        unknown attribute is not that: attrd_updater 2.1.5 answers rc 105 or 78 then).
+
+        Without OCF_RESKEY_CRM_meta_on_node: Pacemaker's execd sets it for every agent
+        action, and attrd_updater 2.1.5 then answers -A with that one node's value only
+        (lab, 2026-12-02: the storage-cut test's peers never saw the cut node's outage
+        token, so it stayed yellow; the same command by hand listed all three nodes)."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OCF_RESKEY_CRM_meta_on_node", "OCF_RESKEY_CRM_meta_on_node_uuid")}
+        r = self._cmd(["attrd_updater", "-n", name, "-Q", "-A", "--output-as=xml"], env=env)
         try:
             values = parse_attrd_query_all(r.out, name) if r.out.strip() else {}
         except ET.ParseError as e:

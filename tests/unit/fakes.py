@@ -1489,7 +1489,7 @@ def domain_xml(name="vm1", uuid="8a5b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"):
 
 
 # A stateful attrd_updater: values per (node, name) in a JSON file, as attrd holds them
-# cluster-wide; -N picks the node (default: STUB_NODE, else node1). Queries answer the XML
+# cluster-wide; -N picks the node (default: OCF_RESKEY_CRM_meta_on_node, else node1). Queries answer the XML
 # of Pacemaker 2.1.5 (seen in the lab): rc 78 "attribute does not exist" when no node has
 # the attribute. Dampening (-d) is recorded, not waited for.
 ATTRD_PY = r'''
@@ -1522,14 +1522,18 @@ while i < len(args):
     elif a == "-A":
         every = True
     i += 1
-node = node or os.environ.get("STUB_NODE", "node1")
+node = node or os.environ.get("OCF_RESKEY_CRM_meta_on_node") or "node1"
 values = db.setdefault(name, {})
 if op == "set":
     values[node] = value
 elif op == "del":
     values.pop(node, None)
 elif op == "query":
-    hosts = sorted(values) if every else [h for h in values if h == node]
+    # as attrd_updater 2.1.5 does (lab): with OCF_RESKEY_CRM_meta_on_node set, which
+    # Pacemaker's execd sets for every agent action, -A answers for that node only
+    only = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
+    hosts = sorted(h for h in values if not only or h == only) if every else \
+        [h for h in values if h == node]
     if not hosts:
         print('<pacemaker-result api-version="2.25"><status code="78" message="Invalid '
               'configuration"/></pacemaker-result>')

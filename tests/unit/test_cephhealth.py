@@ -101,6 +101,8 @@ class Node:
         fakes.install(monkeypatch, self.ceph)
         self.bin = fakes.StubBin(tmp_path / "bin", monkeypatch)
         self.attrs = fakes.stateful_attrd(self.bin, str(tmp_path / "attrd.json"))
+        # what Pacemaker's execd sets for every action, and what narrows attrd_updater -A
+        monkeypatch.setenv("OCF_RESKEY_CRM_meta_on_node", "node1")
         self.bin.add("crm_node", "echo node1")
         self.bin.add("crm_attribute")
         self.conf = tmp_path / "ceph.conf"

@@ -85,7 +85,7 @@ class _R:
 def _cluster(result):
     from vmceph.cluster import Cluster
     from vmceph.ocf import Deadline
-    return Cluster(Deadline(10), runner=lambda argv, timeout, log=None: result)
+    return Cluster(Deadline(10), runner=lambda argv, timeout, env=None, log=None: result)
 
 
 def test_query_attribute_all_unknown_attribute_is_empty():
