@@ -390,6 +390,15 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
     pcs_property(lab, "no-quorum-policy", "freeze")
     victim = oracle = None
     try:
+        # The write oracle, on every VM (which ones the cut node runs is decided below,
+        # right before the cut: the stale QEMUs' pids must be those the cut leaves
+        # running). It writes at 1 MiB and up, WriteProbe at offset 0: no block of one is
+        # the other's. Both go through the same QEMU monitor, which libvirt serializes.
+        oracle = WriteOracle(lab, [{"name": vm, "image": imgs[0]}
+                                   for vm, imgs in sorted(story.cfg.vms.items())],
+                             period_s=1.0, log=print).start()
+        for vm in story.cfg.vms:
+            oracle.wait_acked(vm, 2, timeout=90)
         story.settle()
         victim = non_leader_with_a_vm(lab, story)
         name, ip = lab.node_name(victim), lab.node_ip(victim)
@@ -397,12 +406,6 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
         vms = [vm for vm, nodes in story.where().items() if name in nodes]
         stale = {vm: qemu_pid(lab, victim, vm) for vm in vms}
         assert all(stale.values()), stale
-        # The write oracle writes at 1 MiB and up, WriteProbe at offset 0: no block of one
-        # is the other's. Both go through the same QEMU monitor, which libvirt serializes.
-        oracle = WriteOracle(lab, [{"name": vm, "image": story.cfg.vms[vm][0]} for vm in vms],
-                             period_s=1.0, log=print).start()
-        for vm in vms:
-            oracle.wait_acked(vm, 2, timeout=60)
         story.checker.move_off(victim)
         story.logs.mark()
         mark = len(story.checker.violations)
@@ -494,7 +497,7 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
         lab.guest_write(victim, vm)
         assert story.checker.since(mark) == []
         t2 = time.monotonic()
-        for v in vms:   # each writes again where it runs now, vm on the rejoined node
+        for v in story.cfg.vms:   # each writes again where it runs now, vm on the rejoined node
             oracle.wait_acked(v, 2, timeout=90, since=t2)
         result = oracle.check()
         oracle.stop()

@@ -11,7 +11,9 @@ nothing but the crash decides where they go.
 
 First, the evacuation (issue 15, item 3, its own test): `pcs node standby node3`
 live-migrates the ten VMs away (migration-limit=2 from cib-examples: two at a time), timed
-against one single live migration; they are then put back on node3 for the crash test.
+against one single live migration; they are then put back on node3. The same again with
+node3's #health-ceph set red (node-health-strategy=migrate-on-red; its own test), and
+they are put back for the crash test.
 
 Then one test, two crashes measured the same way, in the same run:
 1. node2 (vm11 alone) is powered off: the single-VM failover; node2 rejoins;
@@ -240,12 +242,13 @@ def op_history(lab):
             for state in root.iter("node_state") for rsc in state.iter("lrm_resource")}
 
 
-def evacuate(story, node_i, vms, timeout):
-    """`pcs node standby`: poll until Pacemaker shows each of vms on exactly one other node
-    and no QEMU of them is left on node_i. Returns ({vm: (node, s)}, total s)."""
+def evacuate(story, node_i, vms, timeout, trigger):
+    """trigger() (`pcs node standby`, or the node's #health-ceph set red): poll until
+    Pacemaker shows each of vms on exactly one other node and no QEMU of them is left on
+    node_i. Returns ({vm: (node, s)}, total s), timed from the trigger."""
     lab, name = story.lab, story.lab.node_name(node_i)
     t0 = time.monotonic()
-    lab.run(lab.first_alive(), ["pcs", "node", "standby", name], timeout=60)
+    trigger()
     arrived = {}
     while True:
         try:
@@ -316,6 +319,55 @@ def test_standby_of_a_node_with_ten_vms_live_migrates_them_all(mass_lab, figure)
     node3's ten go out two by two (the lower bound is ~5 single migrations, not 1). The
     total is a figure, not an assertion. Runs first: the crash test needs the ten VMs on
     node3, where this test puts them back afterwards."""
+    lab = mass_lab[0]
+    first = lab.first_alive()
+
+    def standby():
+        lab.run(first, ["pcs", "node", "standby", MASS_NODE], timeout=60)
+
+    def unstandby(story):
+        lab.run(first, ["pcs", "node", "unstandby", MASS_NODE], timeout=60)
+        wait_until(lambda: _online(story, MASS_NODE), timeout=120, interval=0.5,
+                   what=f"{MASS_NODE} out of standby")
+    _evacuation(mass_lab, figure, "evacuation", lambda: None, standby, unstandby)
+
+
+def test_red_health_of_a_node_with_ten_vms_live_migrates_them_all(mass_lab, figure):
+    """The same evacuation through node-health-strategy=migrate-on-red (issue 15, item 3):
+    node3's #health-ceph turns red with vm1..vm10 on it, and Pacemaker must live-migrate
+    all ten away, none restarted, both oracles clean.
+
+    Red is set by hand (CephHealth banned from node3 first, so that its next monitor does
+    not write green over it), as an administrator or another health agent would: a red that
+    CephHealth itself writes means node3 cannot reach Ceph, and then no live migration can
+    work (the source's QEMU cannot hand its images over; the storage-cut test of
+    test_fence_vmceph_e2e.py shows that path: migrate_to fails, stop, start elsewhere).
+    What is measured here is Pacemaker's migrate-on-red with these agents and limits."""
+    lab = mass_lab[0]
+    first = lab.first_alive()
+
+    def ban_health():
+        lab.run(first, ["crm_resource", "--ban", "-r", "ceph-health-clone", "-N", MASS_NODE],
+                timeout=30)
+        wait_until(lambda: MASS_NODE not in cluster_config.placement(lab, first).get(
+            "ceph-health", []), timeout=60, interval=0.5,
+            what=f"CephHealth stopped on {MASS_NODE}")
+
+    def red():
+        lab.run(first, ["attrd_updater", "-N", MASS_NODE, "-n", "#health-ceph", "-U", "red"],
+                timeout=30)
+
+    def green_again(story):
+        lab.run(first, ["crm_resource", "--clear", "-r", "ceph-health-clone"], timeout=30)
+        wait_until(lambda: cluster_config.health(lab, first).get(MASS_NODE) == "green",
+                   timeout=120, interval=0.5, what=f"#health-ceph green on {MASS_NODE}")
+    _evacuation(mass_lab, figure, "migrate-on-red evacuation", ban_health, red, green_again)
+
+
+def _evacuation(mass_lab, figure, label, prepare, trigger, undo):
+    """One evacuation of node3's ten VMs by trigger(), measured and judged as the standby
+    test's docstring says; undo(story) returns node3 to service, and the ten are put back
+    on node3 (place_back) for the next test."""
     lab, cfg, checker = mass_lab
     story = Story(lab, cfg, checker, say=print)
     story.settle(timeout=180)
@@ -339,8 +391,9 @@ def test_standby_of_a_node_with_ten_vms_live_migrates_them_all(mass_lab, figure)
     try:
         for vm in ORACLE_VMS:
             oracle.wait_acked(vm, 2, timeout=60)
+        prepare()
         story.logs.mark()
-        arrived, total_s = evacuate(story, mass_i, MASS, timeout=400)
+        arrived, total_s = evacuate(story, mass_i, MASS, timeout=400, trigger=trigger)
         story.settle(timeout=180)
         results = controller_results(story.logs, MASS)
         history = op_history(lab)
@@ -359,9 +412,7 @@ def test_standby_of_a_node_with_ten_vms_live_migrates_them_all(mass_lab, figure)
         # the guest writes on its target, through the QEMU the migration created
         for vm in MASS:
             lab.guest_write(story.index(targets[vm]), vm)
-        lab.run(lab.first_alive(), ["pcs", "node", "unstandby", MASS_NODE], timeout=60)
-        wait_until(lambda: _online(story, MASS_NODE), timeout=120, interval=0.5,
-                   what=f"{MASS_NODE} out of standby")
+        undo(story)
         checker.wait_samples(2)
         evac_violations = checker.since(mark)
         t_after = time.monotonic()
@@ -373,22 +424,21 @@ def test_standby_of_a_node_with_ten_vms_live_migrates_them_all(mass_lab, figure)
     print(result)
     return_s = place_back(story, MASS, MASS_NODE, timeout=400)
 
-    figure("mass lab: evacuation, single live migration node2 -> node1 (s)",
+    figure(f"mass lab: {label}, single live migration node2 -> node1 (s)",
            round(single_s, 2))
-    figure("mass lab: evacuation, single live migration back node1 -> node2 (s)",
+    figure(f"mass lab: {label}, single live migration back node1 -> node2 (s)",
            round(back["took_s"], 2))
-    figure("mass lab: evacuation, sum of 10 single migrations (s)", round(10 * single_s, 1))
-    figure("mass lab: evacuation, pcs node standby -> all 10 VMs off node3 (s, "
+    figure(f"mass lab: {label}, sum of 10 single migrations (s)", round(10 * single_s, 1))
+    figure(f"mass lab: {label}, trigger -> all 10 VMs off node3 (s, "
            "migration-limit=2: two at a time)", round(total_s, 1))
-    figure("mass lab: evacuation, total / sum of 10 singles (not asserted)",
+    figure(f"mass lab: {label}, total / sum of 10 singles (not asserted)",
            round(total_s / (10 * single_s), 2))
-    figure("mass lab: evacuation, each VM on its target (node, s)", dict(
+    figure(f"mass lab: {label}, each VM on its target (node, s)", dict(
         sorted(arrived.items(), key=lambda kv: kv[1][1])))
-    figure("mass lab: evacuation, each migration job (ms, the agent's log)", jobs)
-    figure("mass lab: evacuation, the 10 VMs back on node3 (stop, start) for the crash "
-           "test (s)",
-           round(return_s, 1))
-    figure("mass lab: evacuation, write oracle (acknowledged, failed, timed out; longest "
+    figure(f"mass lab: {label}, each migration job (ms, the agent's log)", jobs)
+    figure(f"mass lab: {label}, the 10 VMs back on node3 (stop, start) for the next test "
+           "(s)", round(return_s, 1))
+    figure(f"mass lab: {label}, write oracle (acknowledged, failed, timed out; longest "
            "gap per VM s)", (result.writes, result.failed, result.timeouts,
                              {vm: round(g, 2) for vm, g in result.longest_gap_s.items()}))
 
