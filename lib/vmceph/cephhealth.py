@@ -480,7 +480,8 @@ class _Witness:
         self.ctx, self.cl = ctx, cl
         self.errors = (ClusterError, bounded.Timeout, FileNotFoundError)
         self.lost_name, self.seen_name = quorumwitness.names(ctx.params.attribute)
-        self.me = cl.local_name()
+        # Pacemaker's name for this node, as execd passes it (no crm_node call then)
+        self.me = ctx.node_name or cl.local_name()
         try:
             self.lost = cl.query_attribute_all(self.lost_name)
         except self.errors as e:

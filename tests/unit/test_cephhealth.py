@@ -112,7 +112,7 @@ class Node:
 
     def run(self, action, params=None, interval=None):
         env = {"OCF_RESOURCE_INSTANCE": "ceph-health:0", "HA_RSCTMP": str(self.tmp / "rsc"),
-               "OCF_RESKEY_CRM_meta_timeout": "30000"}
+               "OCF_RESKEY_CRM_meta_timeout": "30000", "OCF_RESKEY_CRM_meta_on_node": "node1"}
         env.update(("OCF_RESKEY_" + k, v) for k, v in dict(self.params, **(params or {})).items())
         if interval:
             env["OCF_RESKEY_CRM_meta_interval"] = str(interval)
