@@ -19,6 +19,7 @@ rejoins, and the configuration is put back.
 """
 
 import os
+import re
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -433,9 +434,24 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
                 "one had failed"
             assert "shutdown" in fails[0][1].lower() or "blocklist" in fails[0][1].lower(), \
                 fails[0]
-            # the stale QEMU lives on, frozen by no-quorum-policy: a live stale writer
-            from vmlab import netns
-            assert netns.pid_alive(stale[vm]), "%s's QEMU on %s is gone" % (vm, name)
+        # The refused writes above were answered by the stale QEMU itself (qemu-io through
+        # its monitor): it was alive, a live stale writer, when Ceph cut it off. Whether it
+        # still lives now is a race the cut node may win: its CephHealth sees the node's
+        # host-wide entry and sets #node-unfenced=0 (or a monitor fails), and its own
+        # Pacemaker (no-quorum-policy=freeze still manages what runs there) stops the
+        # domain. Seen once in CI (vm2 stopped on node3 before the VM ran on node2 at 7.1 s).
+        # Both are safe; a QEMU that vanished any other way (crashed) is not accepted.
+        from vmlab import netns
+        stopped_by_own_node = {}
+        for vm in vms:
+            if not netns.pid_alive(stale[vm]):
+                lines = story.logs.lines(victim, agent_only=False)
+                stopped_by_own_node[vm] = [l for l in lines if re.search(
+                    r"Result of stop operation for %s(?::\d+)? on %s: ok" % (vm, name), l)]
+                assert stopped_by_own_node[vm], ("%s's QEMU on %s is gone and %s's Pacemaker "
+                                                 "did not stop it" % (vm, name, name))
+        print("stale QEMUs stopped by the cut node's own Pacemaker during the cut:",
+              sorted(stopped_by_own_node))
         story.checker.wait_samples(2)
         assert story.checker.since(mark) == []
         figure("corosync cut, fence_vmceph level 1: fenced after (s)",
