@@ -47,7 +47,7 @@ import os
 SUFFIX = ".clients"
 
 
-def _start_time(pid):
+def process_start_time(pid):
     """The process's start time in clock ticks since boot, or None if it does not exist.
     /proc/PID/stat: the command may hold spaces and ')': fields are counted after the
     last ')'."""
@@ -91,7 +91,7 @@ def decode(text):
     return pid, start, tuple(clients)
 
 
-def dead(record, start_time_of=_start_time):
+def dead(record, start_time_of=process_start_time):
     """The client addresses of ``record`` whose process is gone, and a note saying so; an
     empty set while that process (same pid, same start time) still runs."""
     if record is None:
@@ -113,7 +113,7 @@ def remember(ctx, pid, clients):
     """Record our QEMU's client instances after a start; a failure is only logged (the
     record only ever widens what a later start may recover)."""
     from vmceph import ocf
-    start = _start_time(pid)
+    start = process_start_time(pid)
     if start is None:
         return False
     return ocf.write_state(ctx, state_name(ctx.instance), encode(pid, start, clients)) \

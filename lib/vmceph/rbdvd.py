@@ -564,6 +564,11 @@ class RBDVirtualDomain:
         # keep time for the check, the generation and, if need be, the destroy
         cap = max(1.0, ctx.deadline.remaining() - CHECK_RESERVE_S)
         created = "no"
+        from vmceph import createmark
+        # From here to the resume, a death of this process leaves a paused domain (or one
+        # libvirt is still creating) that Pacemaker believes stopped: the mark tells the
+        # stop it runs next to wait for the create and destroy at once (vmceph.createmark).
+        createmark.mark(ctx)
         try:
             try:
                 if saved:
@@ -579,6 +584,9 @@ class RBDVirtualDomain:
                 raise GenericError("libvirt unreachable, cannot start %s: %s" % (dom.name, e))
             except virt.VirtError as e:
                 raise GenericError("libvirt failed to start %s: %s" % (dom.name, e)) from None
+            finally:
+                if created == "no":      # nothing was made ("maybe": libvirt may still)
+                    createmark.clear(ctx)
             check = self._verify_sole_writer(ctx, dom, g, verdict)
             if not check.ok:
                 raise (Contended if check.contended else GenericError)("start of %s abandoned, the paused domain was destroyed "
@@ -595,8 +603,10 @@ class RBDVirtualDomain:
             except virt.VirtError as e:
                 raise GenericError("cannot resume %s after the paused create: %s"
                                    % (dom.name, e)) from None
+            createmark.clear(ctx)
         except BaseException:
-            self._destroy_paused(ctx, hv, dom, created)
+            if self._destroy_paused(ctx, hv, dom, created) and created == "yes":
+                createmark.clear(ctx)
             raise
         if saved:
             from vmceph import generation
@@ -697,15 +707,16 @@ class RBDVirtualDomain:
         """Destroy what a failed start created (paused, never resumed): ``created`` 'yes',
         or 'maybe' (the create timed out and may still finish in libvirt: only a domain
         that is paused is ours then). With 'no' (libvirt refused the create, e.g. the name
-        was taken meanwhile) the domain there is not ours: never touched."""
+        was taken meanwhile) the domain there is not ours: never touched. True when nothing
+        of this start is left running."""
         if created == "no":
-            return
+            return True
         try:
             vdom = hv.lookup(dom.name, dom.uuid)
             if created == "maybe" and hv.state_of(vdom)[0] != virt.PAUSED:
                 ctx.log.warning("domain %s exists and is not paused: not created by this "
                                 "start, left alone", dom.name)
-                return
+                return False
             hv.destroy(vdom)
             ctx.log.warning("destroyed the paused domain %s", dom.name)
         except virt.DomainNotFound:
@@ -714,6 +725,8 @@ class RBDVirtualDomain:
         except virt.VirtError as e:
             ctx.log.error("cannot destroy the paused domain %s (%s): stop the resource",
                           dom.name, e)
+            return False
+        return True
 
     # ---------------------------------------------------------------- reload
     def reload(self, ctx):

@@ -25,14 +25,21 @@ class StopSequence:
     def __init__(self, domain_of):
         self._domain_of = domain_of
         self.partial = None   # what a failed or abandoned save may have left
+        self.never_resumed = None   # why a paused domain here never ran (createmark)
 
     def run(self, ctx, ident, uri):
+        from vmceph import createmark
         hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
         try:
             try:
+                orphan = createmark.orphaned(createmark.read(ctx))
+                if orphan:
+                    self._await_create(ctx, hv, ident, orphan)
+                    self.never_resumed = orphan
                 dom = hv.lookup(ident.name, ident.uuid)
             except virt.DomainNotFound:
                 forget(ctx)
+                createmark.clear(ctx)
                 self._release_dead_clients(ctx)
                 return OCF_SUCCESS
             except virt.LibvirtUnreachable as e:
@@ -46,7 +53,36 @@ class StopSequence:
             hv.close()
         if rc == OCF_SUCCESS:
             forget(ctx)
+            createmark.clear(ctx)
         return rc
+
+    def _await_create(self, ctx, hv, ident, orphan):
+        """A start died during its create (vmceph.createmark): wait, within half of what is
+        left, until libvirt's create has an outcome, so that what it made is stopped here
+        rather than left paused, holding the images, after this stop said "stopped"."""
+        from vmceph import createmark
+
+        def look():
+            try:
+                dom = hv.lookup(ident.name, ident.uuid)
+            except virt.DomainNotFound:
+                return createmark.ABSENT
+            if hv.state_of(dom)[0] in virt.LIVE_STATES:
+                return createmark.SETTLED
+            try:
+                return createmark.SETTLED if hv.is_persistent(dom) else createmark.STARTING
+            except virt.DomainNotFound:
+                return createmark.ABSENT
+        budget = min(createmark.SETTLE_CAP_S, ctx.deadline.remaining() / 2)
+        seen, waited = createmark.settle(look, budget)
+        if seen == createmark.STARTING:
+            # not "stopped" on a guess: a QEMU may appear right after this stop
+            raise GenericError("%s, and libvirt is still creating domain %s after %.0f s: "
+                               "cannot tell whether it will run here" % (orphan, ident.name,
+                                                                        waited))
+        ctx.log.warning("%s; waited %.1f s for libvirt's create to finish: %s", orphan, waited,
+                        "the domain exists" if seen == createmark.SETTLED else
+                        "no domain appeared")
 
     def _stop_domain(self, ctx, hv, dom, ident):
         p = LenientParams(ctx)
@@ -55,7 +91,14 @@ class StopSequence:
             self._release_dead_clients(ctx)
             return OCF_SUCCESS
         force = bool(p.get("force_stop"))
-        if state == virt.CRASHED:
+        if state == virt.PAUSED and self.never_resumed:
+            # created paused by a start that died before its resume: no vCPU ever ran,
+            # there is nothing to shut down or save (a shutdown request to a paused guest
+            # would only wait out 2/3 of the stop's timeout)
+            ctx.log.warning("%s; domain %s was never resumed: destroying it",
+                            self.never_resumed, ident.name)
+            force = True
+        elif state == virt.CRASHED:
             # its QEMU still holds the images: nothing to save, nothing to ask, destroy it
             ctx.log.warning("domain %s crashed (kept by on_crash=preserve): destroying it",
                             ident.name)

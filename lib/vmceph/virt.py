@@ -186,6 +186,12 @@ class Hypervisor:
         """Save the domain's memory to ``path`` and stop it."""
         self._call(lambda: dom.save(path), "save to " + path, cap=cap)
 
+    def is_persistent(self, dom, cap=5.0):
+        """True if the domain has a persistent definition. A transient domain is listed
+        only while it runs or while libvirt starts it: shut off and transient means being
+        created right now (vmceph.createmark)."""
+        return bool(self._call(dom.isPersistent, "isPersistent", cap=cap))
+
     def resume(self, dom):
         self._call(dom.resume, "resume")
 

@@ -276,6 +276,7 @@ class FakeCeph:
         self.timeline = [] if timeline is None else timeline   # shared with FakeLibvirt
         self.mons = list(mons)
         self.quorum = list(mons)
+        self.on_connect = None
         self.health = dict(HEALTH_OK)
         self.caps = "admin"
         self.auth_ok = True
@@ -605,6 +606,8 @@ class Rados:
             raise _rados_state_error(self.state)
         ceph = self._ceph
         ceph.sessions.append(self)
+        if ceph.on_connect:        # what the rest of the world does while this one connects
+            ceph.on_connect()
         if not ceph.auth_ok:
             raise real_rados.PermissionDeniedError("error connecting to the cluster",
                                                    errno=EACCES)
@@ -1088,8 +1091,6 @@ class Connection:
                                 "XML error: missing domain name information")
         name = m_name.group(1)
         h.record("createXML", name, (flags,))
-        if h.create_delay:
-            time.sleep(h.create_delay)  # goes on (and creates) after a caller gave up
         g = h.guests.get(name)
         uuid = m_uuid.group(1) if m_uuid else "6f1d2c3a-1111-4000-8000-%012d" % len(h.guests)
         if g is not None and g.uuid != uuid:
@@ -1101,9 +1102,14 @@ class Connection:
                                 "Requested operation is not valid: domain '%s' is already "
                                 "active" % name)
         if g is None:
+            # libvirtd lists the domain from the moment it takes the call, shut off and
+            # transient, while it launches QEMU (qemuDomainCreateXML adds it to the list
+            # first): a stop looking meanwhile sees "shut off" (vmceph.createmark)
             g = Guest(name, uuid, xmlDesc)
             h.guests[name] = g
         g.xml = xmlDesc
+        if h.create_delay:
+            time.sleep(h.create_delay)  # goes on (and creates) after a caller gave up
         g.start(bool(flags & VIR.VIR_DOMAIN_START_PAUSED))
         if h.on_create:
             h.on_create(g)

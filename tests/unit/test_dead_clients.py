@@ -49,13 +49,13 @@ def test_dead_only_when_the_process_is_gone_or_another():
 def test_start_time_of_a_real_process():
     p = subprocess.Popen(["sleep", "30"])
     try:
-        t = deadclients._start_time(p.pid)
+        t = deadclients.process_start_time(p.pid)
         assert isinstance(t, int) and t > 0
-        assert deadclients._start_time(p.pid) == t
+        assert deadclients.process_start_time(p.pid) == t
     finally:
         p.kill()
         p.wait()
-    assert deadclients._start_time(p.pid) is None
+    assert deadclients.process_start_time(p.pid) is None
 
 
 # ------------------------------------------------------------------ the pure rule

@@ -209,7 +209,8 @@ def test_slow_create_abandoned_never_runs_the_guest(w):
     assert time.monotonic() - t0 < 7.0
     assert "did not answer create domain" in w.reason
     deadline = time.monotonic() + 5
-    while w.node1.guest("vm1") is None and time.monotonic() < deadline:
+    while (w.node1.guest("vm1") is None or not w.node1.running("vm1")) and \
+            time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.1)
     g = w.node1.guest("vm1")
