@@ -66,9 +66,10 @@ def step(me, reached, lost, seen, token=None):
     """One monitor's part of the protocol. Pure.
 
     me: this node's name. reached: this monitor reached a monitor quorum. lost: {node:
-    token} of every node's ``lost`` attribute as read before Ceph was asked. seen: {node:
-    value of its ``seen`` attribute}, read after (needed when not reached). token: a fresh
-    token, used when this node had none.
+    token} of every node's ``lost`` attribute and seen: {node: value of its ``seen``
+    attribute}, both as read before Ceph was asked (an acknowledgement written while this
+    node's ask was under way may come from a quorum that returned during it). token: a
+    fresh token, used when this node had none.
 
     Returns (vouchers, writes): vouchers is None when reached, else the sorted peers whose
     ``seen`` acknowledges this node's current token (non-empty: red; empty: yellow);

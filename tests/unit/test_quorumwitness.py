@@ -110,7 +110,12 @@ NODES = ["n1", "n2", "n3", "n4"]
 class Protocol(RuleBasedStateMachine):
     """Nodes run monitors in any order while the test cuts nodes off Ceph, heals them, and
     takes the monitors' quorum away and back. attrd is one shared dict (it replicates over
-    corosync, which stays up). Time is the count of monitors run."""
+    corosync, which stays up). Time is a count of events.
+
+    A monitor is not atomic: it reads attrd (both attributes, as CephHealth._Witness does),
+    then asks Ceph for a while, then judges and writes; anything may happen in between
+    (``begin``/``end``). Its ask reaches a quorum only if the node could reach one for the
+    whole ask (a quorum that returns while an ask is timing out does not save it)."""
 
     def __init__(self):
         super().__init__()
@@ -119,19 +124,27 @@ class Protocol(RuleBasedStateMachine):
         self.cut = set()
         self.t = 0
         self.outage_since = {}     # node -> t its current outage began (model's own record)
-        self.reached_at = {n: [] for n in NODES}
+        self.reached = {n: [] for n in NODES}   # node -> [(began, ended)] of reaching asks
+        self.asking = {}           # node -> (began, lost, seen, reachable throughout)
         self.color = {}
         self.tokens = 0
 
     def reaches(self, n):
         return self.quorum and n not in self.cut
 
-    def monitor(self, n):
+    def _tick(self):
         self.t += 1
-        began = self.t
-        lost = dict(self.attrs["lost"])           # read before Ceph is asked
-        reached = self.reaches(n)
-        seen = dict(self.attrs["seen"])
+        for n, (began, lost, seen, ok) in list(self.asking.items()):
+            self.asking[n] = (began, lost, seen, ok and self.reaches(n))
+
+    def begin(self, n):
+        self._tick()
+        self.asking[n] = (self.t, dict(self.attrs["lost"]), dict(self.attrs["seen"]),
+                          self.reaches(n))
+
+    def end(self, n):
+        self._tick()
+        began, lost, seen, reached = self.asking.pop(n)
         self.tokens += 1
         vouchers, writes = qw.step(n, reached, lost, seen, token="tok%d" % self.tokens)
         for which, value in writes:
@@ -140,19 +153,37 @@ class Protocol(RuleBasedStateMachine):
             else:
                 self.attrs[which][n] = value
         if reached:
-            self.reached_at[n].append(began)
+            self.reached[n].append((began, self.t))
             self.outage_since.pop(n, None)
             self.color[n] = "ok"
         else:
             self.outage_since.setdefault(n, began)
             self.color[n] = "red" if vouchers else "yellow"
             if vouchers:
-                # the oracle: some other node reached a quorum in a monitor that began
-                # after this node's outage began
+                # the oracle: another node reached a quorum in an ask that began after this
+                # node's outage began and was over before this node's failing ask began
                 since = self.outage_since[n]
-                assert any(t > since for p in NODES if p != n for t in self.reached_at[p]), \
-                    (n, since, self.reached_at, self.attrs)
+                assert any(b > since and e < began for p in NODES if p != n
+                           for b, e in self.reached[p]), \
+                    (n, since, began, self.reached, self.attrs)
         return self.color[n]
+
+    def monitor(self, n):
+        if n in self.asking:
+            self.end(n)
+        self.begin(n)
+        return self.end(n)
+
+    @precondition(lambda self: len(self.asking) < len(NODES))
+    @rule(n=st.sampled_from(NODES))
+    def begin_monitor(self, n):
+        if n not in self.asking:
+            self.begin(n)
+
+    @precondition(lambda self: self.asking)
+    @rule(data=st.data())
+    def end_monitor(self, data):
+        self.end(data.draw(st.sampled_from(sorted(self.asking))))
 
     @rule(n=st.sampled_from(NODES))
     def run_monitor(self, n):
@@ -161,6 +192,7 @@ class Protocol(RuleBasedStateMachine):
     @rule(n=st.sampled_from(NODES))
     def cut_off(self, n):
         self.cut.add(n)
+        self._tick()
 
     @rule(n=st.sampled_from(NODES))
     def heal(self, n):
@@ -169,6 +201,7 @@ class Protocol(RuleBasedStateMachine):
     @rule()
     def lose_quorum(self):
         self.quorum = False
+        self._tick()
 
     @rule()
     def regain_quorum(self):
@@ -179,6 +212,7 @@ class Protocol(RuleBasedStateMachine):
     def a_node_cut_alone_turns_red(self, n, data):
         """Liveness: n cut off while a peer reaches a quorum: n, the peer, n again -> red."""
         self.cut.add(n)
+        self._tick()
         if len(self.cut) == len(NODES):
             self.cut.discard(n)
             return
@@ -196,7 +230,7 @@ class Protocol(RuleBasedStateMachine):
                 if c == "red":
                     since = self.outage_since.get(n)
                     assert since is not None and any(
-                        t > since for p in NODES if p != n for t in self.reached_at[p])
+                        b > since for p in NODES if p != n for b, _ in self.reached[p])
 
 
 Protocol.TestCase.settings = settings(max_examples=300, stateful_step_count=40,
@@ -218,3 +252,22 @@ def test_quorum_lost_for_everybody_leaves_every_node_yellow():
     for n in NODES:
         assert m.monitor(n) == "ok"
     assert m.attrs["lost"] == {}
+
+
+def test_a_quorum_that_returns_during_an_ask_makes_nobody_red():
+    """The 15-fault soak's fault 8 (seed 1204) as a fixed history: n1's ask begins while
+    the quorum is lost, the quorum returns, n2 reaches it and acknowledges n1's token, and
+    only then does n1's ask fail. n1 is yellow: the acknowledgement came after n1 asked.
+    Its next ask, if it fails too, is red: n2 had reached a quorum before it began."""
+    m = Protocol()
+    for n in NODES:
+        m.monitor(n)
+    m.lose_quorum()
+    assert m.monitor("n1") == "yellow"          # the token is out
+    m.begin("n1")
+    m.regain_quorum()
+    assert m.monitor("n2") == "ok"
+    assert "n1=" in m.attrs["seen"]["n2"]        # n2 acknowledged n1's outage
+    assert m.end("n1") == "yellow"
+    m.cut_off("n1")
+    assert m.monitor("n1") == "red"
