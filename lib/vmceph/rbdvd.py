@@ -568,7 +568,8 @@ class RBDVirtualDomain:
         # From here to the resume, a death of this process leaves a paused domain (or one
         # libvirt is still creating) that Pacemaker believes stopped: the mark tells the
         # stop it runs next to wait for the create and destroy at once (vmceph.createmark).
-        createmark.mark(ctx)
+        kernel = {d.spec for d in dom.guarded_disks if getattr(d, "krbd_client", None)}
+        createmark.mark(ctx, [i for i in g.facts.images if i.spec not in kernel])
         try:
             try:
                 if saved:

@@ -32,14 +32,15 @@ class StopSequence:
         hv = virt.Hypervisor(uri, ctx.deadline, ctx.log)
         try:
             try:
-                orphan = createmark.orphaned(createmark.read(ctx))
+                mark = createmark.read(ctx)
+                orphan = createmark.orphaned(mark)
                 if orphan:
                     self._await_create(ctx, hv, ident, orphan)
                     self.never_resumed = orphan
                 dom = hv.lookup(ident.name, ident.uuid)
             except virt.DomainNotFound:
                 forget(ctx)
-                createmark.clear(ctx)
+                self._after_dead_start(ctx, ident, mark if orphan else None)
                 self._release_dead_clients(ctx)
                 return OCF_SUCCESS
             except virt.LibvirtUnreachable as e:
@@ -53,8 +54,22 @@ class StopSequence:
             hv.close()
         if rc == OCF_SUCCESS:
             forget(ctx)
-            createmark.clear(ctx)
+            self._after_dead_start(ctx, ident, mark if orphan else None)
         return rc
+
+    def _after_dead_start(self, ctx, ident, mark):
+        """The domain is stopped here: release what the QEMU of a start that died in its
+        create left in Ceph (vmceph.createmark.release; a side task within a share of the
+        deadline, never failing the stop), then drop the mark."""
+        from vmceph import bounded, createmark, deadclients
+        if mark is not None and virt.qemu_pid_of(ident.name) is None:
+            share = Share(ctx.deadline, deadclients.RELEASE_SHARE, deadclients.RELEASE_CAP_S)
+            try:
+                bounded.call(lambda: createmark.release(ctx, LenientParams(ctx), share, mark),
+                             share.remaining() + 1.0, "releasing a dead start's QEMU clients")
+            except Exception as e:   # noqa: BLE001 - a side task never fails a stop
+                ctx.log.warning("releasing the clients of a dead start's QEMU failed: %s", e)
+        createmark.clear(ctx)
 
     def _await_create(self, ctx, hv, ident, orphan):
         """A start died during its create (vmceph.createmark): wait, within half of what is

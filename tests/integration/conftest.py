@@ -101,7 +101,7 @@ class Agent:
         self.params = dict(params)
 
     def __call__(self, node, action, interval_ms=0, depth=None, timeout_ms=60000, meta=None,
-                 extra=None, drop=()):
+                 extra=None, drop=(), argv_prefix=()):
         env = {"OCF_ROOT": OCF_ROOT, "OCF_RESOURCE_INSTANCE": self.instance,
                "OCF_RESOURCE_TYPE": os.path.basename(self.path),
                "OCF_RESOURCE_PROVIDER": self.provider,
@@ -119,7 +119,8 @@ class Agent:
         for k, v in (meta or {}).items():
             env["OCF_RESKEY_CRM_meta_" + k] = str(v)
         t0 = time.monotonic()
-        p = self.lab.run(node, [self.path, action], env=env, check=False,
+        # argv_prefix: a wrapper that runs the agent (e.g. one that kills it mid-action)
+        p = self.lab.run(node, list(argv_prefix) + [self.path, action], env=env, check=False,
                          timeout=timeout_ms / 1000.0 + 30)
         return Result(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 

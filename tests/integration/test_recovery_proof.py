@@ -2,6 +2,9 @@
 
 - a live writer on a member node (a QEMU holding the exclusive lock) makes a start
   elsewhere refuse, and no blocklist entry is added;
+- an agent SIGKILLed while libvirt creates the domain, or between the create and the
+  resume (the 200-fault soak's "agent-kill-start"), followed by the stop Pacemaker runs at
+  once: nothing of the VM is left running on the node, and it starts on another node;
 - a live, not fenced client (a librbd writer process on node 2, declared fenced through the
   test-only static membership: the agent's rule is what is tested, not Pacemaker's) is
   blocklisted by a start on node 1; the agent waits for the OSD map carrying the entry
@@ -157,3 +160,57 @@ def test_member_lock_holder_whose_watch_is_gone_is_refused_not_blocklisted(lab, 
     lab.wait_ceph_healthy(timeout=180)
     assert vm.running_on() == [2]
     vm.agent(2, "stop")
+
+
+# Runs the agent with virt.Hypervisor.create wrapped so that the process SIGKILLs itself
+# in the middle of the start: "during" 50 ms after the createXML call left for libvirtd
+# (libvirtd finishes it for a client that is gone), "after" as soon as it returned (the
+# domain is paused, never resumed). No hook in the agent: the wrapper patches the library.
+KILL_IN_CREATE = r"""
+import os, runpy, signal, sys, threading, time
+mode, agent = sys.argv[1], sys.argv[2]
+sys.argv = [agent] + sys.argv[3:]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(agent))),
+                                "lib"))
+from vmceph import virt
+real = virt.Hypervisor.create
+def create(self, xml, paused=False, cap=120.0):
+    if mode == "after":
+        real(self, xml, paused, cap)
+    else:
+        threading.Thread(target=real, args=(self, xml, paused, cap), daemon=True).start()
+        time.sleep(0.05)
+    sys.stderr.write("KILLED %s the create\n" % mode)
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+virt.Hypervisor.create = create
+runpy.run_path(agent, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("mode", ["during", "after"])
+def test_agent_killed_in_the_create_then_stopped_leaves_nothing_running(lab, make_vm,
+                                                                        shared_dir, mode):
+    vm = make_vm(disks=1)
+    script = shared_dir / "kill_in_create.py"
+    script.write_text(KILL_IN_CREATE)
+    r = vm.agent(1, "start", argv_prefix=["/usr/bin/python3", str(script), mode])
+    assert "KILLED %s the create" % mode in r.stderr, r
+    assert r.rc != OCF_SUCCESS, r
+    t0 = time.monotonic()
+    s = vm.agent(1, "stop")            # what Pacemaker does next, at once
+    print("\nkilled %s the create; the stop: rc %d in %.1f s; %s" % (
+        mode, s.rc, time.monotonic() - t0,
+        [ln for ln in s.stderr.splitlines() if "released" in ln or "died between" in ln
+         or "never resumed" in ln]))
+    assert s.rc == OCF_SUCCESS, s
+    # whatever libvirt was doing for the dead start has long finished (a create takes
+    # ~0.5 s here): nothing of the VM may run on node 1 now
+    time.sleep(3.0)
+    assert vm.running_on() == [], "a domain of the VM runs after its stop said stopped"
+    assert not vm.clients(0)["watchers"], vm.clients(0)
+    r2 = vm.agent(2, "start", timeout_ms=30000)
+    try:
+        assert r2.rc == OCF_SUCCESS, r2
+    finally:
+        vm.agent(2, "stop")
