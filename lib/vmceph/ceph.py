@@ -325,6 +325,11 @@ class CephSession:
         """ImageFacts of every image, inspected concurrently (Images.inspect_all)."""
         return self.images.inspect_all(specs)
 
+    def watchers_answer(self, spec, timeout_s):
+        """Whether every watcher of ``spec`` acknowledges a notification (Images.
+        watchers_answer): True, False, or None when it could not be asked."""
+        return self.images.watchers_answer(spec, timeout_s)
+
     def image_meta_get(self, spec, key):
         """Image metadata ``key`` of ``spec``, None if unset (Images.meta_get)."""
         return self.images.meta_get(spec, key)

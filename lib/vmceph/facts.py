@@ -122,6 +122,10 @@ def gather(ctx, dom, domain_active, images=True, early=None):
 DNS_CAP_S = 2.0
 # How long a start looks again at lock holders with no watch on a node that may be alive.
 WATCHLESS_RETRY_CAP_S = 20.0
+# How long a start looks again at watchers holding no lock on a live member: Ceph's
+# osd_client_watch_timeout (30 s; CEPH-FACTS: a killed client's watch stays that long)
+# and a margin for the OSD's timer tick (safety.ImageView.lingering).
+LINGER_RETRY_CAP_S = 35.0
 
 
 def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
@@ -132,7 +136,9 @@ def gather_with(p, deadline, log, dom, domain_active, images=True, on_node=None,
     ``retry_watchless`` (start): a lock holder with no watch on a member, unclean node or
     this node is refused, but a watch re-registers within seconds after an OSD failover or
     a network blip; so such images are inspected again, within the deadline (at most
-    WATCHLESS_RETRY_CAP_S), before the decision is made.
+    WATCHLESS_RETRY_CAP_S), before the decision is made; and so are images refused only
+    for watchers with no lock on a live member (the lingering watch of a client that died:
+    safety.ImageView.lingering), at most LINGER_RETRY_CAP_S.
 
     ``early``: a HeadStart whose cluster view and Ceph connection are taken instead of
     being begun here."""
@@ -189,30 +195,75 @@ def _resolver():
 
 def _retry_watchless(session, facts, deadline, log):
     """Inspect again, for a while, the images refused only for lock holders with no watch
-    (safety.ImageView.retryable); the refusal then says how long it waited."""
+    (safety.ImageView.retryable) or only for watchers with no lock on a live member
+    (safety.ImageView.lingering); the refusal then says how long it waited."""
     from vmceph.safety import classify_image
     t0 = time.monotonic()
-    budget = min(WATCHLESS_RETRY_CAP_S, deadline.remaining() / 2.0)
+    half = deadline.remaining() / 2.0
+    cap = WATCHLESS_RETRY_CAP_S
+    said, asked = None, False
     while True:
-        waiting = [i for i, img in enumerate(facts.images)
-                   if classify_image(facts, img).retryable]
-        if not waiting:
+        views = [(i, classify_image(facts, img)) for i, img in enumerate(facts.images)]
+        waiting = [i for i, v in views if v.retryable]
+        lingering = [i for i, v in views if v.lingering]
+        if lingering:
+            cap = max(cap, LINGER_RETRY_CAP_S)
+        if not waiting and not lingering:
             return facts
+        budget = min(cap, half)
         if time.monotonic() - t0 + 1.0 > budget:
             spent = time.monotonic() - t0
-            if log:
+            if log and waiting:
                 log.warning("lock holders of %s still have no watch after %.1f s: refusing",
                             ", ".join(facts.images[i].spec for i in waiting), spent)
+            if log and lingering:
+                log.warning("the watchers of %s holding no lock are still there after "
+                            "%.1f s: refusing", ", ".join(facts.images[i].spec
+                                                          for i in lingering), spent)
             return facts._replace(watchless_retried_s=spent) if spent >= 0.5 else facts
-        if log:
+        if lingering and not asked:
+            asked = True
+            if _all_answer(session, facts, lingering, budget, log):
+                return facts      # alive, every one of them: refused now, not in 35 s
+        if log and waiting:
             log.warning("%s: a lock holder with no watch on a node that may be alive; "
                         "looking again (a watch re-registers after an OSD failover)",
                         ", ".join(facts.images[i].spec for i in waiting))
+        if log and lingering and lingering != said:
+            said = lingering     # once, not every second for 30 s
+            log.warning("%s: open by a client of a live member that holds no lock; looking "
+                        "again (the watch of a client that died lapses within 30 s)",
+                        ", ".join(facts.images[i].spec for i in lingering))
+        waiting += lingering
         time.sleep(1.0)
         imgs = list(facts.images)
         for i in waiting:
             imgs[i] = session.inspect(imgs[i].spec)
         facts = facts._replace(images=tuple(imgs))
+
+
+# How long the lingering watchers get to acknowledge a notification (a live librbd client
+# answers within milliseconds; the lab's loaded two cores took up to ~100 ms).
+NOTIFY_TIMEOUT_S = 3.0
+
+
+def _all_answer(session, facts, indexes, budget, log):
+    """True if the watchers of every image in ``indexes`` acknowledge a notification:
+    then each is a live client (a dead one's watch answers nothing), and there is nothing
+    to wait for. Asked once, at the first look."""
+    for i in indexes:
+        spec = facts.images[i].spec
+        answer = session.watchers_answer(spec, min(NOTIFY_TIMEOUT_S, max(0.5, budget)))
+        if answer is not True:
+            if log:
+                log.info("the watchers of %s %s", spec, "did not all acknowledge a "
+                         "notification" if answer is False else "could not be notified")
+            return False
+    if log:
+        log.warning("the watchers of %s holding no lock acknowledged a notification: live "
+                    "clients; refusing without waiting", ", ".join(
+                        facts.images[i].spec for i in indexes))
+    return True
 
 
 def _connect(p, deadline, log):

@@ -101,6 +101,38 @@ class Images:
                 out.append(ImageFacts(spec, error=str(e)))
         return out
 
+    def watchers_answer(self, spec, timeout_s):
+        """True if every watcher of ``spec`` acknowledged a header-update notification
+        within ``timeout_s``, False if one did not, None if it could not be asked.
+
+        The notification is the one ``rbd`` itself sends after changing an image's header
+        (an empty payload, librbd's legacy header update): a live librbd client, a paused
+        or incoming QEMU among them, refreshes its header and acknowledges it from its own
+        threads within milliseconds; a dead client's watch, kept by the OSDs until
+        osd_client_watch_timeout, acknowledges nothing, and rados_notify2 answers
+        -ETIMEDOUT. No watch and no lock of our own: the notify is sent through the
+        ioctx. An acknowledgement proves a client alive; silence proves nothing (a live
+        one cut off from the OSDs is silent too), so it only ever ends a wait early."""
+        s = self.session
+        pool, ns, name = split_spec(spec)
+        rbd, rados = s.rbd, s.rados
+        ms = max(100, int(timeout_s * 1000))
+
+        def work():
+            with self.ioctx(pool, ns) as ioctx:
+                with rbd.Image(ioctx, name, read_only=True) as img:
+                    header = "rbd_header." + img.id()
+                try:
+                    return ioctx.notify(header, "", ms)
+                except rados.TimedOut:
+                    return False
+        try:
+            return bool(s._bounded(work, min(s._left(s.OSD_OP_CAP), timeout_s + 2.0),
+                                   "notify the watchers of " + spec))
+        except (bounded.Timeout, CephUnavailable, CephConfigError, CephPermission,
+                rbd.Error, rados.Error):
+            return None
+
     # ------------------------------------------------------------ image metadata
     def meta_get(self, spec, key):
         """Value (str) of the image metadata ``key`` of ``spec`` (``rbd image-meta get``),

@@ -352,6 +352,20 @@ class ImageView(NamedTuple):
         b = self.blockers
         return bool(b) and not self.foreign_locks and all(not c.watching for c in b)
 
+    @property
+    def lingering(self):
+        """Refused only for clients of live members that watch without holding the lock.
+        A client that died (a QEMU killed or destroyed, a migration target's incoming
+        QEMU among them) keeps its watch until the OSDs time it out
+        (osd_client_watch_timeout, 30 s): the chaos soak saw a migration's target QEMU,
+        destroyed by its node's stop, refused as a live member's writer by every start
+        until Pacemaker had banned the VM everywhere (docs/reliability.md, seed 1205,
+        faults 14 and 26). So look again until that timeout: a live one is still there
+        and is refused then; a dead one is gone, and nothing is left to recover."""
+        b = self.blockers
+        return bool(b) and not self.foreign_locks and all(
+            c.watching and c.lock_cookie is None and c.owner.state == MEMBER for c in b)
+
     def recoveries(self):
         return tuple(c.recovery(self.spec) for c in self.fenced)
 
@@ -371,7 +385,10 @@ def _judge(facts, spec, entity, addr, watching):
     note = " (%s)" % owner.note if owner.note else ""
     st = owner.state
     if watching:
-        what = "image %s is open read-write by %s" % (spec, where)
+        what = "image %s is open read-write by %s%s" % (
+            spec, where, " (still, after looking again for %.0f s: the watch of a client "
+            "that died lapses within 30 s)" % facts.watchless_retried_s
+            if facts.watchless_retried_s else "")
     else:
         what = ("image %s's exclusive lock is held by %s with no watch (a watch re-registers "
                 "after an OSD failover or a network blip%s)"

@@ -23,6 +23,9 @@ STATE_NAMES = {NOSTATE: "no state", RUNNING: "running", BLOCKED: "blocked", PAUS
 # paused reasons (virDomainPausedReason)
 PAUSED_IOERROR = 5
 PAUSED_USER = 1            # what a domain created with START_PAUSED reports (lab: "paused (user)")
+PAUSED_MIGRATION = 2       # VIR_DOMAIN_PAUSED_MIGRATION: a migration's incoming domain on the
+#                            target (libvirt starts it paused with this reason), or a source
+#                            paused at the end of its migration
 ACTIVE_STATES = (RUNNING, BLOCKED, PAUSED, SHUTDOWN, PMSUSPENDED)
 # A domain libvirt keeps as CRASHED (on_crash='preserve') still has its QEMU and its images
 # open: it is not "running" for the monitor, but it is not gone either (stop destroys it).

@@ -73,6 +73,75 @@ def test_live_writer_on_a_member_is_refused_and_never_blocklisted(lab, make_vm):
         vm.agent(2, "stop")
 
 
+OPENER = r'''
+import sys, time, rados, rbd
+image, log = sys.argv[1], sys.argv[2]
+c = rados.Rados(conffile="/etc/ceph/ceph.conf", rados_id="vmceph",
+                conf={"keyring": "/etc/ceph/ceph.client.vmceph.keyring"})
+c.connect()
+img = rbd.Image(c.open_ioctx("rbd"), image)   # read-write: a watch; no write, so no lock
+with open(log, "a") as f:
+    f.write("ready %.3f\n" % time.time())
+while True:
+    time.sleep(60)
+'''
+
+
+def test_a_lockless_watcher_on_a_member_is_refused_while_alive_and_waited_out_once_dead(
+        lab, make_vm, shared_dir):
+    """The lingering watch (docs/reliability.md, seed 1205, faults 14 and 26: an
+    interrupted migration's target QEMU, destroyed, kept its watch for Ceph's 30 s watch
+    timeout, and every start elsewhere refused it until the VM was banned everywhere).
+    A process on node 2 opens the image read-write and never writes: a watch, no lock.
+    While it lives, it acknowledges the agent's notification, and a start on node 1
+    refuses it at once as a live member's writer, blocklisting nothing. Once it is
+    SIGKILLed, its watch lingers and answers nothing: a start on node 1 looks again until
+    the watch is gone and starts, with nothing blocklisted."""
+    vm = make_vm(disks=1)
+    script = shared_dir / "opener.py"
+    script.write_text(OPENER)
+    log = shared_dir / ("%s-opener.log" % vm.name)
+    log.write_text("")
+    name = "opener-" + vm.name
+    lab.spawn(2, name, "exec python3 %s %s %s" % (script, vm.images[0], log))
+    before = _blocklist(lab)
+    try:
+        end = time.monotonic() + 60
+        while "ready" not in log.read_text():
+            assert time.monotonic() < end, "the opener on node 2 did not start"
+            time.sleep(0.2)
+        c = vm.clients(0)
+        assert [w["addr"].split(":")[0] for w in c["watchers"]] == [lab.node_ip(2)], c
+        assert c["lockers"] == [], c
+        r = vm.agent(1, "start", timeout_ms=90000)
+        print("\nstart on node1 beside a live lockless watcher on node2: rc %d in %.1f s: %s"
+              % (r.rc, r.elapsed, r.reason))
+        assert r.rc == OCF_ERR_GENERIC, r
+        assert "live cluster member" in r.reason and lab.node_name(2) in r.reason, r.reason
+        assert "acknowledged a notification" in r.stderr, r.stderr
+        assert r.elapsed < 20, r        # not the 35 s wait for a dead client's watch
+        assert 1 not in vm.running_on()
+        os.kill(lab.daemon_pid(2, name), signal.SIGKILL)
+        killed = time.monotonic()
+        lingering = vm.clients(0)["watchers"]
+        r = vm.agent(1, "start", timeout_ms=90000)
+        print("start on node1 right after the opener was SIGKILLed (watchers then: %s): "
+              "rc %d in %.1f s, %.1f s after the kill" % (lingering, r.rc, r.elapsed,
+                                                         time.monotonic() - killed))
+        assert r.rc == OCF_SUCCESS, r
+        if lingering:   # Ceph kept the dead client's watch: the start waited it out
+            assert "holds no lock; looking again" in r.stderr, r.stderr
+            assert "acknowledged a notification" not in r.stderr, r.stderr
+        assert vm.running_on() == [1]
+        after = _blocklist(lab)
+        assert after.count(lab.node_ip(2)) == before.count(lab.node_ip(2)), after
+    finally:
+        pid = lab.daemon_pid(2, name)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        vm.agent(1, "stop")
+
+
 def test_declared_fenced_live_client_is_cut_off_after_the_osd_map_wait(lab, make_vm,
                                                                        shared_dir):
     vm = make_vm(disks=1)

@@ -304,6 +304,7 @@ class FakeCeph:
         self.unsafe_breaks = []             # lock breaks an OSD did before it knew the holder
                                             # was blocklisted: (spec, addr, osd epoch, needed)
         self.release = threading.Event()
+        self.silent = set()                 # client addresses whose process is gone
         self._gids = itertools.count(4235)
         self._nonces = itertools.count(3154213287)
         self._cookies = itertools.count(94823928102912)
@@ -339,6 +340,11 @@ class FakeCeph:
         if lock:
             img.lockers = [(client.entity, "auto %d" % cookie, client.addr)]
         return client
+
+    def kill_client(self, addr):
+        """The process of client ``addr`` is gone: its watch stays (until expire_watches)
+        but answers no notification any more (Ioctx.notify)."""
+        self.silent.add(addr)
 
     def expire_watches(self, addr):
         """The OSDs drop the watches of ``addr`` (osd_client_watch_timeout; ~46 s after a
@@ -710,6 +716,23 @@ class Ioctx:
         if self.state != "open":
             raise real_rados.IoctxStateError("The pool is closed.")
         write_op._omap.update(zip(keys, values))
+
+    def notify(self, obj, msg="", timeout_ms=5000):
+        """rados_notify2 on an image's header object: every watcher acknowledges, unless
+        its process is gone (FakeCeph.kill_client; its watch lingers until
+        expire_watches): then the notify waits out ``timeout_ms`` (scaled down here) and
+        fails with ETIMEDOUT, as the real one does."""
+        if self.state != "open":
+            raise real_rados.IoctxStateError("The pool is closed.")
+        ceph = self.rados._ceph
+        for (ns, _name), st in ceph.pools.get(self.name, {}).items():
+            if ns == self.nspace and obj == "rbd_header." + st.id:
+                ceph.timeline.append(("ceph", "notify", st.spec))
+                if any(w["addr"] in ceph.silent for w in st.watchers):
+                    time.sleep(min(timeout_ms / 1000.0, 0.05))
+                    raise real_rados.TimedOut("Failed to notify %r" % obj, errno=ETIMEDOUT)
+                return True
+        raise real_rados.ObjectNotFound("Failed to notify %r" % obj, errno=ENOENT)
 
     def operate_write_op(self, write_op, oid, mtime=0, flags=0):
         """Only what the agent writes: image metadata into an image's header object."""

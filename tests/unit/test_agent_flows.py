@@ -532,6 +532,30 @@ def test_stop_graceful_then_destroy_at_the_deadline(w):
     assert "did not shut down within" in w.logfile.read_text()
 
 
+def test_stop_destroys_an_incoming_domain_of_a_failed_migration_at_once(w):
+    """The target's side of a migration that failed: paused with reason "migration", its
+    guest never ran here and answers no shutdown; Pacemaker stops it after the failed
+    migrate_to. Destroyed at once, not after 2/3 of the stop's timeout (seed 1205)."""
+    assert w.start() == 0
+    g = w.node1.guest("vm1")
+    g.state, g.reason = VIR.VIR_DOMAIN_PAUSED, VIR.VIR_DOMAIN_PAUSED_MIGRATION
+    g.acpi = "ignore"
+    t0 = time.monotonic()
+    assert w.run("stop", meta={"timeout": "30000"}) == 0, w.err
+    assert time.monotonic() - t0 < 5.0
+    assert not w.node1.called("shutdownFlags") and w.node1.called("destroyFlags")
+    assert not w.node1.running("vm1")
+    assert "paused for a migration" in w.logfile.read_text()
+
+
+def test_a_domain_paused_by_the_user_is_still_asked_to_shut_down(w):
+    assert w.start() == 0
+    g = w.node1.guest("vm1")
+    g.state, g.reason = VIR.VIR_DOMAIN_PAUSED, VIR.VIR_DOMAIN_PAUSED_USER
+    assert w.run("stop", meta={"timeout": "3000"}) == 0, w.err
+    assert w.node1.called("shutdownFlags")
+
+
 def test_stop_fails_when_the_domain_survives_destroy(w):
     """A QEMU stuck in the kernel survives destroy: stop fails and Pacemaker fences."""
     assert w.start() == 0

@@ -122,3 +122,22 @@ def test_every_kind_of_the_issue_has_a_function():
     assert set(chaos.ISSUE_KINDS) <= set(chaos.FAULTS)
     assert all(callable(f) for f in chaos.FAULTS.values())
     assert random.Random(1).random() == random.Random(1).random()
+
+
+def test_fail_counts_are_read_from_crm_mons_node_history():
+    """the shape Pacemaker 2.1's crm_mon --output-as=xml --include=failcounts gives"""
+    xml = """<pacemaker-result api-version="2.25" request="crm_mon">
+      <nodes><node name="node1" id="1" online="true"/></nodes>
+      <node_history>
+        <node name="node1">
+          <resource_history id="vm3" orphan="false" migration-threshold="3"
+                            fail-count="1000000" last-failure="Wed Dec  2 13:50:01 2026"/>
+          <resource_history id="vm1" orphan="false" migration-threshold="3"/>
+        </node>
+        <node name="node3">
+          <resource_history id="vm3" orphan="false" migration-threshold="3" fail-count="1"/>
+        </node>
+      </node_history><status code="0" message="OK"/></pacemaker-result>"""
+    assert chaos.parse_fail_counts(xml) == ["vm3 on node1: 1000000", "vm3 on node3: 1"]
+    assert chaos.parse_fail_counts("<pacemaker-result/>") == []
+    assert chaos.parse_fail_counts("not xml")[0].startswith("could not look")
