@@ -58,6 +58,9 @@ def parse(argv):
     chaos.add_argument("--report", default=None,
                        help="write the soak's section of this file (docs/reliability.md) "
                             "and chaos-timeline.svg next to it")
+    chaos.add_argument("--max-minutes", type=float, default=None,
+                       help="begin no fault after this many minutes of soak (the report "
+                            "says how many of the plan were played)")
     chaos.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     chaos.add_argument("--attach", action="store_true",
                        help="use the lab --name as it is (up and configured)")
@@ -89,7 +92,8 @@ def main(argv=None):
             kinds = args.kinds.split(",") if args.kinds else None
             return run_cli(name, args.seed, args.faults, agent=args.agent, kinds=kinds,
                            report=args.report, keep=args.keep, attach=args.attach,
-                           canary=args.canary, state_root=args.state_root)
+                           canary=args.canary, state_root=args.state_root,
+                           max_minutes=args.max_minutes)
         if args.command == "up":
             lease = args.mon_lease
             extra = {"mon lease": int(lease) if lease == int(lease) else lease} if lease else {}
