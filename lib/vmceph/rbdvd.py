@@ -536,7 +536,9 @@ class RBDVirtualDomain:
                 facts.recover(ctx, g.session, verdict.recoveries)
             if not active:
                 self._create(ctx, hv, dom, g, verdict)
-            elif state == virt.PAUSED and reason == virt.PAUSED_USER:
+                return
+            self._remember_clients(ctx, dom, running_qemu_clients(dom, g.facts))
+            if state == virt.PAUSED and reason == virt.PAUSED_USER:
                 ctx.log.warning("domain %s is paused (by a start that did not finish, or "
                                 "by hand): left paused; 'virsh resume' it if it should "
                                 "run", dom.name)
@@ -780,6 +782,30 @@ class RBDVirtualDomain:
 
 
 # ------------------------------------------------------------------ helpers
+
+def running_qemu_clients(dom, facts):
+    """(image, address) of the client instances of the domain's QEMU already running here,
+    for vmceph.deadclients, when a start finds it running ("already-running"): the one
+    watcher at this node's address of each image its QEMU opens through librbd (none or
+    several: that image is left out; who is who cannot be told). Pure.
+
+    Why (docs/reliability.md, seed 1206, faults 159-160): an agent SIGKILLed in migrate_to left
+    libvirt to finish the migration; Pacemaker, told migrate_to failed, stopped the source
+    and started the VM on the target, where the start found it running. Nothing had
+    recorded that QEMU's client (no start created it, no migrate_from ran), so when it was
+    killed its stop released nothing, and every start refused its lock."""
+    from vmceph.safety import LOCAL, ip_of
+    kernel = {d.spec for d in dom.guarded_disks if getattr(d, "krbd_client", None)}
+    out = []
+    for img in facts.images:
+        if img.spec in kernel or not img.exists or img.error:
+            continue
+        here = [w.addr for w in img.watchers
+                if getattr(facts.owners.get(ip_of(w.addr)), "state", None) == LOCAL]
+        if len(here) == 1:
+            out.append((img.spec, here[0]))
+    return out
+
 
 def _warn_unknown_node_names(ctx, static):
     """validate-all: warn about node_addresses names the cluster does not know (issue 10;

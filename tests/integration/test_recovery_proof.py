@@ -5,6 +5,11 @@
 - an agent SIGKILLed while libvirt creates the domain, or between the create and the
   resume (the 200-fault soak's "agent-kill-start"), followed by the stop Pacemaker runs at
   once: nothing of the VM is left running on the node, and it starts on another node;
+- a watcher holding no lock on a member node (a process that opened the image read-write
+  and never wrote) is refused at once while it answers a notification, and waited out
+  once SIGKILLed (its watch lingers until Ceph's watch timeout), nothing blocklisted;
+- a QEMU a start finds already running is recorded: SIGKILLed, its stop releases what it
+  left, and the VM starts on another node;
 - a live, not fenced client (a librbd writer process on node 2, declared fenced through the
   test-only static membership: the agent's rule is what is tested, not Pacemaker's) is
   blocklisted by a start on node 1; the agent waits for the OSD map carrying the entry
@@ -18,6 +23,8 @@ import signal
 import time
 
 import pytest
+
+from conftest import qemu_pid
 
 OCF_SUCCESS, OCF_ERR_GENERIC = 0, 1
 
@@ -283,3 +290,40 @@ def test_agent_killed_in_the_create_then_stopped_leaves_nothing_running(lab, mak
         assert r2.rc == OCF_SUCCESS, r2
     finally:
         vm.agent(2, "stop")
+
+
+def test_a_qemu_a_start_finds_running_is_recorded_and_released_once_killed(lab, make_vm):
+    """The 200-fault soak (docs/reliability.md, seed 1206, faults 159-160): an agent
+    SIGKILLed in migrate_to left libvirt to finish the migration; Pacemaker started the VM
+    on the target, where the start found it running ("already-running"), and nothing had
+    recorded that QEMU's client. Killed next, it left its lock, its stop released nothing,
+    and every start refused the lock until an operator came. Here: a QEMU on node 1 whose
+    record is gone (as an unrecorded arrival's), a start that finds it running, a SIGKILL,
+    the stop on node 1, then a start on node 2 that must find nothing left."""
+    vm = make_vm(disks=1)
+    assert vm.agent(1, "start").rc == OCF_SUCCESS
+    try:
+        lab.guest_write(1, vm.name, 0)                     # the QEMU takes the lock
+        record = "/run/resource-agents/vmceph-RBDVirtualDomain-%s.clients" % vm.agent.instance
+        lab.run(1, ["rm", "-f", record])
+        assert lab.run(1, ["test", "-e", record], check=False).returncode != 0
+        r = vm.agent(1, "start")
+        assert r.rc == OCF_SUCCESS and "already-running" in r.stderr, r
+        assert lab.run(1, ["test", "-e", record], check=False).returncode == 0, \
+            "the start that found the QEMU running recorded nothing"
+        held = vm.clients(0)["lockers"]
+        assert [lk["addr"].split(":")[0] for lk in held] == [lab.node_ip(1)], held
+        os.kill(qemu_pid(lab, 1, vm.name), signal.SIGKILL)
+        time.sleep(0.5)
+        s = vm.agent(1, "stop")
+        print("\nstop after the SIGKILL: rc %d in %.1f s; %s" % (
+            s.rc, s.elapsed, [ln for ln in s.stderr.splitlines() if "released" in ln]))
+        assert s.rc == OCF_SUCCESS, s
+        assert "released 1 client instance(s)" in s.stderr, s.stderr
+        assert vm.clients(0)["lockers"] == []
+        r = vm.agent(2, "start", timeout_ms=90000)
+        print("start on node 2 then: rc %d in %.1f s" % (r.rc, r.elapsed))
+        assert r.rc == OCF_SUCCESS, r
+        assert vm.running_on() == [2]
+    finally:
+        vm.destroy_everywhere()

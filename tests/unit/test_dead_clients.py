@@ -507,3 +507,44 @@ def test_migrate_from_records_the_arrived_qemus_clients(w, monkeypatch):
     finally:
         arrived.kill()
         arrived.wait()
+
+
+def test_a_start_that_finds_its_qemu_running_records_its_clients(w):
+    """seed 1206, faults 159-160: an agent killed in migrate_to left libvirt to finish the
+    migration; Pacemaker then started the VM on the target, where the start found it
+    running ("already-running"). That QEMU had no record (no start made it, no
+    migrate_from ran): when it was killed, its stop released nothing and every start
+    refused its lock. The start that finds it running records it."""
+    assert w.start() == 0, w.err
+    os.remove(os.path.join(w.env()["HA_RSCTMP"], deadclients.state_name("vm1")))
+    assert _record(w) is None
+    assert w.start() == 0, w.err
+    assert "already-running" in w.logfile.read_text()
+    rec = _record(w)
+    assert rec is not None, "the start that found the QEMU running recorded nothing"
+    watchers = {(spec, x["addr"]) for spec in GUARDED for x in w.ceph.image(spec).watchers}
+    assert set(rec[2]) == watchers
+    dead = _kill_qemu(w)
+    assert w.run("stop") == 0, w.err
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    for spec in GUARDED:
+        assert not w.ceph.image(spec).lockers, spec
+
+
+def test_running_qemu_clients_names_one_local_watcher_per_image_or_none():
+    from vmceph.rbdvd import running_qemu_clients
+    local, other = "10.0.0.1", "10.0.0.2"
+    owners = {local: Owner("node1", safety.LOCAL), other: Owner("node2", safety.MEMBER)}
+
+    class Dom:
+        guarded_disks = ()
+    imgs = (ImageFacts("rbd/a", watchers=(Watcher(local + ":0/1", 1, 1),
+                                          Watcher(other + ":0/2", 2, 2))),
+            ImageFacts("rbd/b", watchers=(Watcher(local + ":0/3", 3, 3),
+                                          Watcher(local + ":0/4", 4, 4))),   # who is who?
+            ImageFacts("rbd/c", error="timed out"),
+            ImageFacts("rbd/d"))
+    f = Facts(quorum_ok=True, quorum_detail="", images=imgs, owners=owners,
+              local_node="node1", domain_active_here=True)
+    assert running_qemu_clients(Dom(), f) == [("rbd/a", local + ":0/1")]
