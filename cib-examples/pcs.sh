@@ -110,7 +110,12 @@ p property set stonith-enabled=true node-health-strategy=migrate-on-red \
 #   in place forever.
 # failure-timeout=10min: the ban above expires, so a node repaired after a
 #   transient problem is usable again without a manual 'resource cleanup'
-#   (checked at cluster-recheck-interval, 15 min by default).
+#   (checked at cluster-recheck-interval, 15 min by default). A failed start
+#   bans at once (start-failure-is-fatal): two failed starts of one VM on two
+#   nodes of three within the timeout, then the third node lost, and the VM
+#   runs nowhere until the timeout or a cleanup (docs/reliability.md, seed
+#   1205, fault 37). Shorter means sooner back, and sooner retried on a node
+#   that is still broken.
 p resource defaults update resource-stickiness=100 migration-threshold=3 failure-timeout=10min
 # timeout=60s for any operation not listed on a resource (probes, the fence
 #   devices' start/stop); the vmceph operations set their own.
