@@ -220,7 +220,7 @@ def _retry_watchless(session, facts, deadline, log):
                 log.warning("the watchers of %s holding no lock are still there after "
                             "%.1f s: refusing", ", ".join(facts.images[i].spec
                                                           for i in lingering), spent)
-            return facts._replace(watchless_retried_s=spent) if spent >= 0.5 else facts
+            return facts._replace(retried_s=spent) if spent >= 0.5 else facts
         if lingering and not asked:
             asked = True
             if _all_answer(session, facts, lingering, budget, log):

@@ -150,8 +150,9 @@ class Facts(NamedTuple):
     unknown_policy: str = UNKNOWN_REFUSE
     # False unless the adapters could read the cluster's membership: recovery needs it.
     membership_known: bool = False
-    # How long start looked again at lock holders with no watch (facts._retry_watchless).
-    watchless_retried_s: float = 0.0
+    # How long start looked again at lock holders with no watch, or at watchers holding no
+    # lock on a live member (facts._retry_watchless); the refusal says so.
+    retried_s: float = 0.0
     # Client instances on this node proven dead: this domain's previous QEMU, whose process
     # is gone (vmceph.deadclients), with the note that says so. Only start sets them.
     dead_local: frozenset = frozenset()
@@ -387,13 +388,13 @@ def _judge(facts, spec, entity, addr, watching):
     if watching:
         what = "image %s is open read-write by %s%s" % (
             spec, where, " (still, after looking again for %.0f s: the watch of a client "
-            "that died lapses within 30 s)" % facts.watchless_retried_s
-            if facts.watchless_retried_s else "")
+            "that died lapses within 30 s)" % facts.retried_s
+            if facts.retried_s else "")
     else:
         what = ("image %s's exclusive lock is held by %s with no watch (a watch re-registers "
                 "after an OSD failover or a network blip%s)"
                 % (spec, where, "; none did while looking again for %.0f s"
-                   % facts.watchless_retried_s if facts.watchless_retried_s else ""))
+                   % facts.retried_s if facts.retried_s else ""))
     if st == LOCAL and addr in facts.dead_local:
         return _judge_dead_local(facts, spec, entity, addr, False)
     if st in ATTESTABLE and owner.source != DNS_SOURCE and \
