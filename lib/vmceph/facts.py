@@ -195,8 +195,9 @@ def _resolver():
 
 def _retry_watchless(session, facts, deadline, log):
     """Inspect again, for a while, the images refused only for lock holders with no watch
-    (safety.ImageView.retryable) or only for watchers with no lock on a live member
-    (safety.ImageView.lingering); the refusal then says how long it waited."""
+    (safety.ImageView.retryable) or only for watchers with no lock on a live member or,
+    while the domain does not run here, on this node (safety.ImageView.may_be_lingering);
+    the refusal then says how long it waited."""
     from vmceph.safety import classify_image
     t0 = time.monotonic()
     half = deadline.remaining() / 2.0
@@ -205,7 +206,8 @@ def _retry_watchless(session, facts, deadline, log):
     while True:
         views = [(i, classify_image(facts, img)) for i, img in enumerate(facts.images)]
         waiting = [i for i, v in views if v.retryable]
-        lingering = [i for i, v in views if v.lingering]
+        lingering = [i for i, v in views
+                     if v.may_be_lingering(facts.domain_active_here)]
         if lingering:
             cap = max(cap, LINGER_RETRY_CAP_S)
         if not waiting and not lingering:
@@ -231,8 +233,9 @@ def _retry_watchless(session, facts, deadline, log):
                         ", ".join(facts.images[i].spec for i in waiting))
         if log and lingering and lingering != said:
             said = lingering     # once, not every second for 30 s
-            log.warning("%s: open by a client of a live member that holds no lock; looking "
-                        "again (the watch of a client that died lapses within 30 s)",
+            log.warning("%s: open by a client (of a live member, or of this node while the "
+                        "domain does not run here) that holds no lock; looking again (the "
+                        "watch of a client that died lapses within 30 s)",
                         ", ".join(facts.images[i].spec for i in lingering))
         waiting += lingering
         time.sleep(1.0)

@@ -363,9 +363,21 @@ class ImageView(NamedTuple):
         until Pacemaker had banned the VM everywhere (docs/reliability.md, seed 1205,
         faults 14 and 26). So look again until that timeout: a live one is still there
         and is refused then; a dead one is gone, and nothing is left to recover."""
-        b = self.blockers
-        return bool(b) and not self.foreign_locks and all(
-            c.watching and c.lock_cookie is None and c.owner.state == MEMBER for c in b)
+        return self.may_be_lingering(domain_active_here=True)
+
+    def may_be_lingering(self, domain_active_here):
+        """``lingering``, and, while the domain does not run on this node, this node's own
+        clients that watch without holding the lock: they are refused as "open read-write
+        on this node by a client that is not this domain", and the same dead QEMU leaves
+        them. Seen in the chaos soak (docs/reliability.md, seed 1207, fault 39): the
+        source of vm3's migration died with its node; node3's stop destroyed the incoming
+        QEMU (paused, lockless: no migrate_from had run, so nothing recorded its client);
+        node3's start 4 s later refused its lingering watch, the fail count banned vm3
+        there, and vm3 ran nowhere until an operator cleaned up."""
+        suspects = self.blockers + (() if domain_active_here else self.ours)
+        return bool(suspects) and not self.foreign_locks and all(
+            c.watching and c.lock_cookie is None
+            and (c.category == OURS or c.owner.state == MEMBER) for c in suspects)
 
     def recoveries(self):
         return tuple(c.recovery(self.spec) for c in self.fenced)
@@ -574,8 +586,9 @@ def decide_start(facts: Facts) -> Verdict:
         ours = v.ours
         if ours and not facts.domain_active_here:
             refusals.append("image %s is open read-write on this node (%s) by a client that "
-                            "is not this domain: stop it first (e.g. 'rbd status %s' shows it)"
-                            % (v.spec, _entities(ours), v.spec))
+                            "is not this domain%s: stop it first (e.g. 'rbd status %s' shows it)"
+                            % (v.spec, _entities(ours), " (still, after looking again for "
+                               "%.0f s)" % facts.retried_s if facts.retried_s else "", v.spec))
         elif len(ours) > 1:
             refusals.append("image %s has %d writers on this node while the domain runs here: "
                             "another process (%s) has it open read-write"

@@ -104,46 +104,65 @@ def test_a_lockless_watcher_on_a_member_is_refused_while_alive_and_waited_out_on
     refuses it at once as a live member's writer, blocklisting nothing. Once it is
     SIGKILLed, its watch lingers and answers nothing: a start on node 1 looks again until
     the watch is gone and starts, with nothing blocklisted."""
+    _lockless_watcher_refused_alive_waited_out_dead(lab, make_vm, shared_dir, 2)
+
+
+def test_a_lockless_watcher_on_this_node_is_refused_while_alive_and_waited_out_once_dead(
+        lab, make_vm, shared_dir):
+    """The same on the starting node itself (docs/reliability.md, seed 1207, fault 39: the
+    stop of node3 destroyed the incoming QEMU of a migration whose source had died, and
+    node3's next start refused its lingering watch as "open read-write on this node by a
+    client that is not this domain"): refused at once while alive, waited out once dead."""
+    _lockless_watcher_refused_alive_waited_out_dead(lab, make_vm, shared_dir, 1)
+
+
+def _lockless_watcher_refused_alive_waited_out_dead(lab, make_vm, shared_dir, node):
     vm = make_vm(disks=1)
     script = shared_dir / "opener.py"
     script.write_text(OPENER)
     log = shared_dir / ("%s-opener.log" % vm.name)
     log.write_text("")
     name = "opener-" + vm.name
-    lab.spawn(2, name, "exec python3 %s %s %s" % (script, vm.images[0], log))
+    lab.spawn(node, name, "exec python3 %s %s %s" % (script, vm.images[0], log))
     before = _blocklist(lab)
     try:
         end = time.monotonic() + 60
         while "ready" not in log.read_text():
-            assert time.monotonic() < end, "the opener on node 2 did not start"
+            assert time.monotonic() < end, "the opener on node %d did not start" % node
             time.sleep(0.2)
         c = vm.clients(0)
-        assert [w["addr"].split(":")[0] for w in c["watchers"]] == [lab.node_ip(2)], c
+        assert [w["addr"].split(":")[0] for w in c["watchers"]] == [lab.node_ip(node)], c
         assert c["lockers"] == [], c
         r = vm.agent(1, "start", timeout_ms=90000)
-        print("\nstart on node1 beside a live lockless watcher on node2: rc %d in %.1f s: %s"
-              % (r.rc, r.elapsed, r.reason))
+        print("\nstart on node1 beside a live lockless watcher on node%d: rc %d in %.1f s: %s"
+              % (node, r.rc, r.elapsed, r.reason))
         assert r.rc == OCF_ERR_GENERIC, r
-        assert "live cluster member" in r.reason and lab.node_name(2) in r.reason, r.reason
+        if node == 1:
+            assert "open read-write on this node" in r.reason, r.reason
+            assert "not this domain" in r.reason, r.reason
+        else:
+            assert "live cluster member" in r.reason, r.reason
+            assert lab.node_name(node) in r.reason, r.reason
         assert "acknowledged a notification" in r.stderr, r.stderr
         assert r.elapsed < 20, r        # not the 35 s wait for a dead client's watch
         assert 1 not in vm.running_on()
-        os.kill(lab.daemon_pid(2, name), signal.SIGKILL)
+        os.kill(lab.daemon_pid(node, name), signal.SIGKILL)
         killed = time.monotonic()
         lingering = vm.clients(0)["watchers"]
         r = vm.agent(1, "start", timeout_ms=90000)
-        print("start on node1 right after the opener was SIGKILLed (watchers then: %s): "
-              "rc %d in %.1f s, %.1f s after the kill" % (lingering, r.rc, r.elapsed,
-                                                         time.monotonic() - killed))
+        print("start on node1 right after the opener on node%d was SIGKILLed (watchers then: "
+              "%s): rc %d in %.1f s, %.1f s after the kill" % (node, lingering, r.rc,
+                                                              r.elapsed,
+                                                              time.monotonic() - killed))
         assert r.rc == OCF_SUCCESS, r
         if lingering:   # Ceph kept the dead client's watch: the start waited it out
             assert "holds no lock; looking again" in r.stderr, r.stderr
             assert "acknowledged a notification" not in r.stderr, r.stderr
         assert vm.running_on() == [1]
         after = _blocklist(lab)
-        assert after.count(lab.node_ip(2)) == before.count(lab.node_ip(2)), after
+        assert after.count(lab.node_ip(node)) == before.count(lab.node_ip(node)), after
     finally:
-        pid = lab.daemon_pid(2, name)
+        pid = lab.daemon_pid(node, name)
         if pid:
             os.kill(pid, signal.SIGKILL)
         vm.agent(1, "stop")

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from test_agent_flows import NODE2, World   # noqa: F401 - the same fake world
+from test_agent_flows import NODE1, NODE2, World   # noqa: F401 - the same fake world
 from vmceph import facts as facts_mod
-from vmceph.safety import (GONE, LEFT, MEMBER, UNCLEAN, UNKNOWN, Facts, ImageFacts, Locker,
-                           Owner, Watcher, classify_image)
+from vmceph.safety import (GONE, LEFT, LOCAL, MEMBER, UNCLEAN, UNKNOWN, Facts, ImageFacts,
+                           Locker, Owner, Watcher, classify_image)
 
 
 @pytest.fixture
@@ -126,3 +126,86 @@ def _view(state, lock=False, watch=True, foreign=False):
 ])
 def test_which_refusals_are_waited_for(state, lock, watch, foreign, expected):
     assert _view(state, lock, watch, foreign).lingering is expected
+
+
+# --------------------------------------------- this node's own lockless watcher (seed 1207)
+# docs/reliability.md, seed 1207, fault 39: the source of vm3's migration died with its
+# node; node3's stop destroyed the incoming QEMU (paused, lockless, its client recorded by
+# nothing: no migrate_from had run); node3's start 4 s later refused its lingering watch
+# as "open read-write on this node by a client that is not this domain", and vm3 ran
+# nowhere until an operator cleaned up. A lockless local watcher while the domain does not
+# run here is waited for exactly like a member's.
+
+def test_a_lockless_local_watch_that_lapses_lets_the_start_go_on(w, monkeypatch):
+    monkeypatch.setattr(facts_mod, "LINGER_RETRY_CAP_S", 10.0)
+    dead = w.holder("rbd/vm1-root", NODE1, lock=False)   # the destroyed incoming QEMU
+    w.ceph.kill_client(dead.addr)
+    _later(1.5, lambda: w.ceph.expire_watches(dead.addr))
+    t0 = time.monotonic()
+    assert w.start() == 0, w.err
+    assert 1.0 < time.monotonic() - t0 < 9.0
+    assert w.node1.running("vm1")
+    assert w.ceph.blocklist == {} and w.ceph.image("rbd/vm1-root").lock_breaks == []
+    assert "of this node while the domain does not run here) that holds no lock; looking " \
+        "again" in w.logfile.read_text()
+
+
+def test_a_lockless_local_watch_that_stays_is_refused_and_says_how_long(w, monkeypatch):
+    monkeypatch.setattr(facts_mod, "LINGER_RETRY_CAP_S", 2.0)
+    silent = w.holder("rbd/vm1-root", NODE1, lock=False)
+    w.ceph.kill_client(silent.addr)
+    assert w.start() == 1, w.err
+    assert "open read-write on this node" in w.reason and "not this domain" in w.reason
+    assert "still, after looking again for" in w.reason
+    assert w.ceph.blocklist == {} and not w.node1.called("createXML")
+
+
+def test_a_live_lockless_local_watcher_is_refused_at_once(w, monkeypatch):
+    """e.g. 'rbd bench' or a stray qemu-img: it acknowledges the notification"""
+    monkeypatch.setattr(facts_mod, "LINGER_RETRY_CAP_S", 30.0)
+    w.holder("rbd/vm1-root", NODE1, lock=False)
+    t0 = time.monotonic()
+    assert w.start() == 1, w.err
+    assert time.monotonic() - t0 < 5.0
+    assert "not this domain" in w.reason and "looking again" not in w.reason
+    assert ("ceph", "notify", "rbd/vm1-root") in w.timeline
+    assert w.ceph.blocklist == {} and not w.node1.called("createXML")
+
+
+def test_a_silent_local_lock_holder_is_refused_without_waiting(w, monkeypatch):
+    """a local client holding the lock, recorded by nothing: not a lingering watch"""
+    monkeypatch.setattr(facts_mod, "LINGER_RETRY_CAP_S", 30.0)
+    held = w.holder("rbd/vm1-root", NODE1, lock=True)
+    w.ceph.kill_client(held.addr)
+    t0 = time.monotonic()
+    assert w.start() == 1, w.err
+    assert time.monotonic() - t0 < 5.0
+    assert "not this domain" in w.reason and "looking again" not in w.reason
+
+
+def _local_view(lock, active, member_too=None):
+    here = "10.0.0.1:0/5"
+    watchers = [Watcher(here, 5, 15)]
+    lockers = [Locker("client.5", "auto 15", here)] if lock else []
+    owners = {"10.0.0.1": Owner("node1", LOCAL)}
+    if member_too is not None:      # plus a member's watcher, with or without the lock
+        watchers.append(Watcher(A, 7, 11))
+        if member_too:
+            lockers.append(Locker("client.7", "auto 11", A))
+        owners["10.0.0.2"] = Owner("node2", MEMBER)
+    img = ImageFacts(spec="rbd/x", exists=True, watchers=tuple(watchers),
+                     lockers=tuple(lockers), lock_tag="internal" if lockers else None)
+    f = Facts(quorum_ok=True, quorum_detail="quorum a", images=(img,), local_node="node1",
+              domain_active_here=active, owners=owners, membership_known=True)
+    return classify_image(f, img).may_be_lingering(active)
+
+
+@pytest.mark.parametrize("lock,active,member_too,expected", [
+    (False, False, None, True),    # the destroyed incoming QEMU: wait
+    (True, False, None, False),    # a local lock holder: refuse now (or deadclients)
+    (False, True, None, False),    # the domain runs here: its own QEMU, nothing to wait
+    (False, False, False, True),   # with a lockless member's watcher too: wait for both
+    (False, False, True, False),   # a member holds the lock: a running writer, refuse now
+])
+def test_which_local_watchers_are_waited_for(lock, active, member_too, expected):
+    assert _local_view(lock, active, member_too) is expected
