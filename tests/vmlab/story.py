@@ -232,7 +232,8 @@ class Story:
             return [short(line) for _, line in self.logs.grep(pattern, survivors)]
         result["blocklisted"] = lines(r"WARNING: blocklisted ")
         result["locks_broken"] = lines(r"WARNING: broke the exclusive lock")
-        result["retries"] = lines(r"not confirmed yet|not possible yet|cannot inspect .* yet")
+        result["retries"] = lines(r"not confirmed yet|not possible yet|cannot inspect .* yet"
+                                      r"|looking again")
         result["start_failures"] = lines(r"ERROR|exit-reason")
         return result
 
