@@ -112,11 +112,12 @@ def ceph_fence(cluster):
     yield "fence-ceph"
     # back to the lab's topology (each node's power device alone), whatever a failed
     # test left
-    pcs(lab, "stonith", "level", "clear")
-    for i in lab.indexes:
-        pcs(lab, "stonith", "level", "add", "1", lab.node_name(i),
-            "fence-vmlab-" + lab.node_name(i))
-    pcs(lab, "stonith", "delete", "fence-ceph")
+    def power_alone():
+        pcs(lab, "stonith", "level", "clear")
+        for i in lab.indexes:
+            pcs(lab, "stonith", "level", "add", "1", lab.node_name(i),
+                "fence-vmlab-" + lab.node_name(i))
+    restore(power_alone, lambda: pcs(lab, "stonith", "delete", "fence-ceph"))
 
 
 def test_dead_power_fence_node_is_fenced_through_ceph(cluster, story, ceph_fence, figure):
@@ -278,8 +279,8 @@ def test_automatic_unfencing_when_the_node_rejoins(cluster, story, ceph_fence, f
         assert any(e.get("action") == "on" and e.get("status") == "success" for e in events)
         figure("automatic unfencing: boot -> green (s)", round(time.monotonic() - t0, 1))
     finally:
-        set_levels(lab, False)
-        pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
+        restore(lambda: set_levels(lab, False),
+                lambda: pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides="))
 
 
 # ------------------------------------------------------------------ partial partitions
@@ -288,6 +289,27 @@ def test_automatic_unfencing_when_the_node_rejoins(cluster, story, ceph_fence, f
 # monitors listen on 3300 (msgr2) and 6789 (msgr1), its OSDs in 6800-7300 (ms_bind_port_*).
 COROSYNC = ("udp", "5405")
 CEPH = ("tcp", "3300,6789,6800:7300")
+
+
+def restore(*steps, attempts=3):
+    """Run every cleanup step, each retried a few times, even when an earlier one failed;
+    then raise the first failure. One cleanup that raised half-way once left fence-ceph
+    with provides=unfencing and every later e2e test of the session waited in vain for
+    VMs behind pending unfencing (CI, 2026-12-03: 9 failures from one)."""
+    first = None
+    for step in steps:
+        for k in range(attempts):
+            try:
+                step()
+                break
+            except Exception as e:  # noqa: BLE001 - report after the other steps ran
+                print("cleanup step failed (attempt %d): %s" % (k + 1, e))
+                if k + 1 == attempts:
+                    first = first or e
+                else:
+                    time.sleep(5)
+    if first is not None:
+        raise first
 
 
 def cut(lab, i, what):
@@ -531,12 +553,11 @@ def test_corosync_cut_node_fenced_alive_then_rejoins(cluster, story, ceph_fence,
     finally:
         if oracle is not None:
             oracle.stop()
-        if victim is not None:
-            uncut(lab, victim)
-            ensure_cluster_stack(lab, victim)
-        pcs_property(lab, "no-quorum-policy", None)
-        set_levels(lab, False)
-        pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
+        steps = [lambda: uncut(lab, victim),
+                 lambda: ensure_cluster_stack(lab, victim)] if victim is not None else []
+        restore(*steps, lambda: pcs_property(lab, "no-quorum-policy", None),
+                lambda: set_levels(lab, False),
+                lambda: pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides="))
 
 
 def diagnose(lab, victim, survivor):
@@ -708,9 +729,9 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
         assert not_fenced, "the controller did not log that %s was not fenced" % name
         power_why = verdicts[power]
     finally:
-        pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence",
-            "ceph_timeout=" + timeout_was)   # empty: back to the agent's default
-        pcs(lab, "stonith", "update", power, "state_dir=" + lab.state_dir)
+        restore(lambda: pcs(lab, "stonith", "update", "fence-ceph", "ceph_user=fence",
+                            "ceph_timeout=" + timeout_was),  # empty: the agent's default
+                lambda: pcs(lab, "stonith", "update", power, "state_dir=" + lab.state_dir))
         for vm in vms:
             story.checker.expect_down(vm, False)
     # repaired: the fencing goes through (the cleanup resets the failed-fencing count the
