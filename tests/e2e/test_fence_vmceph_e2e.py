@@ -659,6 +659,11 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
     and the survivors' log says why for each level. Repaired, the fencing succeeds and the
     VMs come back."""
     lab = cluster.lab
+    # Not a device that provides unfencing here: breaking its credentials would change
+    # its digest, and Pacemaker would then unfence every node again with a device that
+    # cannot succeed, holding every resource until stonith-max-attempts gives up (what
+    # CI showed on 2026-12-03 after an earlier test's cleanup had left provides=unfencing)
+    pcs(lab, "stonith", "update", "fence-ceph", "meta", "provides=")
     set_levels(lab, True)
     story.settle()
     victim = non_leader_with_a_vm(lab, story)
@@ -736,8 +741,9 @@ def test_both_levels_failing_nothing_starts(cluster, story, ceph_fence, figure):
             story.checker.expect_down(vm, False)
     # repaired: the fencing goes through (the cleanup resets the failed-fencing count the
     # controller keeps per target: stonith-max-attempts) and the VMs come back
-    lab.run(survivor, ["stonith_admin", "--cleanup", "--history", name], timeout=60,
-            check=False)
+    for i in lab.indexes:
+        lab.run(survivor, ["stonith_admin", "--cleanup", "--history", lab.node_name(i)],
+                timeout=60, check=False)
     lab.run(survivor, ["crm_resource", "--cleanup"], timeout=60, check=False)
     from vmlab.util import wait_until
     wait_until(lambda: all(story.where(survivor)[vm] and name not in story.where(survivor)[vm]
