@@ -25,8 +25,15 @@ may start the VM on any node: another node cannot tell the dead QEMU's client fr
 writer and rightly refuses it. A migration away drops the record (the QEMU handed its
 images over); a graceful shutdown needs nothing (the QEMU closed its images).
 
-The record lives in the state directory ($HA_RSCTMP, a tmpfs): a reboot removes it, and
-with it any claim about clients of an earlier boot.
+The record lives in the state directory ($HA_RSCTMP, a tmpfs), and a copy with the
+kernel's boot id and the node's name in RECORD_DIR, which survives a reboot. After a
+reboot every process of the earlier boot is gone, so the client instances a record of an
+earlier boot names are dead for certain, whatever their pid. Seen in the chaos soak (seed
+1208, fault 58; seed 1205, fault 14): a node power-fenced in the middle of a migration
+came back, and the lock its dead QEMU held was refused as a live member's, on that node
+("a lock holder with no watch on this node") and on the others, until an operator removed
+it. With the copy, a start on that node recovers them (``Facts.dead_local``), and the
+node's first probe after the boot attests them (below) so that a start elsewhere may too.
 
 When that stop cannot reach Ceph (a storage-only partition: corosync up, monitors and OSDs
 out of reach), only this node knows, and no other node can act on what it knows. So the
@@ -63,16 +70,48 @@ def process_start_time(pid):
         return None
 
 
-def encode(pid, start_time, clients):
+# Where the reboot-proof copy of the record lives (one directory per node, not shared).
+RECORD_DIR = "/var/lib/vmceph"
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id(path=None):
+    """The kernel's boot id (a random UUID, new at every boot), or None if unreadable."""
+    try:
+        with open(path or BOOT_ID_PATH, "rb") as f:
+            text = f.read(100).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if text and all(c in "0123456789abcdef-" for c in text) else None
+
+
+class Record(tuple):
+    """(pid, start, ((spec, addr), ...), boot, node): boot and node are None in a record
+    written before they were recorded."""
+    __slots__ = ()
+
+    def __new__(cls, pid, start, clients, boot=None, node=None):
+        return tuple.__new__(cls, (pid, start, tuple(clients), boot, node))
+
+    pid = property(lambda self: self[0])
+    start = property(lambda self: self[1])
+    clients = property(lambda self: self[2])
+    boot = property(lambda self: self[3])
+    node = property(lambda self: self[4])
+
+
+def encode(pid, start_time, clients, boot=None, node=None):
     """``clients``: (image spec, client address) pairs."""
     lines = ["pid=%d" % pid, "start=%d" % start_time]
+    lines += ["boot=%s" % boot] if boot else []
+    lines += ["node=%s" % node] if node else []
     lines += ["client=%s %s" % (spec, addr) for spec, addr in clients]
     return "\n".join(lines) + "\n"
 
 
 def decode(text):
-    """(pid, start, ((spec, addr), ...)) or None when the text is not a record."""
-    pid = start = None
+    """A Record, or None when the text is not a record."""
+    pid = start = boot = node = None
     clients = []
     for line in (text or "").split("\n"):
         key, _, value = line.partition("=")
@@ -81,6 +120,10 @@ def decode(text):
                 pid = int(value)
             elif key == "start":
                 start = int(value)
+            elif key == "boot":
+                boot = value or None
+            elif key == "node":
+                node = value or None
             elif key == "client":
                 spec, addr = value.split(" ", 1)
                 clients.append((spec, addr))
@@ -88,15 +131,22 @@ def decode(text):
             return None
     if pid is None or start is None or pid <= 0:
         return None
-    return pid, start, tuple(clients)
+    return Record(pid, start, clients, boot, node)
 
 
-def dead(record, start_time_of=process_start_time):
+def dead(record, start_time_of=process_start_time, boot_now=None):
     """The client addresses of ``record`` whose process is gone, and a note saying so; an
-    empty set while that process (same pid, same start time) still runs."""
+    empty set while that process (same pid, same start time, same boot) still runs.
+    ``boot_now``: this boot's id; a record of another boot names processes that are gone,
+    whatever runs under their pids now."""
     if record is None:
         return frozenset(), ""
-    pid, start, clients = record
+    pid, start, clients = record[:3]
+    boot = record[3] if len(record) > 3 else None
+    if boot and boot_now and boot != boot_now:
+        return (frozenset(addr for _, addr in clients),
+                "this domain's QEMU (pid %d) on this node ran before the node rebooted "
+                "(boot %s, now %s)" % (pid, boot[:8], boot_now[:8]))
     now = start_time_of(pid)
     if now is not None and now == start:
         return frozenset(), ""
@@ -111,13 +161,17 @@ def state_name(instance):
 
 def remember(ctx, pid, clients):
     """Record our QEMU's client instances after a start; a failure is only logged (the
-    record only ever widens what a later start may recover)."""
+    record only ever widens what a later start may recover). The copy in RECORD_DIR is
+    written only with the boot id and the node's name: without them it proves nothing."""
     from vmceph import ocf
     start = process_start_time(pid)
     if start is None:
         return False
-    return ocf.write_state(ctx, state_name(ctx.instance), encode(pid, start, clients)) \
-        is not None
+    boot, node = boot_id(), ctx.node_name or None
+    text = encode(pid, start, clients, boot, node)
+    if boot and node:
+        ocf.write_state(ctx, state_name(ctx.instance), text, dirs=[RECORD_DIR])
+    return ocf.write_state(ctx, state_name(ctx.instance), text) is not None
 
 
 def remember_qemu(ctx, name, clients):
@@ -131,15 +185,47 @@ def remember_qemu(ctx, name, clients):
     return bool(clients) and pid is not None and remember(ctx, pid, clients)
 
 
-def recall_dead(ctx):
+def load(ctx):
+    """This node's record for this resource: the state directory's, else the copy that
+    survives a reboot, if it is this node's (a record carries the node's name; a
+    directory shared between nodes would otherwise lend one node's record to another)."""
     from vmceph import ocf
-    return dead(decode(ocf.read_state(ctx, state_name(ctx.instance))))
+    rec = decode(ocf.read_state(ctx, state_name(ctx.instance)))
+    if rec is None:
+        rec = decode(ocf.read_state(ctx, state_name(ctx.instance), dirs=[RECORD_DIR]))
+        if rec is not None and (not rec.node or rec.node != ctx.node_name or not rec.boot):
+            return None
+    return rec
+
+
+def recall_dead(ctx):
+    return dead(load(ctx), boot_now=boot_id())
 
 
 def forget_record(ctx):
     """Drop the record: its QEMU handed its images over cleanly (a live migration away)."""
     from vmceph import ocf
     ocf.remove_state(ctx, state_name(ctx.instance))
+    ocf.remove_state(ctx, state_name(ctx.instance), dirs=[RECORD_DIR])
+
+
+def attest_earlier_boot(ctx, deadline):
+    """A probe that finds the domain not running here: if the only record is the copy of
+    an earlier boot, its client instances are dead for certain; say so through Pacemaker
+    (as a stop that cannot reach Ceph does) so that a start on another node may recover
+    them. Best-effort and bounded (ATTEST_CAP_S); True when attested."""
+    from vmceph import ocf
+    if ocf.read_state(ctx, state_name(ctx.instance)) is not None:
+        return False               # this boot's record: the stop deals with it
+    rec = load(ctx)
+    addrs, note = dead(rec, boot_now=boot_id())
+    if not addrs or not rec.boot or rec.boot == boot_id():
+        return False
+    from vmceph.ocf import Share
+    if attest(ctx, addrs, Share(deadline, cap=ATTEST_CAP_S)):
+        ctx.log.info("attested dead through Pacemaker: %s (%s)", " ".join(sorted(addrs)), note)
+        return True
+    return False
 
 
 ATTEST_PREFIX = "vmceph-dead-"
@@ -260,8 +346,8 @@ def release(ctx, params, share):
     ``share``: a deadline (remaining, at_most). Never raises: a failure is logged, and the
     record is kept for a restart here (Facts.dead_local)."""
     from vmceph import ocf
-    record = decode(ocf.read_state(ctx, state_name(ctx.instance)))
-    addrs, note = dead(record)
+    record = load(ctx)
+    addrs, note = dead(record, boot_now=boot_id())
     if not addrs:
         return None
     specs = sorted({spec for spec, addr in record[2] if addr in addrs})
@@ -291,7 +377,7 @@ def release(ctx, params, share):
                     ", ".join(i.spec for i in failed),
                     "; ".join(i.error or "permission denied" for i in failed))
         return False
-    ocf.remove_state(ctx, state_name(ctx.instance))
+    forget_record(ctx)
     if attested_now:
         withdraw(ctx, Share(share, cap=ATTEST_CAP_S))
     if recs:

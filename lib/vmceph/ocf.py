@@ -1036,11 +1036,12 @@ def state_dirs(environ):
     return dirs
 
 
-def write_state(ctx, name, text):
+def write_state(ctx, name, text, dirs=None):
     """Write ``text`` to state file ``name`` in the first usable state directory (atomic
-    replace); the path, or None when no directory is usable (logged)."""
+    replace); the path, or None when no directory is usable (logged). ``dirs``: other
+    directories than the state directories (deadclients' reboot-proof record)."""
     import stat
-    for d in state_dirs(ctx.env):
+    for d in dirs or state_dirs(ctx.env):
         path = os.path.join(d, name)
         tmp = path + ".tmp"
         try:
@@ -1062,10 +1063,10 @@ def write_state(ctx, name, text):
     return None
 
 
-def read_state(ctx, name):
+def read_state(ctx, name, dirs=None):
     """Text of state file ``name`` from the first directory that has it, or None."""
     import stat
-    for d in state_dirs(ctx.env):
+    for d in dirs or state_dirs(ctx.env):
         path = os.path.join(d, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -1092,9 +1093,9 @@ def state_exists(ctx, name):
     return False
 
 
-def remove_state(ctx, name):
+def remove_state(ctx, name, dirs=None):
     """Remove state file ``name`` from every state directory; never raises."""
-    for d in state_dirs(ctx.env):
+    for d in dirs or state_dirs(ctx.env):
         try:
             os.unlink(os.path.join(d, name))
         except (OSError, ValueError):

@@ -402,6 +402,11 @@ class RBDVirtualDomain:
             raise InstalledError("domain configuration %s cannot be read and no running "
                                  "domain is remembered" % ctx.params.config)
         rc = self._monitor_state(ctx, ident, hypervisor(ctx, ident))
+        if rc == OCF_NOT_RUNNING and ctx.is_probe:
+            # the first probe after a reboot: what a QEMU of the earlier boot left in Ceph
+            # is dead for certain, and only this node knows it (deadclients)
+            from vmceph import deadclients
+            deadclients.attest_earlier_boot(ctx, ctx.deadline)
         if rc != OCF_SUCCESS or ctx.is_probe:
             return rc
         if ctx.params.save_config_on_stop or ctx.params.sync_config_on_stop:

@@ -43,9 +43,9 @@ verdict, so they cannot disagree about a client:
 host-wide entry in the OSD blocklist (apply_ceph_fences): GONE, and the recovery adds no
 entry of its own, it only breaks the lock. A record of the fence without the entry is not.
 (***) ``Facts.dead_attested``: the node that ran the domain's QEMU proved it dead (pid and
-start time, deadclients) at a stop that could not reach Ceph to release it itself (a
-storage-only partition), and said so through Pacemaker (node attribute
-``vmceph-dead-<resource>``). Only that instance (``ip:port/nonce``) is blocklisted, only
+start time, or a record of an earlier boot: deadclients) at a stop that could not reach
+Ceph to release it itself (a storage-only partition) or at its first probe after a reboot,
+and said so through Pacemaker (node attribute ``vmceph-dead-<resource>``). Only that instance (``ip:port/nonce``) is blocklisted, only
 when the attesting node is the address's owner; every other client of that node still
 blocks. Membership must be readable, as for every recovery.
 
@@ -497,8 +497,9 @@ def _judge_dead_attested(facts, spec, entity, addr, owner, watching):
     return _judge_proven_dead(
         facts, "image %s: %s at %s on %s%s" % (spec, entity, addr, owner.node,
                                               _lingers(watching)),
-        addr, "attested dead by %s's stop of this domain (its QEMU is gone; the node could "
-        "not reach Ceph to release it)" % owner.node)
+        addr, "attested dead by %s, where this domain's QEMU ran and is gone (a stop that "
+        "could not reach Ceph to release it, or the node's first probe after a reboot)"
+        % owner.node)
 
 
 def classify_image(facts: Facts, img: ImageFacts) -> ImageView:

@@ -21,7 +21,7 @@ from test_agent_flows import NODE1, World, GUARDED   # the shared two-node world
 
 import pytest
 
-from vmceph import deadclients, safety
+from vmceph import deadclients, ocf, safety
 from vmceph.safety import (Facts, ImageFacts, Locker, Owner, Watcher, decide_start)
 
 
@@ -30,7 +30,10 @@ from vmceph.safety import (Facts, ImageFacts, Locker, Owner, Watcher, decide_sta
 def test_record_round_trip_and_garbage():
     text = deadclients.encode(123, 456, [("rbd/a", "10.0.0.1:0/77"), ("rbd/b", "10.0.0.1:0/78")])
     assert deadclients.decode(text) == (123, 456, (("rbd/a", "10.0.0.1:0/77"),
-                                                    ("rbd/b", "10.0.0.1:0/78")))
+                                                    ("rbd/b", "10.0.0.1:0/78")), None, None)
+    rec = deadclients.decode(deadclients.encode(1, 2, [("rbd/a", "10.0.0.1:0/77")],
+                                                "b00t-1d", "node1"))
+    assert (rec.pid, rec.start, rec.boot, rec.node) == (1, 2, "b00t-1d", "node1")
     for bad in ("", None, "pid=x\nstart=1\n", "start=1\n", "pid=0\nstart=1\n",
                 "pid=1\nstart=1\nclient=nospace\n"):
         assert deadclients.decode(bad) is None, bad
@@ -44,6 +47,28 @@ def test_dead_only_when_the_process_is_gone_or_another():
     addrs, _ = deadclients.dead(rec, lambda pid: 2000)                        # pid reused
     assert addrs == {"10.0.0.1:0/77"}
     assert deadclients.dead(None) == (frozenset(), "")
+
+
+def test_a_record_of_an_earlier_boot_names_dead_clients_whatever_runs_under_its_pid():
+    """After a reboot every process of the earlier boot is gone: its clients are dead even
+    if a process of this boot has the same pid and start time (the tick counter restarts
+    at boot, so that is not even rare). Same boot, or a boot unknown: the pid rule."""
+    rec = deadclients.Record(4242, 1000, (("rbd/a", "10.0.0.1:0/77"),), "aaaa-1", "node1")
+    runs = lambda pid: 1000                                                   # noqa: E731
+    addrs, note = deadclients.dead(rec, runs, boot_now="bbbb-2")
+    assert addrs == {"10.0.0.1:0/77"} and "rebooted" in note
+    assert deadclients.dead(rec, runs, boot_now="aaaa-1") == (frozenset(), "")
+    assert deadclients.dead(rec, runs, boot_now=None) == (frozenset(), "")
+    old = deadclients.Record(4242, 1000, (("rbd/a", "10.0.0.1:0/77"),))      # no boot id
+    assert deadclients.dead(old, runs, boot_now="bbbb-2") == (frozenset(), "")
+
+
+def test_boot_id_is_read_from_the_kernel(tmp_path):
+    assert deadclients.boot_id() and len(deadclients.boot_id()) == 36
+    f = tmp_path / "boot_id"
+    f.write_text("not a uuid\n")
+    assert deadclients.boot_id(str(f)) is None
+    assert deadclients.boot_id(str(tmp_path / "missing")) is None
 
 
 def test_start_time_of_a_real_process():
@@ -499,7 +524,7 @@ def test_migrate_from_records_the_arrived_qemus_clients(w, monkeypatch):
                                            "on_node": "node2"}) == 0, w.err
         rec = _record(w)
         assert rec is not None, "migrate_from recorded nothing"
-        pid, _start, clients = rec
+        pid, _start, clients = rec[:3]
         watchers = {(spec, x["addr"]) for spec in GUARDED
                     for x in w.ceph.image(spec).watchers}
         assert pid == arrived.pid
@@ -548,3 +573,80 @@ def test_running_qemu_clients_names_one_local_watcher_per_image_or_none():
     f = Facts(quorum_ok=True, quorum_detail="", images=imgs, owners=owners,
               local_node="node1", domain_active_here=True)
     assert running_qemu_clients(Dom(), f) == [("rbd/a", local + ":0/1")]
+
+
+# ------------------------------------------------------------------ after a reboot
+# Chaos soak seed 1208, fault 58 (and seed 1205, fault 14): node2 was power-fenced in the
+# middle of a migration and booted again; the lock its dead QEMU held was then refused on
+# node2 ("a lock holder with no watch on this node") and on the others ("a live cluster
+# member") until an operator removed it. The state directory is a tmpfs: the reboot had
+# taken the record with it. The copy in RECORD_DIR carries the boot id: a record of an
+# earlier boot names clients that are dead for certain.
+
+def _reboot(w, monkeypatch):
+    """Power node1 off and on: its QEMU dies with everything else (Ceph keeps the lock and,
+    for up to 30 s, the watch), the state directory (a tmpfs) is empty again, and the
+    kernel has a new boot id. RECORD_DIR is on disk: it stays."""
+    import shutil
+    dead = _kill_qemu(w)
+    shutil.rmtree(w.env()["HA_RSCTMP"])
+    os.makedirs(w.env()["HA_RSCTMP"])
+    monkeypatch.setattr(deadclients, "boot_id", lambda path=None: "11111111-2222-3333-4444-"
+                                                                  "555555555555")
+    return dead
+
+
+def test_after_a_reboot_the_start_here_recovers_what_the_earlier_boot_left(w, monkeypatch):
+    assert w.start() == 0, w.err
+    dead = _reboot(w, monkeypatch)
+    w.node1.on_stop = lambda g: w._qemu_exit(w.node1, g)
+    assert w.start() == 0, w.err
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+    assert w.node1.running("vm1")
+    assert "before the node rebooted" in w.logfile.read_text()
+
+
+def test_after_a_reboot_without_the_copy_the_start_here_refuses(w, monkeypatch):
+    """The copy is the proof: without it (or with another node's) nothing is recovered."""
+    assert w.start() == 0, w.err
+    copy = os.path.join(deadclients.RECORD_DIR, deadclients.state_name("vm1"))
+    text = open(copy).read()
+    assert "boot=" in text and "node=node1" in text, text
+    _reboot(w, monkeypatch)
+    os.unlink(copy)
+    assert w.start() == 1, w.err
+    assert w.ceph.blocklist == {}
+    with open(copy, "w") as f:
+        f.write(text.replace("node=node1", "node=node2"))
+    assert w.start() == 1, w.err
+    assert w.ceph.blocklist == {}
+
+
+def test_after_a_reboot_the_first_probe_attests_and_another_node_recovers(w, monkeypatch):
+    import fakes
+    from test_agent_flows import NODE2
+    store = _attrd(w)
+    assert w.start() == 0, w.err
+    dead = _reboot(w, monkeypatch)
+    assert w.run("monitor", interval=0) == ocf.OCF_NOT_RUNNING, w.err
+    said = dict(line.split("=", 1) for line in store.read_text().split("\n") if line)
+    assert said == {"vmceph-dead-vm1": " ".join(sorted(c.addr for c in dead))}, said
+    assert w.run("monitor", interval=10000) == ocf.OCF_NOT_RUNNING   # only a probe says it
+    _crm_mon(w, store)
+    fakes.install(monkeypatch, host=w.node2)
+    w.ceph.client_ip = NODE2
+    assert w.run("start", meta={"on_node": "node2"}) == 0, w.err
+    assert w.node2.running("vm1")
+    for c in dead:
+        assert w.ceph.is_blocklisted(c.addr), c.addr
+
+
+def test_a_probe_of_this_boot_attests_nothing(w, monkeypatch):
+    """No reboot: the QEMU was killed, the record is this boot's; a probe says nothing
+    (the stop, which Pacemaker runs next, releases or attests)."""
+    store = _attrd(w)
+    assert w.start() == 0, w.err
+    _kill_qemu(w)
+    assert w.run("monitor", interval=0) == ocf.OCF_NOT_RUNNING, w.err
+    assert store.read_text() == "" and w.bin.calls("attrd_updater") == []

@@ -180,6 +180,8 @@ class Lab(Layout):
         missing = [t for t in tools if not _which(t)]
         if missing:
             raise LabError(f"missing programs: {', '.join(missing)} (tests/vmlab/README.md)")
+        for _, m in nodefiles.VMCEPH_DIRS:   # ours: no package made it; an empty mount point
+            os.makedirs(m, exist_ok=True)
         absent = [m for _, m in nodefiles.private_dirs(self) if not os.path.isdir(m)]
         if absent:
             raise LabError(f"mount points missing on the host: {', '.join(absent)}")

@@ -25,6 +25,12 @@ LIBVIRT_DIRS = [("etc-libvirt", "/etc/libvirt"), ("lib-libvirt", "/var/lib/libvi
 PACEMAKER_DIRS = [("etc-corosync", "/etc/corosync"), ("lib-corosync", "/var/lib/corosync"),
                   ("lib-pacemaker", "/var/lib/pacemaker"),
                   ("log-pacemaker", "/var/log/pacemaker")]
+# The agent's record of its QEMUs' Ceph clients that survives a reboot (deadclients).
+VMCEPH_DIRS = [("lib-vmceph", "/var/lib/vmceph")]
+# A node's own kernel boot id, new at every boot of the node: the nodes share the host's
+# kernel, whose boot id never changes in the lab; deadclients tells a record of an earlier
+# boot by it.
+BOOT_ID = ("boot_id", "/proc/sys/kernel/random/boot_id")
 # Persist across a node's reboots, like a disk: Ceph data, libvirt definitions, the CIB.
 # /run and the pid files are new at every boot.
 VOLATILE = ("run", "pids")
@@ -36,7 +42,7 @@ REMOTE_DIRS = [("etc-pacemaker", "/etc/pacemaker")]
 
 
 def private_dirs(lab):
-    return CEPH_DIRS + LIBVIRT_DIRS + (PACEMAKER_DIRS if lab.pacemaker else []) + (
+    return CEPH_DIRS + LIBVIRT_DIRS + VMCEPH_DIRS + (PACEMAKER_DIRS if lab.pacemaker else []) + (
         REMOTE_DIRS if getattr(lab, "remotes", 0) else [])
 
 
@@ -184,8 +190,9 @@ def make_node_dirs(lab, i, first_boot):
         shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
     for sub in ["run", "pids", "log", "etc-ceph", "log-ceph", "log-libvirt/qemu",
                 "lib-ceph/mon", "lib-ceph/osd", "lib-ceph/mgr", "lib-ceph/tmp",
-                "lib-ceph/crash", "lib-libvirt", "cache-libvirt"]:
+                "lib-ceph/crash", "lib-libvirt", "cache-libvirt", "lib-vmceph"]:
         os.makedirs(os.path.join(d, sub), exist_ok=True)
+    write_file(os.path.join(d, BOOT_ID[0]), str(uuid.uuid4()) + "\n")
     for name in ("holder.pid", "init.sock"):
         if os.path.lexists(os.path.join(d, name)):
             os.unlink(os.path.join(d, name))
@@ -251,7 +258,8 @@ def node_mounts(lab, i):
     """What node i's init mounts, in order (nodeinit.py carries it out)."""
     mounts = [{"type": "bind", "src": lab.node_dir(i, "run"), "dst": "/run"},
               # libqb (corosync, pacemaker) keeps its IPC here
-              {"type": "tmpfs", "dst": "/dev/shm", "options": "mode=1777"}]
+              {"type": "tmpfs", "dst": "/dev/shm", "options": "mode=1777"},
+              {"type": "bind", "src": lab.node_dir(i, BOOT_ID[0]), "dst": BOOT_ID[1]}]
     mounts += [{"type": "bind", "src": lab.node_dir(i, sub), "dst": dst}
                for sub, dst in private_dirs(lab)]
     mounts += [{"type": "bind", "src": lab.path("hosts"), "dst": "/etc/hosts"},
