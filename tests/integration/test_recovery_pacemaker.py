@@ -8,7 +8,11 @@ crm_mon, cibadmin and stonith_admin exactly as in production.
 - a node that was powered off and fenced (fencing history) has its dead QEMU's client
   blocklisted and its lock broken by a start elsewhere, after the OSD map wait;
 - a node in maintenance whose cluster stack was stopped cleanly (offline, clean, not
-  fenced) still runs its VM: a start elsewhere refuses and blocklists nothing.
+  fenced) still runs its VM: a start elsewhere refuses and blocklists nothing;
+- a node power-fenced and booted again, a live member once more, whose dead QEMUs left
+  their locks (seed 1208's fault 58): a start on that node recovers its earlier boot's
+  client at once; a start elsewhere refuses the member's client until the node's first
+  probe attests it dead, then recovers exactly that client.
 """
 
 import os
@@ -126,3 +130,65 @@ def test_node_in_maintenance_with_stack_stopped_keeps_its_vm(plab, pvm):
     assert _blocklist(plab).count(plab.node_ip(2)) == before.count(plab.node_ip(2))
     assert vm.running_on() == [2]
     plab.guest_write(2, vm.name, 0)     # node2's guest still writes
+
+
+def test_a_rebooted_node_s_dead_qemu_locks_are_recovered_on_its_own_proof(plab, pvm):
+    """Two VMs on node3, each QEMU holding its image's lock; node3 is powered off, fenced
+    and booted again (a new boot id, the state directory empty, /var/lib/vmceph kept),
+    then is a live member. Its dead QEMUs' locks are a member's: without proof, refused.
+    - here = started again on node3: its record of the earlier boot proves the client
+      dead; recovered and started at once;
+    - away = started on node1: refused (a live member's client) until node3's probe
+      attests the client dead (vmceph-dead-<vm>), then recovered and started."""
+    here, away = pvm(), pvm()
+    on3 = {"on_node": "node3"}
+    held = {}
+    for vm in (here, away):
+        r = vm.agent(3, "start", meta=on3)
+        assert r.rc == OCF_SUCCESS, r
+        plab.guest_write(3, vm.name, 0)
+        held[vm.name] = vm.clients(0)["lockers"][0]["addr"]
+        assert held[vm.name].split(":")[0] == plab.node_ip(3), held
+        copy = plab.run(3, ["cat", "/var/lib/vmceph/vmceph-RBDVirtualDomain-%s.clients"
+                            % vm.name]).stdout
+        assert "boot=" in copy and "node=node3" in copy and held[vm.name] in copy, copy
+    boot_before = plab.run(3, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+    t = time.time()
+    plab.crash(3)
+    end = time.monotonic() + 120
+    while not plab.fenced_since(3, t):
+        assert time.monotonic() < end, "node3 was not fenced"
+        time.sleep(0.5)
+    plab.start_node(3)
+    plab.wait_pacemaker_online(3, timeout=180)
+    assert plab.run(3, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip() != \
+        boot_before, "the lab did not give node3 a new boot id"
+    assert plab.pacemaker_nodes(1).get("node3") == "online"
+    for vm in (here, away):
+        assert [lk["addr"] for lk in vm.clients(0)["lockers"]] == [held[vm.name]]
+
+    r = here.agent(3, "start", meta=on3, timeout_ms=60000)
+    print("\nstart on node3 after its reboot: rc %d in %.2f s" % (r.rc, r.elapsed))
+    assert r.rc == OCF_SUCCESS, r
+    assert "before the node rebooted" in r.stderr, r.stderr
+    assert held[here.name] in _blocklist(plab)
+    plab.guest_write(3, here.name, 0)
+
+    r = away.agent(1, "start", timeout_ms=30000)
+    print("start on node1 before node3's probe: rc %d in %.2f s: %s" % (r.rc, r.elapsed,
+                                                                         r.reason))
+    assert r.rc == OCF_ERR_GENERIC, r
+    assert "live cluster member" in r.reason, r.reason
+    assert held[away.name] not in _blocklist(plab)
+    p = away.agent(3, "monitor", meta=on3)
+    assert p.rc == 7, p                                           # OCF_NOT_RUNNING
+    word = plab.run(1, ["crm_mon", "-1", "-A", "--output-as=xml"]).stdout
+    assert 'name="vmceph-dead-%s" value="%s"' % (away.name, held[away.name]) in word, word
+    r = away.agent(1, "start", timeout_ms=60000)
+    print("start on node1 after node3's probe: rc %d in %.2f s" % (r.rc, r.elapsed))
+    assert r.rc == OCF_SUCCESS, r
+    assert "attested dead by node3" in r.stderr, r.stderr
+    assert held[away.name] in _blocklist(plab)
+    plab.guest_write(1, away.name, 0)
+    for vm, node in ((here, 3), (away, 1)):
+        assert vm.agent(node, "stop", meta={"on_node": "node%d" % node}).rc == OCF_SUCCESS
