@@ -100,38 +100,6 @@ def test_fenced_node_s_client_recovered_from_the_fencing_history(plab, pvm):
     plab.wait_pacemaker_online(3, timeout=180)
 
 
-def test_node_in_maintenance_with_stack_stopped_keeps_its_vm(plab, pvm):
-    vm = pvm()
-    r = vm.agent(2, "start")
-    assert r.rc == OCF_SUCCESS, r
-    plab.guest_write(2, vm.name, 0)
-    held = vm.clients(0)["lockers"]
-    plab.run(1, ["crm_attribute", "-N", "node2", "-n", "maintenance", "-v", "true"])
-    for daemon in ("pacemaker", "corosync"):
-        pid = plab.daemon_pid(2, daemon)
-        assert pid, daemon
-        os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + 60
-        while plab.daemon_pid(2, daemon):
-            assert time.monotonic() < end, "%s of node2 did not stop" % daemon
-            time.sleep(0.3)
-    end = time.monotonic() + 60
-    while plab.pacemaker_nodes(1).get("node2") != "offline":
-        assert time.monotonic() < end, plab.pacemaker_nodes(1)
-        time.sleep(0.5)
-    assert vm.running_on() == [2], "the VM must still run on node2"
-    before = _blocklist(plab)
-    r = vm.agent(1, "start", timeout_ms=30000)
-    print("\nstart on node1 while node2 (maintenance, stack stopped) runs the VM: rc %d: %s"
-          % (r.rc, r.reason))
-    assert r.rc == OCF_ERR_GENERIC, r
-    assert "maintenance" in r.reason, r.reason
-    assert held[0]["addr"] not in _blocklist(plab)
-    assert _blocklist(plab).count(plab.node_ip(2)) == before.count(plab.node_ip(2))
-    assert vm.running_on() == [2]
-    plab.guest_write(2, vm.name, 0)     # node2's guest still writes
-
-
 def test_a_rebooted_node_s_dead_qemu_locks_are_recovered_on_its_own_proof(plab, pvm):
     """Two VMs on node3, each QEMU holding its image's lock; node3 is powered off, fenced
     and booted again (a new boot id, the state directory empty, /var/lib/vmceph kept),
@@ -139,7 +107,9 @@ def test_a_rebooted_node_s_dead_qemu_locks_are_recovered_on_its_own_proof(plab, 
     - here = started again on node3: its record of the earlier boot proves the client
       dead; recovered and started at once;
     - away = started on node1: refused (a live member's client) until node3's probe
-      attests the client dead (vmceph-dead-<vm>), then recovered and started."""
+      attests the client dead (vmceph-dead-<vm>), then recovered and started.
+    Placed before the maintenance test, which leaves node2's cluster stack stopped: after
+    it, node1 alone has no quorum to fence node3 (seen in the first full run)."""
     here, away = pvm(), pvm()
     on3 = {"on_node": "node3"}
     held = {}
@@ -192,3 +162,36 @@ def test_a_rebooted_node_s_dead_qemu_locks_are_recovered_on_its_own_proof(plab, 
     plab.guest_write(1, away.name, 0)
     for vm, node in ((here, 3), (away, 1)):
         assert vm.agent(node, "stop", meta={"on_node": "node%d" % node}).rc == OCF_SUCCESS
+
+
+def test_node_in_maintenance_with_stack_stopped_keeps_its_vm(plab, pvm):
+    vm = pvm()
+    r = vm.agent(2, "start")
+    assert r.rc == OCF_SUCCESS, r
+    plab.guest_write(2, vm.name, 0)
+    held = vm.clients(0)["lockers"]
+    plab.run(1, ["crm_attribute", "-N", "node2", "-n", "maintenance", "-v", "true"])
+    for daemon in ("pacemaker", "corosync"):
+        pid = plab.daemon_pid(2, daemon)
+        assert pid, daemon
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + 60
+        while plab.daemon_pid(2, daemon):
+            assert time.monotonic() < end, "%s of node2 did not stop" % daemon
+            time.sleep(0.3)
+    end = time.monotonic() + 60
+    while plab.pacemaker_nodes(1).get("node2") != "offline":
+        assert time.monotonic() < end, plab.pacemaker_nodes(1)
+        time.sleep(0.5)
+    assert vm.running_on() == [2], "the VM must still run on node2"
+    before = _blocklist(plab)
+    r = vm.agent(1, "start", timeout_ms=30000)
+    print("\nstart on node1 while node2 (maintenance, stack stopped) runs the VM: rc %d: %s"
+          % (r.rc, r.reason))
+    assert r.rc == OCF_ERR_GENERIC, r
+    assert "maintenance" in r.reason, r.reason
+    assert held[0]["addr"] not in _blocklist(plab)
+    assert _blocklist(plab).count(plab.node_ip(2)) == before.count(plab.node_ip(2))
+    assert vm.running_on() == [2]
+    plab.guest_write(2, vm.name, 0)     # node2's guest still writes
+
