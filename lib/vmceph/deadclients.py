@@ -217,9 +217,11 @@ def attest_earlier_boot(ctx, deadline):
     from vmceph import ocf
     if ocf.read_state(ctx, state_name(ctx.instance)) is not None:
         return False               # this boot's record: the stop deals with it
-    rec = load(ctx)
-    addrs, note = dead(rec, boot_now=boot_id())
-    if not addrs or not rec.boot or rec.boot == boot_id():
+    rec, now = load(ctx), boot_id()    # the copy, if it is this node's
+    if rec is None or not now or rec.boot == now:
+        return False
+    addrs, note = dead(rec, boot_now=now)
+    if not addrs:
         return False
     from vmceph.ocf import Share
     if attest(ctx, addrs, Share(deadline, cap=ATTEST_CAP_S)):

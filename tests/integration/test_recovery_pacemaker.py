@@ -72,6 +72,15 @@ def _blocklist(lab, i=1):
     return lab.ceph(i, "osd", "blocklist", "ls")
 
 
+def _crash_and_wait_fenced(lab, i, timeout=120):
+    t = time.time()
+    lab.crash(i)
+    end = time.monotonic() + timeout
+    while not lab.fenced_since(i, t):
+        assert time.monotonic() < end, "%s was not fenced" % lab.node_name(i)
+        time.sleep(0.5)
+
+
 def test_fenced_node_s_client_recovered_from_the_fencing_history(plab, pvm):
     vm = pvm()
     r = vm.agent(3, "start")
@@ -79,12 +88,7 @@ def test_fenced_node_s_client_recovered_from_the_fencing_history(plab, pvm):
     plab.guest_write(3, vm.name, 0)
     held = vm.clients(0)["lockers"]
     assert [lk["addr"].split(":")[0] for lk in held] == [plab.node_ip(3)]
-    t = time.time()
-    plab.crash(3)
-    end = time.monotonic() + 120
-    while not plab.fenced_since(3, t):
-        assert time.monotonic() < end, "node3 was not fenced"
-        time.sleep(0.5)
+    _crash_and_wait_fenced(plab, 3)
     r = vm.agent(1, "start", extra={"blocklist_expire": "600"})
     print("\nstart on node1 after node3 was fenced: rc %d in %.2f s" % (r.rc, r.elapsed))
     assert r.rc == OCF_SUCCESS, r
@@ -123,12 +127,7 @@ def test_a_rebooted_node_s_dead_qemu_locks_are_recovered_on_its_own_proof(plab, 
                             % vm.name]).stdout
         assert "boot=" in copy and "node=node3" in copy and held[vm.name] in copy, copy
     boot_before = plab.run(3, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
-    t = time.time()
-    plab.crash(3)
-    end = time.monotonic() + 120
-    while not plab.fenced_since(3, t):
-        assert time.monotonic() < end, "node3 was not fenced"
-        time.sleep(0.5)
+    _crash_and_wait_fenced(plab, 3)
     plab.start_node(3)
     plab.wait_pacemaker_online(3, timeout=180)
     assert plab.run(3, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip() != \
