@@ -50,6 +50,7 @@ client instances too (``record_arrival``), so the same proof exists for it.
 """
 
 import os
+from collections import namedtuple
 
 SUFFIX = ".clients"
 
@@ -85,19 +86,9 @@ def boot_id(path=None):
     return text if text and all(c in "0123456789abcdef-" for c in text) else None
 
 
-class Record(tuple):
-    """(pid, start, ((spec, addr), ...), boot, node): boot and node are None in a record
-    written before they were recorded."""
-    __slots__ = ()
-
-    def __new__(cls, pid, start, clients, boot=None, node=None):
-        return tuple.__new__(cls, (pid, start, tuple(clients), boot, node))
-
-    pid = property(lambda self: self[0])
-    start = property(lambda self: self[1])
-    clients = property(lambda self: self[2])
-    boot = property(lambda self: self[3])
-    node = property(lambda self: self[4])
+# (pid, start, ((spec, addr), ...), boot, node): boot and node are None in a record
+# written before they were recorded.
+Record = namedtuple("Record", "pid start clients boot node", defaults=(None, None))
 
 
 def encode(pid, start_time, clients, boot=None, node=None):
@@ -131,7 +122,7 @@ def decode(text):
             return None
     if pid is None or start is None or pid <= 0:
         return None
-    return Record(pid, start, clients, boot, node)
+    return Record(pid, start, tuple(clients), boot, node)
 
 
 def dead(record, start_time_of=process_start_time, boot_now=None):
