@@ -490,10 +490,12 @@ ATTESTABLE = (MEMBER, UNCLEAN, MAINTENANCE)
 
 
 def _judge_dead_attested(facts, spec, entity, addr, owner, watching):
-    """A client instance on another node that this node's own stop attested dead
-    (``Facts.dead_attested``): its QEMU was destroyed or died while the node could not
-    reach Ceph (storage-only partition), so its watch lingers up to the OSD's watch
-    timeout and its lock stays. Blocklisting that one instance harms no live process."""
+    """A client instance on another node that its own node attested dead
+    (``Facts.dead_attested``): a stop destroyed its QEMU, or found it dead, while the node
+    could not reach Ceph (storage-only partition), so its watch lingers up to the OSD's
+    watch timeout and its lock stays; or the node's first probe after a reboot found the
+    record of a QEMU from the earlier boot. Blocklisting that one instance harms no live
+    process."""
     return _judge_proven_dead(
         facts, "image %s: %s at %s on %s%s" % (spec, entity, addr, owner.node,
                                               _lingers(watching)),
