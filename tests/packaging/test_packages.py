@@ -159,6 +159,8 @@ def test_deb_layout(built_deb):
     # no public top-level module from a package not named python3-*: the library is
     # private (/usr/share/vmceph), nothing in dist-packages, no dist-info
     assert not [p for p in modes if "-packages/" in p], listing
+    # deadclients' reboot-proof records: owned by the package, root only
+    assert modes.get("/var/lib/vmceph/") == "drwx------", listing
     fields = subprocess.run(["dpkg-deb", "--field", str(deb), "Depends", "Recommends",
                              "Version", "Architecture"], check=True, stdout=subprocess.PIPE,
                             universal_newlines=True).stdout
@@ -196,6 +198,8 @@ def test_build_rpm(built_rpm):
         assert any(f.startswith("/usr/share/man/" + page) for f in files), files
     modes = q("--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]")
     assert "-rwxr-xr-x %s/RBDVirtualDomain" % OCF_DIR in modes
+    # deadclients' reboot-proof records: owned by the package, root only
+    assert "drwx------ /var/lib/vmceph" in modes, modes
     requires = q("-R")
     for dep in ("python3", "python3-rados", "python3-rbd", "python3-libvirt", "python3-lxml",
                 "resource-agents", "pacemaker-cli"):
