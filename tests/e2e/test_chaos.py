@@ -84,6 +84,41 @@ def test_a_killed_qemu_recovered_on_another_node_needs_no_operator(cluster, figu
     assert r["survived"], r
 
 
+def test_a_killed_start_leaves_its_node_eligible(cluster, figure):
+    """The agent SIGKILLed in the middle of start (as Pacemaker kills a start that outlives
+    its timeout). With Pacemaker's default start-failure-is-fatal=true that start's node
+    got an INFINITY fail count for failure-timeout (10 min): two such starts of one VM on
+    two nodes of three, then the third node lost, and the VM ran nowhere (the 200-fault
+    soak, docs/reliability.md, seed 1210 fault 120; seeds 1205 and 1208 before). The
+    examples set start-failure-is-fatal=false: the failed start counts one failure
+    toward migration-threshold (3), like a failed monitor, and the node stays eligible."""
+    result = chaos.run_soak(cluster.lab, cluster.cfg, SEED, 1, ["agent-kill-start"],
+                            checker=cluster.checker)
+    _says(result)
+    r = result["records"][0]
+    assert r["detail"]["killed"], ("no start was caught and killed: the test proves "
+                                   "nothing", r["detail"])
+    vm = r["detail"]["vm"]
+    counts = {}
+    for entry in r["fail_counts"]:              # "vm on node: count"
+        rsc_node, _, count = entry.rpartition(": ")
+        counts[tuple(rsc_node.split(" on "))] = int(count)
+    figure("chaos agent-kill-start", {"back_s": r["all_back_s"], "fail_counts": counts})
+    for node in r["detail"]["killed"]:
+        # one failure for the monitor that found the killed QEMU, one for the killed
+        # start; start-failure-is-fatal=true would have made it 1000000 (INFINITY), and
+        # 1 would mean the start ended before the kill reached it
+        assert counts.get((vm, node)) == 2, (
+            f"{vm} on {node}: expected 2 failures (failed monitor + killed start), below "
+            f"migration-threshold 3", r["fail_counts"])
+    assert not any(r["violations"].values()), r["violations"]
+    assert not r["operator"], r["operator"]
+    assert r["survived"], r
+    # leave no fail count to the canary
+    cluster.lab.run(cluster.lab.first_alive(), ["crm_resource", "--cleanup", "-r", vm],
+                    timeout=60, check=False)
+
+
 def test_canary_virtualdomain_split_brain_is_seen_by_both_oracles(cluster, figure):
     """The session checker would record the canary's violations as the session's: it is
     stopped first (its report is kept), the canary brings its own."""

@@ -373,6 +373,9 @@ def test_cluster_xml_says_what_the_issue_asks():
                 props + "placement-strategy=balanced", props + "migration-limit=2",
                 # issue 15: a crashed node's VMs start together, not one at a time
                 props + "load-threshold=400%", props + "node-action-limit=16",
+                # the fault soak (seed 1210, fault 120): a killed start must not ban its
+                # node for failure-timeout (tests/e2e/test_chaos.py shows it for real)
+                props + "start-failure-is-fatal=false",
                 "rsc_defaults/meta_attributes: resource-stickiness=100"}
     clone = "resources/clone[id=ceph-health-clone]"
     health = clone + "/primitive[class=ocf,id=ceph-health,provider=vmceph,type=CephHealth]"

@@ -340,10 +340,11 @@ class Soak:
 
     def fail_counts(self):
         """["vm on node: count"] of the fail counts Pacemaker keeps after a fault. A fault
-        may be survived and still leave one (a killed start fails, and start-failure-is-
-        fatal bans the VM from that node until failure-timeout, 10 min in cib-examples):
-        two of those and a cut third node left seed 1205's vm3 no node (fault 37), so the
-        report shows them."""
+        may be survived and still leave one (a killed start fails). With Pacemaker's
+        start-failure-is-fatal=true that banned the VM from the node until failure-timeout
+        (10 min): two of those and a cut third node left vm3 no node (seed 1205's fault
+        37, seed 1208's 58, seed 1210's 120); cib-examples now set it false. The report
+        shows them."""
         try:
             out = self.lab.run(self.lab.first_alive(),
                                ["crm_mon", "-1", "--output-as=xml", "--include=failcounts"],
