@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from vmlab import chaos
+from vmlab import chaos, cluster_config
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +84,13 @@ def test_a_killed_qemu_recovered_on_another_node_needs_no_operator(cluster, figu
     assert r["survived"], r
 
 
+def _failed_starts(lab, vm):
+    """Nodes where Pacemaker records a failed start of vm (crm_mon's failed actions)."""
+    root = cluster_config.crm_mon_xml(lab)
+    return {f.get("node") for f in root.iter("failure")
+            if f.get("task") == "start" and f.get("op_key", "").startswith(vm + "_start_")}
+
+
 def test_a_killed_start_leaves_its_node_eligible(cluster, figure):
     """The agent SIGKILLed in the middle of start (as Pacemaker kills a start that outlives
     its timeout). With Pacemaker's default start-failure-is-fatal=true that start's node
@@ -92,31 +99,39 @@ def test_a_killed_start_leaves_its_node_eligible(cluster, figure):
     soak, docs/reliability.md, seed 1210 fault 120; seeds 1205 and 1208 before). The
     examples set start-failure-is-fatal=false: the failed start counts one failure
     toward migration-threshold (3), like a failed monitor, and the node stays eligible."""
-    result = chaos.run_soak(cluster.lab, cluster.cfg, SEED, 1, ["agent-kill-start"],
-                            checker=cluster.checker)
-    _says(result)
-    r = result["records"][0]
-    assert r["detail"]["killed"], ("no start was caught and killed: the test proves "
-                                   "nothing", r["detail"])
-    vm = r["detail"]["vm"]
+    lab = cluster.lab
+    for attempt in range(3):
+        # no fail count left by the tests or tries before: every count read is this fault's
+        lab.run(lab.first_alive(), ["crm_resource", "--cleanup"], timeout=120, check=False)
+        # the fault kills the start 0, 0.3 or 1 s after it appears (drawn from the seed):
+        # a start quicker than that ends before the kill, and proves nothing
+        result = chaos.run_soak(lab, cluster.cfg, SEED + attempt, 1, ["agent-kill-start"],
+                                checker=cluster.checker)
+        _says(result)
+        r = result["records"][0]
+        assert not any(r["violations"].values()), r["violations"]
+        assert not r["operator"], r["operator"]
+        assert r["survived"], r
+        vm = r["detail"]["vm"]
+        failed = _failed_starts(lab, vm) & set(r["detail"]["killed"])
+        if failed:
+            break
+    else:
+        pytest.fail("in 3 tries no start was killed before it ended: the test proves nothing")
     counts = {}
     for entry in r["fail_counts"]:              # "vm on node: count"
-        rsc_node, _, count = entry.rpartition(": ")
-        counts[tuple(rsc_node.split(" on "))] = int(count)
-    figure("chaos agent-kill-start", {"back_s": r["all_back_s"], "fail_counts": counts})
-    for node in r["detail"]["killed"]:
-        # one failure for the monitor that found the killed QEMU, one for the killed
-        # start; start-failure-is-fatal=true would have made it 1000000 (INFINITY), and
-        # 1 would mean the start ended before the kill reached it
-        assert counts.get((vm, node)) == 2, (
-            f"{vm} on {node}: expected 2 failures (failed monitor + killed start), below "
+        key, _, count = entry.rpartition(": ")
+        counts[key] = int(count)
+    figure("chaos agent-kill-start (fail counts left)", counts)
+    for node in failed:
+        # the killed start counts 1 (2 with the failed monitor of the QEMU the fault killed
+        # first, when that ran on the same node); start-failure-is-fatal=true makes it
+        # 1000000 (INFINITY): banned from that node for failure-timeout
+        assert counts.get(f"{vm} on {node}") in (1, 2), (
+            f"{vm}'s killed start on {node}: expected 1 or 2 failures, below "
             f"migration-threshold 3", r["fail_counts"])
-    assert not any(r["violations"].values()), r["violations"]
-    assert not r["operator"], r["operator"]
-    assert r["survived"], r
-    # leave no fail count to the canary
-    cluster.lab.run(cluster.lab.first_alive(), ["crm_resource", "--cleanup", "-r", vm],
-                    timeout=60, check=False)
+    lab.run(lab.first_alive(), ["crm_resource", "--cleanup", "-r", vm], timeout=60,
+            check=False)
 
 
 def test_canary_virtualdomain_split_brain_is_seen_by_both_oracles(cluster, figure):
