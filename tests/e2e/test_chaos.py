@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from vmlab import chaos, cluster_config
+from vmlab import chaos
 
 pytestmark = pytest.mark.e2e
 
@@ -84,13 +84,6 @@ def test_a_killed_qemu_recovered_on_another_node_needs_no_operator(cluster, figu
     assert r["survived"], r
 
 
-def _failed_starts(lab, vm):
-    """Nodes where Pacemaker records a failed start of vm (crm_mon's failed actions)."""
-    root = cluster_config.crm_mon_xml(lab)
-    return {f.get("node") for f in root.iter("failure")
-            if f.get("task") == "start" and f.get("op_key", "").startswith(vm + "_start_")}
-
-
 def test_a_killed_start_leaves_its_node_eligible(cluster, figure):
     """The agent SIGKILLed in the middle of start (as Pacemaker kills a start that outlives
     its timeout). With Pacemaker's default start-failure-is-fatal=true that start's node
@@ -113,7 +106,8 @@ def test_a_killed_start_leaves_its_node_eligible(cluster, figure):
         assert not r["operator"], r["operator"]
         assert r["survived"], r
         vm = r["detail"]["vm"]
-        failed = _failed_starts(lab, vm) & set(r["detail"]["killed"])
+        failed = {n for rsc, op, n, _ in cluster.story.failures()
+                  if rsc == vm and op == "start"} & set(r["detail"]["killed"])
         if failed:
             break
     else:
