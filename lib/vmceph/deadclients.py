@@ -132,17 +132,14 @@ def dead(record, start_time_of=process_start_time, boot_now=None):
     whatever runs under their pids now."""
     if record is None:
         return frozenset(), ""
-    pid, start, clients = record[:3]
-    boot = record[3] if len(record) > 3 else None
-    if boot and boot_now and boot != boot_now:
-        return (frozenset(addr for _, addr in clients),
-                "this domain's QEMU (pid %d) on this node ran before the node rebooted "
-                "(boot %s, now %s)" % (pid, boot[:8], boot_now[:8]))
-    now = start_time_of(pid)
-    if now is not None and now == start:
+    addrs = frozenset(addr for _, addr in record.clients)
+    if record.boot and boot_now and record.boot != boot_now:
+        return (addrs, "this domain's QEMU (pid %d) on this node ran before the node "
+                "rebooted (boot %s, now %s)" % (record.pid, record.boot[:8], boot_now[:8]))
+    now = start_time_of(record.pid)
+    if now is not None and now == record.start:
         return frozenset(), ""
-    return (frozenset(addr for _, addr in clients),
-            "this domain's previous QEMU (pid %d) on this node no longer runs" % pid)
+    return addrs, "this domain's previous QEMU (pid %d) on this node no longer runs" % record.pid
 
 
 def state_name(instance):
@@ -343,7 +340,7 @@ def release(ctx, params, share):
     addrs, note = dead(record, boot_now=boot_id())
     if not addrs:
         return None
-    specs = sorted({spec for spec, addr in record[2] if addr in addrs})
+    specs = sorted({spec for spec, addr in record.clients if addr in addrs})
     from vmceph.ocf import Share
     # said first, through Pacemaker: if Ceph cannot be reached (storage-only partition),
     # this is how a start on another node learns that these instances are dead

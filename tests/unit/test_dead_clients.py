@@ -40,7 +40,7 @@ def test_record_round_trip_and_garbage():
 
 
 def test_dead_only_when_the_process_is_gone_or_another():
-    rec = (4242, 1000, (("rbd/a", "10.0.0.1:0/77"),))
+    rec = deadclients.Record(4242, 1000, (("rbd/a", "10.0.0.1:0/77"),))
     assert deadclients.dead(rec, lambda pid: 1000) == (frozenset(), "")      # still runs
     addrs, note = deadclients.dead(rec, lambda pid: None)                     # gone
     assert addrs == {"10.0.0.1:0/77"} and "pid 4242" in note
