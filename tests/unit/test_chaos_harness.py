@@ -141,3 +141,44 @@ def test_fail_counts_are_read_from_crm_mons_node_history():
     assert chaos.parse_fail_counts(xml) == ["vm3 on node1: 1000000", "vm3 on node3: 1"]
     assert chaos.parse_fail_counts("<pacemaker-result/>") == []
     assert chaos.parse_fail_counts("not xml")[0].startswith("could not look")
+
+
+def test_a_stop_request_ends_the_soak_after_the_fault_being_played():
+    s = soak(3)
+    played = []
+
+    def play_one(kind):
+        played.append(kind)
+        s.records.append({"kind": kind})
+        if len(played) == 2:           # asked to stop while fault 2 is played
+            s.request_stop("stopped by SIGTERM")
+    s.play_one = play_one
+    records = s.run(10, list(chaos.FAULTS))
+    assert len(played) == 2 and len(records) == 2
+
+
+def test_the_first_sigterm_asks_for_a_stop_and_the_second_is_left_to_kill():
+    import os
+    import signal
+    s = soak(3)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = chaos._stopping_on_signals(s)
+    try:
+        assert previous == before
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert s.stop_reason == "stopped by SIGTERM"
+        # the next one is not caught again: the default action (terminate) is back
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_soak_cut_short_says_why_in_its_report():
+    r = result()
+    r["faults"] = len(r["records"]) + 5
+    assert "the run's time limit came first" in chaos.report_section(r, "t.svg")
+    r["stopped"] = "stopped by SIGTERM"
+    text = chaos.report_section(r, "t.svg")
+    assert "planned: stopped by SIGTERM)" in text and "time limit" not in text

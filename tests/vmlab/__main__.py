@@ -47,7 +47,10 @@ def parse(argv):
     demo.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     demo.add_argument("--mon-lease", type=float, default=2.0,
                       help="Ceph 'mon lease' of the demo lab (default 2; Ceph's is 5)")
-    chaos = sub.add_parser("chaos", help="seeded fault soak on a fresh lab (vmlab/chaos.py)")
+    chaos = sub.add_parser("chaos", help="seeded fault soak on a fresh lab (vmlab/chaos.py)",
+                           description="A first SIGTERM or Ctrl-C ends the soak after the "
+                                       "fault being played and still writes the report; a "
+                                       "second one interrupts at once.")
     chaos.add_argument("--seed", type=int, default=1)
     chaos.add_argument("--faults", type=int, default=13, help="number of faults to play")
     chaos.add_argument("--agent", choices=["rbd", "virtualdomain"], default="rbd",
