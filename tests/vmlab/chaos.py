@@ -418,12 +418,10 @@ class Soak:
         plan = self.schedule(n, kinds)
         self.log(f"chaos seed {self.seed}: {len(plan)} faults: {', '.join(plan)}")
         for kind in plan:
-            if stop_at is not None and time.monotonic() > stop_at:
-                self.log(f"time is up: {len(self.records)} of {len(plan)} faults played")
-                break
-            if self.stop_reason:
-                self.log(f"{self.stop_reason}: {len(self.records)} of {len(plan)} faults "
-                         f"played")
+            reason = self.stop_reason or (
+                "time is up" if stop_at is not None and time.monotonic() > stop_at else None)
+            if reason:
+                self.log(f"{reason}: {len(self.records)} of {len(plan)} faults played")
                 break
             for _attempt in range(3):
                 try:
