@@ -2,7 +2,9 @@
 the seed and holds every kind; "writing again" and the write gap are read from the writes
 as the issue defines them; the report and the timeline are generated, not hand-written."""
 
+import os
 import random
+import signal
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -158,8 +160,6 @@ def test_a_stop_request_ends_the_soak_after_the_fault_being_played():
 
 
 def test_the_first_sigterm_asks_for_a_stop_and_the_second_is_left_to_kill():
-    import os
-    import signal
     s = soak(3)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous = chaos._stopping_on_signals(s)
